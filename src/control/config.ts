@@ -1,0 +1,253 @@
+/**
+ * Agent configuration: parsed and validated completely before the agent
+ * changes anything on the machine. Every error names the field and quotes
+ * the value.
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { IPv4CidrRange, Validator } from 'ip-num';
+import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
+import { parseMac } from '../wire/mac.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI } from '../wire/vxlan.js';
+
+export const DEFAULT_DEVICE = 'tulle0';
+export const DEFAULT_SOCKET = '/run/tulle/tulle.sock';
+export const DEFAULT_DATA_DIR = '/var/lib/tulle';
+export const DEFAULT_SUBNET_FILE = '/run/tulle/subnet.env';
+export const MAX_WORKERS = 64;
+export const MIN_MTU = 576;
+export const MAX_MTU = 65535 - 64;
+export const MAX_VNI = 0xffffff;
+
+export class ConfigError extends Error {
+  readonly code = 'ECONFIG';
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    reason: string,
+  ) {
+    super(`config field "${field}": ${reason} (got ${JSON.stringify(value)})`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Cidr {
+  /** Network address, host-order u32. */
+  readonly net: number;
+  readonly prefix: number;
+  readonly text: string;
+}
+
+export interface PeerConfig {
+  readonly vtepIP: number;
+  readonly vtepMAC: Uint8Array;
+  readonly subnet: Cidr;
+}
+
+export interface AgentConfig {
+  readonly network: Cidr;
+  readonly subnet: Cidr;
+  readonly vtepIP: number;
+  /** Absent: generated once and kept in `dataDir`. */
+  readonly vtepMAC: Uint8Array | undefined;
+  readonly vni: number;
+  readonly port: number;
+  readonly device: string;
+  /** Absent: the underlay interface's MTU minus the VXLAN overhead. */
+  readonly mtu: number | undefined;
+  readonly workers: number;
+  readonly socket: string;
+  readonly dataDir: string;
+  readonly subnetFile: string;
+  readonly logLevel: string;
+  readonly peers: readonly PeerConfig[];
+}
+
+const FIELDS = [
+  'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers',
+] as const;
+const PEER_FIELDS = ['vtepIP', 'vtepMAC', 'subnet'] as const;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+export function parseCidr(field: string, value: unknown): Cidr {
+  if (typeof value !== 'string' || !Validator.isValidIPv4CidrNotation(value)[0]) {
+    throw new ConfigError(field, value, 'not an IPv4 CIDR such as "10.244.0.0/16"');
+  }
+  if (!Validator.isValidIPv4CidrRange(value)[0]) {
+    throw new ConfigError(field, value, 'has host bits set; give the network address');
+  }
+  const r = IPv4CidrRange.fromCidr(value);
+  const prefix = Number(r.cidrPrefix.getValue());
+  if (prefix < 1 || prefix > 30) throw new ConfigError(field, value, 'prefix length must be 1..30');
+  return { net: Number(r.getFirst().getValue()) >>> 0, prefix, text: value };
+}
+
+function contains(outer: Cidr, inner: Cidr): boolean {
+  if (inner.prefix < outer.prefix) return false;
+  const mask = (0xffffffff << (32 - outer.prefix)) >>> 0;
+  return ((inner.net & mask) >>> 0) === outer.net;
+}
+
+function overlaps(a: Cidr, b: Cidr): boolean {
+  return contains(a, b) || contains(b, a);
+}
+
+function ipField(field: string, value: unknown): number {
+  try {
+    if (typeof value !== 'string') throw new TypeError('not a string');
+    const ip = parseIpv4(value);
+    if (ip === 0 || ip >>> 24 === 127 || ip >>> 28 >= 14) throw new TypeError('not a unicast address');
+    return ip;
+  } catch (e) {
+    throw new ConfigError(field, value, `not a unicast IPv4 address (${(e as Error).message})`);
+  }
+}
+
+function macField(field: string, value: unknown): Uint8Array {
+  try {
+    if (typeof value !== 'string') throw new TypeError('not a string');
+    const mac = parseMac(value);
+    if (mac[0] & 1) throw new TypeError('multicast bit set');
+    if (mac.every((b) => b === 0)) throw new TypeError('all zeros');
+    return mac;
+  } catch (e) {
+    throw new ConfigError(field, value, `not a unicast MAC address such as "02:aa:00:00:00:01" (${(e as Error).message})`);
+  }
+}
+
+function intField(field: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(field, value, `must be an integer ${min}..${max}`);
+  }
+  return value;
+}
+
+function pathField(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0')) {
+    throw new ConfigError(field, value, 'must be an absolute path');
+  }
+  return value;
+}
+
+/** Linux interface name rules: 1..15 bytes, no '/', ':' or whitespace, not "." or "..". */
+export function checkIfName(field: string, value: unknown): string {
+  if (
+    typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > 15 ||
+    /[/:\s]/.test(value) || value === '.' || value === '..'
+  ) {
+    throw new ConfigError(field, value, 'must be an interface name of 1..15 characters without "/", ":" or spaces');
+  }
+  return value;
+}
+
+function rejectUnknown(obj: Record<string, unknown>, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) {
+      throw new ConfigError(`${where}${k}`, obj[k], `unknown field; known fields: ${allowed.join(', ')}`);
+    }
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Validates a parsed JSON value; throws ConfigError naming the first bad field. */
+export function validateConfig(raw: unknown): AgentConfig {
+  if (!isObject(raw)) throw new ConfigError('(top level)', raw, 'must be a JSON object');
+  rejectUnknown(raw, FIELDS, '');
+  for (const f of ['network', 'subnet', 'vtepIP'] as const) {
+    if (raw[f] === undefined) throw new ConfigError(f, undefined, 'is required');
+  }
+  const network = parseCidr('network', raw.network);
+  const subnet = parseCidr('subnet', raw.subnet);
+  if (!contains(network, subnet) || subnet.prefix === network.prefix) {
+    throw new ConfigError('subnet', raw.subnet, `must be a smaller subnet inside network ${network.text}`);
+  }
+  const vtepIP = ipField('vtepIP', raw.vtepIP);
+  const vtepMAC = raw.vtepMAC === undefined ? undefined : macField('vtepMAC', raw.vtepMAC);
+  const vni = raw.vni === undefined ? VXLAN_DEFAULT_VNI : intField('vni', raw.vni, 0, MAX_VNI);
+  const port = raw.port === undefined ? VXLAN_DEFAULT_PORT : intField('port', raw.port, 1, 65535);
+  const device = raw.device === undefined ? DEFAULT_DEVICE : checkIfName('device', raw.device);
+  const mtu = raw.mtu === undefined ? undefined : intField('mtu', raw.mtu, MIN_MTU, MAX_MTU);
+  const defaultWorkers = Math.min(os.availableParallelism(), MAX_WORKERS);
+  const workers = raw.workers === undefined ? defaultWorkers : intField('workers', raw.workers, 1, MAX_WORKERS);
+  const socket = raw.socket === undefined ? DEFAULT_SOCKET : pathField('socket', raw.socket);
+  const dataDir = raw.dataDir === undefined ? DEFAULT_DATA_DIR : pathField('dataDir', raw.dataDir);
+  const subnetFile = raw.subnetFile === undefined ? DEFAULT_SUBNET_FILE : pathField('subnetFile', raw.subnetFile);
+  let logLevel = 'info';
+  if (raw.logLevel !== undefined) {
+    if (typeof raw.logLevel !== 'string' || !LOG_LEVELS.includes(raw.logLevel)) {
+      throw new ConfigError('logLevel', raw.logLevel, `must be one of ${LOG_LEVELS.join(', ')}`);
+    }
+    logLevel = raw.logLevel;
+  }
+  const peersRaw = raw.peers === undefined ? [] : raw.peers;
+  if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
+  const peers = peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP));
+  checkPeerSet(peers);
+  return { network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, peers };
+}
+
+function parsePeer(p: unknown, i: number, network: Cidr, own: Cidr, ownIP: number): PeerConfig {
+  const where = `peers[${i}]`;
+  if (!isObject(p)) throw new ConfigError(where, p, 'must be an object with vtepIP, vtepMAC and subnet');
+  rejectUnknown(p, PEER_FIELDS, `${where}.`);
+  for (const f of PEER_FIELDS) if (p[f] === undefined) throw new ConfigError(`${where}.${f}`, undefined, 'is required');
+  const subnet = parseCidr(`${where}.subnet`, p.subnet);
+  if (!contains(network, subnet)) {
+    throw new ConfigError(`${where}.subnet`, p.subnet, `must be inside network ${network.text}`);
+  }
+  if (overlaps(subnet, own)) throw new ConfigError(`${where}.subnet`, p.subnet, `overlaps this node's subnet ${own.text}`);
+  const vtepIP = ipField(`${where}.vtepIP`, p.vtepIP);
+  if (vtepIP === ownIP) throw new ConfigError(`${where}.vtepIP`, p.vtepIP, "is this node's own vtepIP");
+  return { vtepIP, vtepMAC: macField(`${where}.vtepMAC`, p.vtepMAC), subnet };
+}
+
+/** Checks the peers against each other (distinct, non-overlapping subnets). */
+export function checkPeerSet(peers: readonly PeerConfig[]): void {
+  for (let i = 0; i < peers.length; i++) {
+    for (let j = 0; j < i; j++) {
+      if (overlaps(peers[i].subnet, peers[j].subnet)) {
+        throw new ConfigError(`peers[${i}].subnet`, peers[i].subnet.text, `overlaps peers[${j}].subnet ${peers[j].subnet.text}`);
+      }
+    }
+  }
+}
+
+/** Reads and validates a config file. */
+export function loadConfig(path: string): AgentConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new ConfigError('--config', path, `cannot read file: ${err.code ?? err.message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError('--config', path, `is not valid JSON: ${(e as Error).message}`);
+  }
+  return validateConfig(raw);
+}
+
+/** The overlay address of this node: the subnet's network address, put on the TUN device as /32. */
+export function overlayAddress(cfg: AgentConfig): number {
+  return cfg.subnet.net;
+}
+
+export function describe(cfg: AgentConfig): Record<string, unknown> {
+  return {
+    network: cfg.network.text,
+    subnet: cfg.subnet.text,
+    vtepIP: formatIpv4(cfg.vtepIP),
+    vni: cfg.vni,
+    port: cfg.port,
+    device: cfg.device,
+    workers: cfg.workers,
+    peers: cfg.peers.length,
+  };
+}

@@ -1,0 +1,33 @@
+/**
+ * Preallocated descriptor arrays that carry one batch between the data-path
+ * functions and the native send/write calls. Allocated once per worker; the
+ * per-packet code only writes numbers into them.
+ */
+
+/** Datagrams to send: slab offset and length, send-socket index, destination. */
+export class SendBatch {
+  readonly offs: Int32Array;
+  readonly lens: Int32Array;
+  readonly sockIdx: Uint8Array;
+  readonly dstIPs: Uint32Array;
+  readonly dstPorts: Uint16Array;
+  count = 0;
+  constructor(readonly capacity: number) {
+    this.offs = new Int32Array(capacity);
+    this.lens = new Int32Array(capacity);
+    this.sockIdx = new Uint8Array(capacity);
+    this.dstIPs = new Uint32Array(capacity);
+    this.dstPorts = new Uint16Array(capacity);
+  }
+}
+
+/** Packets to write to the TUN device: slab offset and length. */
+export class WriteBatch {
+  readonly offs: Int32Array;
+  readonly lens: Int32Array;
+  count = 0;
+  constructor(readonly capacity: number) {
+    this.offs = new Int32Array(capacity);
+    this.lens = new Int32Array(capacity);
+  }
+}

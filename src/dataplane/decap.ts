@@ -1,0 +1,115 @@
+/**
+ * Ingress: VXLAN datagrams received on the underlay socket.
+ *
+ * Validation order follows the headers outward-in, each check once, and each
+ * failure is a counted drop, never an exception:
+ *   length / flags (only I set, as Linux requires: other bits announce
+ *   extensions such as GBP that we do not implement) / reserved bits / VNI /
+ *   inner destination MAC (ours or broadcast) / inner EtherType, then
+ *   - IPv4: header sane, not larger than the overlay MTU, not truncated →
+ *     written to the TUN device without its Ethernet header (trailing
+ *     Ethernet padding trimmed to the IPv4 total length);
+ *   - ARP request for our overlay address → answered in place, sent back to
+ *     the requesting VTEP.
+ */
+import { C } from './counters.js';
+import type { DataplaneContext } from './context.js';
+import type { SendBatch, WriteBatch } from './batch.js';
+import {
+  ETH_DST_OFF, ETH_HEADER_LEN, ETH_SRC_OFF, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, isBroadcastDst, macEqual,
+} from '../wire/ethernet.js';
+import { Ipv4Check, check as checkIpv4, totalLength } from '../wire/ipv4.js';
+import { ARP_IPV4_LEN, ARP_OP_REQUEST, check as checkArp, op as arpOp, targetIp, writeReply } from '../wire/arp.js';
+import { VXLAN_HEADER_LEN, VxlanCheck, check as checkVxlan, vni } from '../wire/vxlan.js';
+
+const INNER_OFF = VXLAN_HEADER_LEN + ETH_HEADER_LEN;
+
+/**
+ * Decapsulates datagrams 0..n-1 (datagram i at `i * slotSize`, `lens[i]`
+ * bytes as reported by the kernel, possibly more than `slotSize` when it was
+ * truncated, from `srcIPs[i]`). IPv4 packets go to `tun`, ARP replies to
+ * `replies` (both reset first). Returns `tun.count`.
+ */
+export function decapBatch(
+  ctx: DataplaneContext,
+  half: number,
+  slab: Uint8Array,
+  slotSize: number,
+  lens: Int32Array,
+  srcIPs: Uint32Array,
+  n: number,
+  tun: WriteBatch,
+  replies: SendBatch,
+): number {
+  const c = ctx.counters;
+  let k = 0;
+  let r = 0;
+  for (let i = 0; i < n; i++) {
+    const len = lens[i];
+    const off = i * slotSize;
+    c[C.rx_datagrams]++;
+    c[C.rx_bytes] += len;
+    if (len > slotSize || len - INNER_OFF > ctx.mtu) {
+      c[C.rx_drop_oversize]++;
+      continue;
+    }
+    const v = checkVxlan(slab, off, len);
+    if (v !== VxlanCheck.Ok || len < INNER_OFF) {
+      if (v === VxlanCheck.BadFlags) c[C.rx_drop_bad_flags]++;
+      else if (v === VxlanCheck.Reserved) c[C.rx_drop_reserved_bits]++;
+      else c[C.rx_drop_short]++;
+      continue;
+    }
+    if (vni(slab, off) !== ctx.vni) {
+      c[C.rx_drop_bad_vni]++;
+      continue;
+    }
+    const eth = off + VXLAN_HEADER_LEN;
+    if (!macEqual(slab, eth + ETH_DST_OFF, ctx.vtepMAC, 0) && !isBroadcastDst(slab, eth)) {
+      c[C.rx_drop_not_our_mac]++;
+      continue;
+    }
+    if (!ctx.table.isKnownVtep(half, srcIPs[i])) c[C.rx_from_unknown_vtep]++;
+    const inner = eth + ETH_HEADER_LEN;
+    const innerLen = len - INNER_OFF;
+    const type = etherType(slab, eth);
+    if (type === ETHERTYPE_IPV4) {
+      const chk = checkIpv4(slab, inner, innerLen);
+      if (chk !== Ipv4Check.Ok) {
+        if (chk === Ipv4Check.Truncated) c[C.rx_drop_truncated_inner]++;
+        else c[C.rx_drop_bad_inner_ipv4]++;
+        continue;
+      }
+      tun.offs[k] = inner;
+      tun.lens[k] = totalLength(slab, inner);
+      k++;
+    } else if (type === ETHERTYPE_ARP) {
+      if (!checkArp(slab, inner, innerLen)) {
+        c[C.rx_drop_bad_arp]++;
+        continue;
+      }
+      if (arpOp(slab, inner) !== ARP_OP_REQUEST || targetIp(slab, inner) !== ctx.overlayIP) {
+        c[C.rx_drop_arp_not_ours]++;
+        continue;
+      }
+      writeReply(slab, inner, ctx.vtepMAC, ctx.overlayIP);
+      // Inner Ethernet: back to the requester, from us.
+      for (let j = 0; j < 6; j++) {
+        slab[eth + ETH_DST_OFF + j] = slab[eth + ETH_SRC_OFF + j];
+        slab[eth + ETH_SRC_OFF + j] = ctx.vtepMAC[j];
+      }
+      replies.offs[r] = off;
+      replies.lens[r] = INNER_OFF + ARP_IPV4_LEN;
+      replies.dstIPs[r] = srcIPs[i];
+      replies.dstPorts[r] = ctx.port;
+      replies.sockIdx[r] = 0;
+      r++;
+      c[C.rx_arp_replies]++;
+    } else {
+      c[C.rx_drop_unknown_ethertype]++;
+    }
+  }
+  tun.count = k;
+  replies.count = r;
+  return k;
+}

@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, validateConfig } from '../../../src/control/config.js';
+
+const base = {
+  network: '10.244.0.0/16',
+  subnet: '10.244.1.0/24',
+  vtepIP: '172.31.0.1',
+  peers: [{ vtepIP: '172.31.0.2', vtepMAC: '02:aa:00:00:00:02', subnet: '10.244.2.0/24' }],
+};
+
+function rejects(patch: Record<string, unknown>, field: string, value: string) {
+  let err: unknown;
+  try {
+    validateConfig({ ...base, ...patch });
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(ConfigError);
+  const ce = err as ConfigError;
+  expect(ce.field).toBe(field);
+  expect(ce.message).toContain(`"${field}"`);
+  expect(ce.message).toContain(value);
+}
+
+describe('validateConfig', () => {
+  it('applies flannel-compatible defaults', () => {
+    const c = validateConfig(base);
+    expect(c.vni).toBe(1);
+    expect(c.port).toBe(8472);
+    expect(c.device).toBe('tulle0');
+    expect(c.socket).toBe('/run/tulle/tulle.sock');
+    expect(c.dataDir).toBe('/var/lib/tulle');
+    expect(c.subnetFile).toBe('/run/tulle/subnet.env');
+    expect(c.mtu).toBeUndefined();
+    expect(c.vtepMAC).toBeUndefined();
+    expect(c.workers).toBeGreaterThanOrEqual(1);
+    expect(c.subnet.net).toBe(0x0af40100);
+    expect(c.peers[0].subnet.prefix).toBe(24);
+  });
+
+  it('names the field and value of each bad input', () => {
+    rejects({ bogus: 1 }, 'bogus', '1');
+    rejects({ network: '10.244.0.0/33' }, 'network', '10.244.0.0/33');
+    rejects({ subnet: '10.244.1.5/24' }, 'subnet', '10.244.1.5/24');
+    rejects({ subnet: '10.245.1.0/24' }, 'subnet', '10.245.1.0/24');
+    rejects({ vtepIP: '172.31.0.300' }, 'vtepIP', '172.31.0.300');
+    rejects({ vtepMAC: '02:aa:00:00:00' }, 'vtepMAC', '02:aa:00:00:00');
+    rejects({ vtepMAC: '01:00:5e:00:00:01' }, 'vtepMAC', '01:00:5e:00:00:01');
+    rejects({ port: 70000 }, 'port', '70000');
+    rejects({ port: 0 }, 'port', '0');
+    rejects({ vni: 1 << 24 }, 'vni', String(1 << 24));
+    rejects({ device: 'a-name-longer-than-15' }, 'device', 'a-name-longer-than-15');
+    rejects({ mtu: 100 }, 'mtu', '100');
+    rejects({ workers: 0 }, 'workers', '0');
+    rejects({ socket: 'relative.sock' }, 'socket', 'relative.sock');
+    rejects({ peers: [{ ...base.peers[0], subnet: '10.244.1.0/24' }] }, 'peers[0].subnet', '10.244.1.0/24');
+    rejects({ peers: [{ ...base.peers[0], subnet: '10.9.0.0/24' }] }, 'peers[0].subnet', '10.9.0.0/24');
+    rejects({ peers: [{ ...base.peers[0], extra: true }] }, 'peers[0].extra', 'true');
+    rejects({ peers: [{ ...base.peers[0], vtepIP: '172.31.0.1' }] }, 'peers[0].vtepIP', '172.31.0.1');
+    rejects(
+      { peers: [base.peers[0], { vtepIP: '172.31.0.3', vtepMAC: '02:aa:00:00:00:03', subnet: '10.244.2.0/24' }] },
+      'peers[1].subnet',
+      '10.244.2.0/24',
+    );
+  });
+
+  it('requires network, subnet and vtepIP', () => {
+    for (const f of ['network', 'subnet', 'vtepIP']) {
+      const c: Record<string, unknown> = { ...base };
+      delete c[f];
+      expect(() => validateConfig(c)).toThrow(new RegExp(`"${f}": is required`));
+    }
+  });
+});
