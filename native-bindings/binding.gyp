@@ -1,0 +1,30 @@
+# Builds build/Release/tulle_native.node, the thin Node-API addon loaded only by src/io/native.ts.
+# C++17, node-addon-api without C++ exceptions (errors travel as negative errno or a pending JS
+# exception), -O2 instead of node-gyp's default -O3.
+{
+  "targets": [
+    {
+      "target_name": "tulle_native",
+      "sources": [
+        "src/addon.cc",
+        "src/args.cc",
+        "src/fd.cc",
+        "src/iface.cc",
+        "src/poll.cc",
+        "src/tun.cc",
+        "src/udp.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_DISABLE_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "_GNU_SOURCE"
+      ],
+      "cflags!": ["-O3", "-fexceptions"],
+      "cflags_cc!": ["-O3", "-fexceptions", "-std=gnu++17", "-std=gnu++20"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "cflags_cc": ["-std=c++17", "-fno-exceptions"]
+    }
+  ]
+}

@@ -1,0 +1,472 @@
+/**
+ * The one module that loads the native addon (native-bindings/, built to
+ * native-bindings/build/Release/tulle_native.node) and the one file that types its whole surface.
+ * It is longer than our usual file because that surface, its validation and its contracts belong
+ * together.
+ *
+ * Three layers:
+ * - `nativeAddon`: the raw addon. No validation beyond the addon's own checks (which throw
+ *   TypeError/RangeError rather than touch memory outside a buffer). For loops that validated
+ *   their slabs once at start-up.
+ * - Functions with the addon's names (`tunRead`, `udpSend`, ...): validate every argument with a
+ *   TypeError (wrong type) or RangeError (wrong value or size) naming the function and argument,
+ *   then call the addon. They never throw for a failed system call: they return `-errno` (the
+ *   data path counts it), and they allocate nothing unless they throw.
+ * - Control-path helpers (`openTun`, `openUdp`, `closeFd`, ...): throw `SysError` on failure.
+ *
+ * Buffers: every call reads or writes the caller's typed arrays only while it runs and keeps no
+ * reference; the caller owns them before and after. Views on a SharedArrayBuffer are fine as long
+ * as no other thread touches the same bytes during the call. Batches hold at most `MAX_BATCH`
+ * packets and cost one native call (one recvmmsg, or one sendmmsg per socket).
+ *
+ * File descriptors belong to the thread (Node-API environment) that opened them: its `close`
+ * closes them, and when the thread exits or is terminated the addon closes those still open.
+ * Another thread may signal an eventfd it was handed (`eventfdSignal`) but not close it, and must
+ * stop using the number once the owning thread is gone. A thread blocked in `poll` cannot be
+ * terminated until poll returns: give it an eventfd among its fds and signal that to wake it.
+ *
+ * IPv4 addresses are unsigned 32-bit numbers in host order with their natural meaning
+ * (10.0.0.1 = 0x0a000001); ports are plain numbers.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { check } from './errors.js';
+
+export { check, SysError } from './errors.js';
+
+// ---------------------------------------------------------------------------------------------
+// Constants. Kernel values are checked against the addon's compiled-in headers at load time.
+
+/** Largest batch for tunRead/tunWrite/udpRecv/udpSend. */
+export const MAX_BATCH = 256;
+/** Largest fd set for poll. */
+export const MAX_POLL_FDS = 64;
+/** Interface names are at most IFNAMSIZ - 1 bytes. */
+export const IFNAMSIZ = 16;
+
+/** TUNSETIFF flags (include/uapi/linux/if_tun.h). */
+export const IFF_TUN = 0x0001;
+export const IFF_TAP = 0x0002;
+export const IFF_MULTI_QUEUE = 0x0100;
+export const IFF_NO_PI = 0x1000;
+export const IFF_VNET_HDR = 0x4000;
+
+/** TUNSETOFFLOAD bits (USO4/USO6 need Linux 6.2 and are enabled only together). */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
+
+/** poll revents bits. */
+export const POLLIN = 0x001;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;
+
+/** Layout of the `stats` Int32Array filled by tunWrite and udpSend. */
+export const STAT_OK = 0;
+export const STAT_FAILED = 1;
+export const STAT_LAST_ERRNO = 2;
+export const STATS_LEN = 3;
+
+// ---------------------------------------------------------------------------------------------
+// The raw surface.
+
+/** Constants compiled into the addon from the system headers. */
+export interface NativeConstants {
+  readonly MAX_BATCH: number;
+  readonly MAX_POLL_FDS: number;
+  readonly IFNAMSIZ: number;
+  readonly IFF_TUN: number;
+  readonly IFF_TAP: number;
+  readonly IFF_MULTI_QUEUE: number;
+  readonly IFF_NO_PI: number;
+  readonly IFF_VNET_HDR: number;
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_TSO_ECN: number;
+  readonly TUN_F_USO4: number;
+  readonly TUN_F_USO6: number;
+  readonly POLLIN: number;
+  readonly POLLERR: number;
+  readonly POLLHUP: number;
+  readonly POLLNVAL: number;
+}
+
+/** The addon's exports. Contracts are on the validating wrappers below, which share the names. */
+export interface NativeAddon {
+  readonly constants: NativeConstants;
+  tunOpen(name: string, flags: number): number;
+  tunSetQueue(fd: number, attach: boolean): number;
+  tunSetOffload(fd: number, bits: number): number;
+  tunSetVnetHdrSize(fd: number, size: number): number;
+  tunRead(fd: number, buf: Uint8Array, slotSize: number, headroom: number, lens: Int32Array, max: number): number;
+  tunWrite(fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Int32Array): number;
+  udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
+  udpLocalPort(fd: number): number;
+  udpRecv(
+    fd: number, buf: Uint8Array, slotSize: number, headroom: number,
+    lens: Int32Array, srcIPs: Uint32Array, srcPorts: Uint16Array, max: number,
+  ): number;
+  udpSend(
+    fds: Int32Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, sockIdx: Uint8Array,
+    dstIPs: Uint32Array, dstPorts: Uint16Array, count: number, stats: Int32Array,
+  ): number;
+  poll(fds: Int32Array, revents: Int32Array, nfds: number, timeoutMs: number): number;
+  eventfdOpen(): number;
+  eventfdSignal(fd: number): number;
+  eventfdDrain(fd: number): number;
+  close(fd: number): number;
+  ifNameToIndex(name: string): number;
+  ifMtu(name: string): number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/** Where the built addon lives, relative to the package root. */
+export const ADDON_PATH = 'native-bindings/build/Release/tulle_native.node';
+
+/** The nearest directory at or above `start` that holds a package.json. */
+function packageRoot(start: string): string {
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`tulle native addon: no package.json above "${start}"`);
+  }
+}
+
+const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
+  MAX_BATCH, MAX_POLL_FDS, IFNAMSIZ, IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR,
+  TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
+  POLLIN, POLLERR, POLLHUP, POLLNVAL,
+};
+
+const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
+  'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
+  'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'eventfdSignal',
+  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu',
+];
+
+function loadAddon(): NativeAddon {
+  const file = join(packageRoot(dirname(fileURLToPath(import.meta.url))), ADDON_PATH);
+  const loadCommonJs = createRequire(import.meta.url);
+  let addon: NativeAddon;
+  try {
+    addon = loadCommonJs(file) as NativeAddon;
+  } catch (err) {
+    throw new Error(
+      `cannot load the tulle native addon "${file}" (build it with ` +
+        `\`npx node-gyp rebuild --directory=native-bindings\`): ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  // A build older than this file would fail later in confusing ways; say so now.
+  for (const fn of FUNCTIONS) {
+    if (typeof addon[fn] !== 'function') throw new Error(`tulle native addon "${file}" lacks ${fn}(); rebuild it`);
+  }
+  for (const [name, value] of Object.entries(EXPECTED_CONSTANTS)) {
+    const actual = addon.constants[name as keyof NativeConstants];
+    if (actual !== value) {
+      throw new Error(`tulle native addon "${file}": constant ${name} is ${actual}, expected ${value}; rebuild it`);
+    }
+  }
+  return addon;
+}
+
+/** The raw addon, loaded once per thread when this module is first imported. */
+export const nativeAddon: NativeAddon = loadAddon();
+
+// ---------------------------------------------------------------------------------------------
+// Argument validation. Nothing here allocates unless it throws.
+
+const INT32_MAX = 0x7fffffff;
+const UINT32_MAX = 0xffffffff;
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return `string ${JSON.stringify(v)}`;
+  if (typeof v === 'object' || typeof v === 'function') {
+    return (v as { constructor?: { name?: string } }).constructor?.name ?? typeof v;
+  }
+  return `${typeof v} ${String(v)}`;
+}
+
+function int(fn: string, name: string, v: unknown, min: number, max: number): void {
+  if (typeof v !== 'number') throw new TypeError(`${fn}: ${name} must be a number, got ${describe(v)}`);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new RangeError(`${fn}: ${name} must be an integer in ${min}..${max}, got ${v}`);
+  }
+}
+
+function fdArg(fn: string, v: unknown, name = 'fd'): void {
+  int(fn, name, v, 0, INT32_MAX);
+}
+
+function bool(fn: string, name: string, v: unknown): void {
+  if (typeof v !== 'boolean') throw new TypeError(`${fn}: ${name} must be a boolean, got ${describe(v)}`);
+}
+
+type TypedArrayClass = typeof Uint8Array | typeof Uint16Array | typeof Int32Array | typeof Uint32Array;
+
+function typed(fn: string, name: string, v: unknown, cls: TypedArrayClass, need: number, why: string): void {
+  if (!(v instanceof cls)) {
+    const article = cls === Int32Array ? 'an' : 'a';
+    throw new TypeError(`${fn}: ${name} must be ${article} ${cls.name}, got ${describe(v)}`);
+  }
+  if (v.length < need) {
+    throw new RangeError(`${fn}: ${name} has ${v.length} elements, needs at least ${need} (${why})`);
+  }
+}
+
+function ifName(fn: string, v: unknown): void {
+  if (typeof v !== 'string') throw new TypeError(`${fn}: name must be a string, got ${describe(v)}`);
+  const bytes = Buffer.byteLength(v, 'utf8');
+  if (bytes === 0 || bytes >= IFNAMSIZ || v.includes('\0')) {
+    throw new RangeError(`${fn}: name must be 1..${IFNAMSIZ - 1} bytes without NUL, got ${JSON.stringify(v)}`);
+  }
+}
+
+/** Checks the slot layout shared by tunRead and udpRecv: max slots of slotSize bytes in buf. */
+function slots(fn: string, buf: unknown, slotSize: unknown, headroom: unknown, max: unknown): void {
+  int(fn, 'max', max, 1, MAX_BATCH);
+  int(fn, 'slotSize', slotSize, 1, INT32_MAX);
+  int(fn, 'headroom', headroom, 0, (slotSize as number) - 1);
+  typed(fn, 'buf', buf, Uint8Array, (max as number) * (slotSize as number), 'max * slotSize bytes');
+}
+
+// ---------------------------------------------------------------------------------------------
+// TUN.
+
+/**
+ * Opens /dev/net/tun (non-blocking, close-on-exec) and attaches it to interface `name` with
+ * `flags` (IFF_TUN or IFF_TAP, plus IFF_NO_PI, IFF_MULTI_QUEUE, IFF_VNET_HDR). With
+ * IFF_MULTI_QUEUE each call with the same name opens one more queue. Returns the fd or -errno.
+ */
+export function tunOpen(name: string, flags: number): number {
+  ifName('tunOpen', name);
+  int('tunOpen', 'flags', flags, 0, 0xffff);
+  return nativeAddon.tunOpen(name, flags);
+}
+
+/** Attaches (true) or detaches (false) a multi-queue TUN queue. Returns 0 or -errno. */
+export function tunSetQueue(fd: number, attach: boolean): number {
+  fdArg('tunSetQueue', fd);
+  bool('tunSetQueue', 'attach', attach);
+  return nativeAddon.tunSetQueue(fd, attach);
+}
+
+/** TUNSETOFFLOAD with TUN_F_* bits. Returns 0 or -errno. */
+export function tunSetOffload(fd: number, bits: number): number {
+  fdArg('tunSetOffload', fd);
+  int('tunSetOffload', 'bits', bits, 0, UINT32_MAX);
+  return nativeAddon.tunSetOffload(fd, bits);
+}
+
+/** TUNSETVNETHDRSZ: the virtio_net_hdr length in front of every packet (10 or 12). 0 or -errno. */
+export function tunSetVnetHdrSize(fd: number, size: number): number {
+  fdArg('tunSetVnetHdrSize', fd);
+  int('tunSetVnetHdrSize', 'size', size, 0, INT32_MAX);
+  return nativeAddon.tunSetVnetHdrSize(fd, size);
+}
+
+/**
+ * Reads up to `max` packets (one read() each, stopping at EAGAIN). Packet i is written to
+ * `buf[i*slotSize + headroom ..]`, at most `slotSize - headroom` bytes; the headroom and the rest
+ * of each slot are left as they were. `lens[i]` is read()'s result; the kernel cuts a packet that
+ * does not fit to the capacity without saying so, so size slots for the device MTU (plus the
+ * virtio header with IFF_VNET_HDR) and treat `lens[i] === capacity` as suspect. Returns the count
+ * (0 when nothing is queued), or -errno when the first read fails otherwise.
+ */
+export function tunRead(
+  fd: number, buf: Uint8Array, slotSize: number, headroom: number, lens: Int32Array, max: number,
+): number {
+  fdArg('tunRead', fd);
+  slots('tunRead', buf, slotSize, headroom, max);
+  typed('tunRead', 'lens', lens, Int32Array, max, 'max');
+  return nativeAddon.tunRead(fd, buf, slotSize, headroom, lens, max);
+}
+
+/**
+ * Writes `count` packets, packet i = `buf[offs[i] .. offs[i] + lens[i]]`, one write() each. A packet
+ * the kernel refuses, or one outside `buf` (EINVAL), is skipped and counted. After the first EAGAIN
+ * of a call it waits up to 2 ms for room and retries that packet once; later EAGAINs fail at once.
+ * Fills `stats` (STATS_LEN elements): [written, failed, last errno or 0]. Returns written.
+ */
+export function tunWrite(
+  fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Int32Array,
+): number {
+  fdArg('tunWrite', fd);
+  int('tunWrite', 'count', count, 0, MAX_BATCH);
+  typed('tunWrite', 'buf', buf, Uint8Array, 0, 'packet bytes');
+  typed('tunWrite', 'offs', offs, Int32Array, count, 'count');
+  typed('tunWrite', 'lens', lens, Int32Array, count, 'count');
+  typed('tunWrite', 'stats', stats, Int32Array, STATS_LEN, 'STATS_LEN');
+  return nativeAddon.tunWrite(fd, buf, offs, lens, count, stats);
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP.
+
+/**
+ * Opens a non-blocking, close-on-exec IPv4 UDP socket bound to `ip:port` (0 = any / ephemeral),
+ * with SO_REUSEPORT when asked and both buffers set to `bufBytes` (forced past the sysctl limits
+ * when permitted; 0 keeps the defaults). Returns the fd or -errno (EADDRINUSE, EADDRNOTAVAIL, ...).
+ */
+export function udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number {
+  int('udpOpen', 'ip', ip, 0, UINT32_MAX);
+  int('udpOpen', 'port', port, 0, 0xffff);
+  bool('udpOpen', 'reusePort', reusePort);
+  int('udpOpen', 'bufBytes', bufBytes, 0, INT32_MAX);
+  return nativeAddon.udpOpen(ip, port, reusePort, bufBytes);
+}
+
+/** The port a UDP socket is bound to, or -errno. */
+export function udpLocalPort(fd: number): number {
+  fdArg('udpLocalPort', fd);
+  return nativeAddon.udpLocalPort(fd);
+}
+
+/**
+ * Receives up to `max` datagrams with one recvmmsg. Slots as for tunRead: datagram i is written to
+ * `buf[i*slotSize + headroom ..]`, at most `slotSize - headroom` bytes. `lens[i]` is the datagram's
+ * real length, larger than the capacity when it was truncated; `srcIPs[i]`/`srcPorts[i]` its
+ * source. Returns the count, 0 when nothing is queued, or -errno.
+ */
+export function udpRecv(
+  fd: number, buf: Uint8Array, slotSize: number, headroom: number,
+  lens: Int32Array, srcIPs: Uint32Array, srcPorts: Uint16Array, max: number,
+): number {
+  fdArg('udpRecv', fd);
+  slots('udpRecv', buf, slotSize, headroom, max);
+  typed('udpRecv', 'lens', lens, Int32Array, max, 'max');
+  typed('udpRecv', 'srcIPs', srcIPs, Uint32Array, max, 'max');
+  typed('udpRecv', 'srcPorts', srcPorts, Uint16Array, max, 'max');
+  return nativeAddon.udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max);
+}
+
+/**
+ * Sends `count` datagrams: datagram i = `buf[offs[i] .. offs[i] + lens[i]]` to
+ * `dstIPs[i]:dstPorts[i]` on socket `fds[sockIdx[i]]`. Datagrams are grouped by socket, keeping
+ * their order within each socket, and each group goes out in one sendmmsg (repeated after a
+ * partial send). A datagram the kernel refuses (EMSGSIZE, EINVAL, ENETUNREACH, ...) is counted as
+ * failed and the rest of its group continues; when a socket buffer is full (EAGAIN, ENOBUFS) the
+ * call waits up to 2 ms once for that group, then counts the rest of the group as failed. A
+ * datagram outside `buf` or with `sockIdx[i] >= fds.length` fails with EINVAL.
+ * Fills `stats` (STATS_LEN elements): [sent, failed, last errno or 0]. Returns sent.
+ */
+export function udpSend(
+  fds: Int32Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, sockIdx: Uint8Array,
+  dstIPs: Uint32Array, dstPorts: Uint16Array, count: number, stats: Int32Array,
+): number {
+  int('udpSend', 'count', count, 0, MAX_BATCH);
+  typed('udpSend', 'fds', fds, Int32Array, 1, 'one socket at least');
+  typed('udpSend', 'buf', buf, Uint8Array, 0, 'datagram bytes');
+  typed('udpSend', 'offs', offs, Int32Array, count, 'count');
+  typed('udpSend', 'lens', lens, Int32Array, count, 'count');
+  typed('udpSend', 'sockIdx', sockIdx, Uint8Array, count, 'count');
+  typed('udpSend', 'dstIPs', dstIPs, Uint32Array, count, 'count');
+  typed('udpSend', 'dstPorts', dstPorts, Uint16Array, count, 'count');
+  typed('udpSend', 'stats', stats, Int32Array, STATS_LEN, 'STATS_LEN');
+  return nativeAddon.udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness and wake-ups.
+
+/**
+ * Waits up to `timeoutMs` (-1 = no limit) for POLLIN on `fds[0..nfds)`, writing each fd's revents
+ * (POLLIN, POLLERR, POLLHUP, POLLNVAL bits; 0 when not ready) to `revents`. Negative fds are
+ * ignored. Returns the number of ready fds, 0 on timeout or signal, or -errno.
+ */
+export function poll(fds: Int32Array, revents: Int32Array, nfds: number, timeoutMs: number): number {
+  int('poll', 'nfds', nfds, 0, MAX_POLL_FDS);
+  typed('poll', 'fds', fds, Int32Array, nfds, 'nfds');
+  typed('poll', 'revents', revents, Int32Array, nfds, 'nfds');
+  int('poll', 'timeoutMs', timeoutMs, -1, INT32_MAX);
+  return nativeAddon.poll(fds, revents, nfds, timeoutMs);
+}
+
+/** Opens a non-blocking, close-on-exec eventfd owned by this thread. Returns the fd or -errno. */
+export function eventfdOpen(): number {
+  return nativeAddon.eventfdOpen();
+}
+
+/** Makes an eventfd readable (wakes a poll on it); any thread of the process may call it. 0 or -errno. */
+export function eventfdSignal(fd: number): number {
+  fdArg('eventfdSignal', fd);
+  return nativeAddon.eventfdSignal(fd);
+}
+
+/** Consumes pending signals so the eventfd is no longer readable. 0 or -errno. */
+export function eventfdDrain(fd: number): number {
+  fdArg('eventfdDrain', fd);
+  return nativeAddon.eventfdDrain(fd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors and interfaces.
+
+/** Closes an fd opened by this thread through the addon. 0, -EBADF for any other fd, or -errno. */
+export function close(fd: number): number {
+  fdArg('close', fd);
+  return nativeAddon.close(fd);
+}
+
+/** The interface index of `name`, or 0 when there is none. */
+export function ifNameToIndex(name: string): number {
+  ifName('ifNameToIndex', name);
+  return nativeAddon.ifNameToIndex(name);
+}
+
+/** The MTU of interface `name`, or -errno (ENODEV when there is none). */
+export function ifMtu(name: string): number {
+  ifName('ifMtu', name);
+  return nativeAddon.ifMtu(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control path: the same calls, throwing SysError.
+
+function ipv4String(ip: number): string {
+  return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
+}
+
+/** tunOpen, throwing SysError (`open TUN device "tulle0": EBUSY (...)`). */
+export function openTun(name: string, flags: number): number {
+  return check(tunOpen(name, flags), 'open', `TUN device "${name}"`);
+}
+
+/** tunSetQueue, throwing SysError. */
+export function setTunQueue(fd: number, attach: boolean): void {
+  check(tunSetQueue(fd, attach), attach ? 'attach' : 'detach', `TUN queue fd ${fd}`);
+}
+
+/** udpOpen, throwing SysError (`open UDP socket 192.0.2.1:8472: EADDRNOTAVAIL (...)`). */
+export function openUdp(ip: number, port: number, reusePort: boolean, bufBytes: number): number {
+  return check(udpOpen(ip, port, reusePort, bufBytes), 'open', `UDP socket ${ipv4String(ip)}:${port}`);
+}
+
+/** udpLocalPort, throwing SysError. */
+export function localPort(fd: number): number {
+  return check(udpLocalPort(fd), 'getsockname', `UDP socket fd ${fd}`);
+}
+
+/** eventfdOpen, throwing SysError. */
+export function openEventfd(): number {
+  return check(eventfdOpen(), 'open', 'eventfd');
+}
+
+/** close, throwing SysError. */
+export function closeFd(fd: number): void {
+  check(close(fd), 'close', `fd ${fd}`);
+}
+
+/** ifMtu, throwing SysError. */
+export function interfaceMtu(name: string): number {
+  return check(ifMtu(name), 'read MTU of', `interface "${name}"`);
+}
