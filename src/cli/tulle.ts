@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+/**
+ * The `tulle` command line.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, DEFAULT_SOCKET, loadConfig } from '../control/config.js';
+import { request } from '../control/api.js';
+import { runAgent } from '../control/agent.js';
+import { statusMain } from './status.js';
+
+const HELP = `tulle: a userspace VXLAN overlay for pod networks
+
+usage:
+  tulle agent --config FILE          run a node agent in the foreground (JSON logs on stdout)
+  tulle status [--socket PATH] [--json]
+                                     show the running agent's peers, workers and counters
+  tulle debug kill-worker N [--socket PATH]
+                                     end worker N as a crash would (the supervisor restarts it)
+  tulle lab up|down|demo [options]   a cluster in network namespaces (see: tulle lab --help)
+  tulle help                         this text
+
+The agent config is JSON; see deploy/agent.example.json and the README.
+Default socket: ${DEFAULT_SOCKET}
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'agent': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } } });
+      if (!values.config) return usage('tulle agent: --config FILE is required');
+      let cfg;
+      try {
+        cfg = loadConfig(values.config);
+      } catch (e) {
+        if (e instanceof ConfigError) {
+          process.stderr.write(`tulle agent: ${e.message}\n`);
+          return 2;
+        }
+        throw e;
+      }
+      return runAgent(cfg);
+    }
+    case 'status': {
+      const { values } = parseArgs({ args: rest, options: { socket: { type: 'string' }, json: { type: 'boolean' } } });
+      return statusMain(values.socket ?? DEFAULT_SOCKET, values.json ?? false);
+    }
+    case 'debug': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { socket: { type: 'string' } } });
+      if (positionals[0] !== 'kill-worker' || !/^\d+$/.test(positionals[1] ?? '')) {
+        return usage(`tulle debug: expected "kill-worker N", got "${positionals.join(' ')}"`);
+      }
+      await request(values.socket ?? DEFAULT_SOCKET, 'POST', `/v1/workers/${positionals[1]}/kill`);
+      process.stdout.write(`worker ${positionals[1]} killed\n`);
+      return 0;
+    }
+    case 'lab': {
+      const { labMain } = await import('./lab.js');
+      return labMain(rest);
+    }
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(HELP);
+      return 0;
+    case undefined:
+      return usage('tulle: a command is required');
+    default:
+      return usage(`tulle: unknown command "${cmd}"`);
+  }
+}
+
+function usage(msg: string): number {
+  process.stderr.write(`${msg}\n\n${HELP}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: Error) => {
+    process.stderr.write(`tulle: ${e.message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,225 @@
+/**
+ * The node agent: validates its config, builds the overlay device, starts
+ * the forwarding workers, serves the local API, and on SIGTERM/SIGINT undoes
+ * what it did. Start-up is a sequence of steps, each pushing its undo action;
+ * a failure at any step runs the undo actions in reverse, so the namespace is
+ * left as it was found.
+ */
+import os from 'node:os';
+import pino, { type Logger } from 'pino';
+import * as native from '../io/native.js';
+import { SysError } from '../io/errors.js';
+import { PeerTable, type PeerEntry } from '../dataplane/peers.js';
+import { counterBytes, totals, workerCounters, snapshot } from '../dataplane/counters.js';
+import { Supervisor } from '../worker/supervisor.js';
+import { controlBytes, type WorkerInit } from '../worker/init.js';
+import { distPath } from '../util/paths.js';
+import { formatIpv4 } from '../wire/ipv4.js';
+import { formatMac } from '../wire/mac.js';
+import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
+import { ApiServer, HttpError } from './api.js';
+import { type AgentConfig, ConfigError, describe, overlayAddress } from './config.js';
+import { L3_TUN_FLAGS, TunDevice } from './device.js';
+import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
+import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
+
+/** Peers the shared table can hold without being rebuilt. */
+export const PEER_CAPACITY = 4096;
+export const BATCH_SIZE = 64;
+/** Send sockets per worker: the number of outer source ports its flows spread over. */
+export const FLOW_SOCKETS_PER_WORKER = 8;
+export const SOCKET_BUFFER_BYTES = 4 << 20;
+
+type Undo = () => Promise<void> | void;
+
+export class Agent {
+  private readonly undo: { what: string; run: Undo }[] = [];
+  private supervisor?: Supervisor;
+  private table?: PeerTable;
+  private counterSab?: SharedArrayBuffer;
+  private mac?: Uint8Array;
+  private mtu = 0;
+  private underlay = '';
+  private ready = false;
+  private readonly startedAt = new Date();
+
+  constructor(
+    readonly cfg: AgentConfig,
+    readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    try {
+      await this.startSteps();
+    } catch (e) {
+      this.log.error({ err: errorInfo(e) }, 'start-up failed; undoing what was done');
+      await this.rollback();
+      throw e;
+    }
+    this.ready = true;
+    this.log.info({ ...describe(this.cfg), mtu: this.mtu, underlay: this.underlay, vtepMAC: formatMac(this.mac!) }, 'agent ready');
+  }
+
+  private async startSteps(): Promise<void> {
+    const cfg = this.cfg;
+    // Checks that change nothing.
+    const vtep = formatIpv4(cfg.vtepIP);
+    const under = await interfaceWithAddress(vtep);
+    if (!under) {
+      throw new ConfigError('vtepIP', vtep, 'is not an address of any interface in this network namespace');
+    }
+    this.underlay = under.name;
+    this.mtu = cfg.mtu ?? under.mtu - VXLAN_OVERHEAD_IPV4;
+    if (cfg.mtu !== undefined && cfg.mtu + VXLAN_OVERHEAD_IPV4 > under.mtu) {
+      this.log.warn({ mtu: cfg.mtu, underlay: under.name, underlayMtu: under.mtu }, 'configured MTU plus VXLAN overhead exceeds the underlay MTU; large packets will be dropped');
+    }
+    if (native.ifNameToIndex(cfg.device) > 0) {
+      throw new ConfigError('device', cfg.device, 'an interface of that name already exists (device busy)');
+    }
+    if (await routeExists(cfg.network.text)) {
+      throw new ConfigError('network', cfg.network.text, 'a route for it already exists in this namespace');
+    }
+    this.probePort(cfg.vtepIP, cfg.port);
+
+    const api = new ApiServer(cfg.socket);
+    this.registerRoutes(api);
+    await api.listen();
+    this.push('close API socket', () => api.close());
+
+    this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
+
+    const oldForward = await setIpv4Sysctl('ip_forward', '1');
+    this.log.info({ was: oldForward }, 'IPv4 forwarding enabled');
+
+    const device = TunDevice.create({ name: cfg.device, mtu: this.mtu, address: overlayAddress(cfg), route: cfg.network.text });
+    this.push(`remove device ${cfg.device}`, () => device.destroy());
+
+    this.table = new PeerTable(PEER_CAPACITY);
+    await this.table.publish(this.peerEntries());
+
+    this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
+    const controlSab = new SharedArrayBuffer(controlBytes(cfg.workers));
+    const wakeFds: number[] = [];
+    this.push('close wake fds', () => wakeFds.forEach((fd) => native.closeFd(fd)));
+    const inits: WorkerInit[] = [];
+    for (let id = 0; id < cfg.workers; id++) {
+      wakeFds.push(native.openEventfd());
+      inits.push({
+        id, device: cfg.device, tunFlags: L3_TUN_FLAGS, vtepIP: cfg.vtepIP, port: cfg.port, vni: cfg.vni,
+        vtepMAC: this.mac, overlayIP: overlayAddress(cfg), mtu: this.mtu, flowSockets: FLOW_SOCKETS_PER_WORKER,
+        batchSize: BATCH_SIZE, socketBufferBytes: SOCKET_BUFFER_BYTES, peerSab: this.table.sab,
+        peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
+      });
+    }
+    const sup = new Supervisor(distPath('src/worker/main.js'), inits, this.table, this.log);
+    this.push('stop workers', () => sup.stop());
+    await sup.start();
+    this.supervisor = sup;
+
+    await device.configure();
+    await device.addRoute();
+
+    const first = formatIpv4(cfg.subnet.net + 1);
+    await writeFileAtomic(cfg.subnetFile, subnetEnv(cfg.network.text, first, cfg.subnet.prefix, this.mtu));
+  }
+
+  /** Refuses early when the VXLAN port is taken (e.g. by a kernel VXLAN device). */
+  private probePort(ip: number, port: number): void {
+    const r = native.udpOpen(ip, port, true, 0);
+    if (r < 0) {
+      throw new ConfigError('port', port, `cannot bind ${formatIpv4(ip)}:${port}: ${new SysError(-r, 'bind', 'VXLAN port').code}`);
+    }
+    native.closeFd(r);
+  }
+
+  private peerEntries(): PeerEntry[] {
+    return this.cfg.peers.map((p) => ({ net: p.subnet.net, prefix: p.subnet.prefix, vtepIP: p.vtepIP, vtepMAC: p.vtepMAC }));
+  }
+
+  private push(what: string, run: Undo): void {
+    this.undo.push({ what, run });
+  }
+
+  private async rollback(): Promise<void> {
+    this.ready = false;
+    while (this.undo.length > 0) {
+      const u = this.undo.pop()!;
+      try {
+        await u.run();
+      } catch (e) {
+        this.log.error({ step: u.what, err: errorInfo(e) }, 'undo step failed');
+      }
+    }
+  }
+
+  /** Stops workers, removes the route and device, closes the socket. */
+  async stop(reason: string): Promise<void> {
+    this.log.info({ reason }, 'stopping');
+    await this.rollback();
+    this.log.info('stopped; device and routes removed');
+  }
+
+  status(): Record<string, unknown> {
+    const cfg = this.cfg;
+    const sab = this.counterSab;
+    return {
+      ready: this.ready,
+      startedAt: this.startedAt.toISOString(),
+      hostname: os.hostname(),
+      node: {
+        ...describe(cfg),
+        vtepMAC: this.mac ? formatMac(this.mac) : undefined,
+        mtu: this.mtu,
+        underlay: this.underlay,
+        overlayAddress: formatIpv4(overlayAddress(cfg)),
+        mode: 'l3',
+      },
+      workers: this.supervisor?.status() ?? [],
+      peers: cfg.peers.map((p) => ({ subnet: p.subnet.text, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
+      counters: sab ? totals(sab, cfg.workers) : {},
+      workerCounters: sab ? Array.from({ length: cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
+    };
+  }
+
+  private registerRoutes(api: ApiServer): void {
+    api.on('GET', /^\/v1\/status$/, () => this.status());
+    api.on('POST', /^\/v1\/workers\/(\d+)\/kill$/, async (_req, _body, [id]) => {
+      if (!this.supervisor) throw new HttpError(503, 'workers are not running');
+      const n = Number(id);
+      if (n >= this.cfg.workers) throw new HttpError(404, `no worker ${id}; this agent runs ${this.cfg.workers}`);
+      await this.supervisor.kill(n);
+      return { killed: n };
+    });
+  }
+}
+
+export function errorInfo(e: unknown): Record<string, unknown> {
+  const err = e as Error & { code?: string };
+  return { message: err?.message ?? String(e), code: err?.code, name: err?.name };
+}
+
+/** `tulle agent --config FILE`: runs until SIGTERM/SIGINT. Returns the exit code. */
+export async function runAgent(cfg: AgentConfig): Promise<number> {
+  const log = pino({ level: cfg.logLevel, base: { pid: process.pid, node: cfg.subnet.text } });
+  const agent = new Agent(cfg, log);
+  let stopping: Promise<void> | undefined;
+  const stop = (sig: string) => {
+    stopping ??= agent.stop(`signal ${sig}`);
+    return stopping;
+  };
+  const signals = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  try {
+    await agent.start();
+  } catch (e) {
+    log.fatal({ err: errorInfo(e) }, 'agent failed to start');
+    log.flush?.();
+    return 1;
+  }
+  const sig = await signals;
+  await stop(sig);
+  log.flush?.();
+  return 0;
+}

@@ -1,0 +1,138 @@
+/**
+ * The agent's local API: HTTP/1.1 over a Unix socket (mode 0600), JSON in
+ * and out. `tulle status` and the CNI plugin are its clients.
+ *
+ *   GET  /v1/status               node, workers, peers, counters
+ *   POST /v1/workers/<id>/kill    end a worker as a crash would (fault injection)
+ */
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import http from 'node:http';
+import { dirname } from 'node:path';
+
+export type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  handler: Handler;
+}
+
+export class ApiServer {
+  private readonly routes: Route[] = [];
+  private server?: http.Server;
+
+  constructor(readonly socketPath: string) {}
+
+  on(method: string, pattern: RegExp, handler: Handler): this {
+    this.routes.push({ method, pattern, handler });
+    return this;
+  }
+
+  /** Listens on the socket; a stale socket file (no agent answers) is replaced, a live one is an error. */
+  async listen(): Promise<void> {
+    await mkdir(dirname(this.socketPath), { recursive: true });
+    if (await answers(this.socketPath)) {
+      throw new Error(`another agent is already serving on socket "${this.socketPath}"`);
+    }
+    await unlink(this.socketPath).catch(() => undefined);
+    const server = http.createServer((req, res) => void this.dispatch(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.socketPath, () => resolve());
+    });
+    await chmod(this.socketPath, 0o600);
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+    await unlink(this.socketPath).catch(() => undefined);
+  }
+
+  private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    try {
+      const url = new URL(req.url ?? '/', 'http://tulle');
+      const route = this.routes.find((r) => r.method === req.method && r.pattern.test(url.pathname));
+      if (!route) throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
+      const params = url.pathname.match(route.pattern)?.slice(1) ?? [];
+      const body = await readJson(req);
+      send(200, await route.handler(req, body, params));
+    } catch (e) {
+      const status = e instanceof HttpError ? e.status : 500;
+      send(status, { error: (e as Error).message, code: (e as { code?: string }).code });
+    }
+  }
+}
+
+async function readJson(req: http.IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > 1 << 20) throw new HttpError(413, 'request body over 1 MiB');
+    chunks.push(c as Buffer);
+  }
+  if (size === 0) return undefined;
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'request body is not valid JSON');
+  }
+}
+
+/** Calls the agent at `socketPath`; rejects with the agent's error message on a non-2xx answer. */
+export function request(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      { socketPath, method, path, timeout: timeoutMs, headers: data ? { 'content-type': 'application/json' } : {} },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            reject(new Error(`agent at "${socketPath}" sent a non-JSON answer`));
+            return;
+          }
+          if ((res.statusCode ?? 500) >= 300) {
+            const err = parsed as { error?: string };
+            reject(Object.assign(new Error(err.error ?? `agent answered ${res.statusCode}`), { status: res.statusCode }));
+          } else resolve(parsed);
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`agent at "${socketPath}" did not answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function answers(socketPath: string): Promise<boolean> {
+  try {
+    await request(socketPath, 'GET', '/v1/status', undefined, 1000);
+    return true;
+  } catch (e) {
+    return (e as { status?: number }).status !== undefined;
+  }
+}

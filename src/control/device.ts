@@ -1,0 +1,77 @@
+/**
+ * The overlay TUN device in L3 mode.
+ *
+ * The agent's main thread creates the device by opening its first queue
+ * with IFF_TUN_EXCL (so an existing device of that name, another agent's or a
+ * persistent leftover, is refused with EBUSY) and immediately detaches that
+ * queue: it carries no traffic, but it keeps the device alive while workers
+ * attach and re-attach their own queues. The device is not persistent, so
+ * when the agent exits, by signal or crash, the kernel deletes it together
+ * with its address and routes.
+ */
+import * as native from '../io/native.js';
+import { formatIpv4 } from '../wire/ipv4.js';
+import { ip } from './ip.js';
+
+/** Fail if the name exists (a TUNSETIFF flag, absent from older headers). */
+export const IFF_TUN_EXCL = 0x8000;
+export const L3_TUN_FLAGS = native.IFF_TUN | native.IFF_NO_PI | native.IFF_MULTI_QUEUE;
+
+export interface DeviceSpec {
+  name: string;
+  mtu: number;
+  /** Host-order IPv4 put on the device as /32. */
+  address: number;
+  /** Cluster network routed to the device. */
+  route: string;
+}
+
+export class TunDevice {
+  private anchorFd = -1;
+  private routed = false;
+
+  private constructor(readonly spec: DeviceSpec) {}
+
+  /** Creates the device (no address, down). Throws SysError EBUSY when the name is taken. */
+  static create(spec: DeviceSpec): TunDevice {
+    const d = new TunDevice(spec);
+    const fd = native.openTun(spec.name, L3_TUN_FLAGS | IFF_TUN_EXCL);
+    const r = native.tunSetQueue(fd, false);
+    if (r < 0) {
+      native.closeFd(fd);
+      native.check(r, 'TUNSETQUEUE', `detach anchor queue of "${spec.name}"`);
+    }
+    d.anchorFd = fd;
+    return d;
+  }
+
+  /** Address, MTU, link up; call once workers have attached their queues. */
+  async configure(): Promise<void> {
+    const { name, mtu, address } = this.spec;
+    await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
+    await ip(['addr', 'add', `${formatIpv4(address)}/32`, 'dev', name]);
+    await ip(['link', 'set', 'dev', name, 'up']);
+  }
+
+  /** Routes the cluster network to the device. */
+  async addRoute(): Promise<void> {
+    await ip(['route', 'add', this.spec.route, 'dev', this.spec.name]);
+    this.routed = true;
+  }
+
+  /** Removes the route and the device. Safe to call more than once. */
+  async destroy(): Promise<void> {
+    if (this.routed) {
+      this.routed = false;
+      await ip(['route', 'del', this.spec.route, 'dev', this.spec.name]).catch(() => undefined);
+    }
+    if (this.anchorFd >= 0) {
+      native.closeFd(this.anchorFd);
+      this.anchorFd = -1;
+    }
+    // With every queue closed the kernel deletes the device; make sure of it.
+    if (native.ifNameToIndex(this.spec.name) > 0) {
+      await ip(['link', 'del', 'dev', this.spec.name]).catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * State the agent keeps across restarts in its data directory, and the
+ * files it writes for others (flannel's subnet.env). Writes are atomic:
+ * a temporary file renamed into place, so a crash never leaves half a file.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { formatMac, parseMac, randomLocalMac } from '../wire/mac.js';
+
+export async function writeFileAtomic(path: string, data: string, mode = 0o644): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, data, { mode });
+  await rename(tmp, path);
+}
+
+export const VTEP_MAC_FILE = 'vtep-mac';
+
+/**
+ * The node's VTEP MAC: the configured one if given, else the one generated
+ * on first start and kept in `dataDir` so peers' neighbour entries stay valid
+ * across restarts. Returns the MAC and whether it was newly generated.
+ */
+export async function vtepMac(dataDir: string, configured: Uint8Array | undefined): Promise<{ mac: Uint8Array; generated: boolean }> {
+  const file = join(dataDir, VTEP_MAC_FILE);
+  if (configured) {
+    await writeFileAtomic(file, `${formatMac(configured)}\n`);
+    return { mac: configured, generated: false };
+  }
+  try {
+    const text = (await readFile(file, 'utf8')).trim();
+    try {
+      return { mac: parseMac(text), generated: false };
+    } catch {
+      throw new Error(`${file} holds "${text}", which is not a MAC address; fix or remove it`);
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const mac = randomLocalMac();
+  await writeFileAtomic(file, `${formatMac(mac)}\n`);
+  return { mac, generated: true };
+}
+
+/** flannel's subnet.env: the node's subnet as its first host address with the prefix. */
+export function subnetEnv(network: string, subnetFirstHost: string, prefix: number, mtu: number): string {
+  return [
+    `FLANNEL_NETWORK=${network}`,
+    `FLANNEL_SUBNET=${subnetFirstHost}/${prefix}`,
+    `FLANNEL_MTU=${mtu}`,
+    'FLANNEL_IPMASQ=false',
+    '',
+  ].join('\n');
+}

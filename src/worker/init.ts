@@ -1,0 +1,38 @@
+/**
+ * What the supervisor hands a worker at start (structured-cloned once; the
+ * SharedArrayBuffers are shared, not copied).
+ */
+export interface WorkerInit {
+  readonly id: number;
+  readonly device: string;
+  /** IFF_* flags for opening this worker's TUN queue. */
+  readonly tunFlags: number;
+  readonly vtepIP: number;
+  readonly port: number;
+  readonly vni: number;
+  readonly vtepMAC: Uint8Array;
+  readonly overlayIP: number;
+  readonly mtu: number;
+  readonly flowSockets: number;
+  readonly batchSize: number;
+  readonly socketBufferBytes: number;
+  readonly peerSab: SharedArrayBuffer;
+  readonly peerCapacity: number;
+  readonly counterSab: SharedArrayBuffer;
+  readonly controlSab: SharedArrayBuffer;
+  /** eventfd the supervisor signals to wake this worker out of poll. */
+  readonly wakeFd: number;
+}
+
+/** Control words per worker in `controlSab` (Int32). */
+export const CONTROL_STOP = 0;
+export const CONTROL_WORDS = 4;
+
+export function controlBytes(workers: number): number {
+  return workers * CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT;
+}
+
+/** Messages a worker posts to the supervisor (control path only, never per packet). */
+export type WorkerMessage =
+  | { type: 'ready'; sourcePorts: number[] }
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; detail?: Record<string, unknown> };
