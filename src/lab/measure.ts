@@ -1,0 +1,205 @@
+// Reachability, integrity and throughput checks between lab namespaces.
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { CommandError, distScript, nsRun, spawnInNs } from '../util/exec.js';
+import { streamDigest } from './tcpcheck.js';
+
+export interface PodRef {
+  ns: string;
+  ip: string;
+}
+
+export interface PingFailure {
+  from: PodRef;
+  to: PodRef;
+  error: string;
+}
+
+const PING_COUNT = 3;
+const PING_CONCURRENCY = 8;
+const SERVER_START_TIMEOUT_MS = 10_000;
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Every pod pings every other pod (a pair passes with at least one reply); returns the failures. */
+export async function pingAll(pods: readonly PodRef[]): Promise<PingFailure[]> {
+  const pairs = pods.flatMap((from) => pods.filter((to) => to !== from).map((to) => ({ from, to })));
+  const results = await mapLimit(pairs, PING_CONCURRENCY, async ({ from, to }) => {
+    try {
+      await nsRun(from.ns, 'ping', ['-n', '-q', '-c', String(PING_COUNT), '-i', '0.2', '-W', '1', to.ip]);
+      return null;
+    } catch (e) {
+      return { from, to, error: (e as Error).message };
+    }
+  });
+  return results.filter((r): r is PingFailure => r !== null);
+}
+
+export interface RttStats {
+  sent: number;
+  received: number;
+  minMs: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] as number;
+}
+
+/** `count` pings from a namespace, `intervalS` apart; RTT percentiles from the replies. */
+export async function pingRtt(fromNs: string, toIp: string, count = 100, intervalS = 0.01): Promise<RttStats> {
+  const out = await nsRun(fromNs, 'ping', ['-n', '-c', String(count), '-i', String(intervalS), '-W', '1', toIp], {
+    timeoutMs: count * (intervalS + 1) * 1000 + 5000,
+  }).catch((e: { message: string }) => {
+    throw new Error(`ping RTT ${fromNs} -> ${toIp}: ${e.message}`);
+  });
+  const rtts = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  return {
+    sent: count,
+    received: rtts.length,
+    minMs: rtts[0] ?? NaN,
+    p50Ms: percentile(rtts, 50),
+    p90Ms: percentile(rtts, 90),
+    p99Ms: percentile(rtts, 99),
+    maxMs: rtts[rtts.length - 1] ?? NaN,
+  };
+}
+
+/** Collects a child's stdout lines and its exit, for helpers that report on stdout. */
+function watch(child: ChildProcess, what: string): { line: () => Promise<string>; done: Promise<string> } {
+  const lines: string[] = [];
+  const waiters: ((l: string) => void)[] = [];
+  let stderr = '';
+  child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    const w = waiters.shift();
+    if (w) w(l);
+    else lines.push(l);
+  });
+  const done = new Promise<string>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (code === 0) return resolve(lines.join('\n'));
+      reject(new Error(`${what} exited with ${signal ?? `code ${code}`}: ${stderr.trim() || '(no stderr)'}`));
+    });
+  });
+  const line = (): Promise<string> => {
+    const l = lines.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    return Promise.race([
+      new Promise<string>((r) => waiters.push(r)),
+      done.then(() => Promise.reject(new Error(`${what} exited before printing`))),
+      new Promise<string>((_, rej) => setTimeout(() => rej(new Error(`${what} did not start within ${SERVER_START_TIMEOUT_MS} ms`)), SERVER_START_TIMEOUT_MS).unref()),
+    ]);
+  };
+  return { line, done };
+}
+
+function killQuietly(child: ChildProcess): void {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
+
+export interface TcpTransferResult {
+  bytes: number;
+  sha256: string;
+  seconds: number;
+  gbps: number;
+}
+
+/**
+ * Sends `bytes` of a seeded pseudo-random stream from `fromNs` to a receiver in `toNs` at `toIp`
+ * and checks that the receiver's SHA-256 matches what was sent and what the seed produces. The
+ * rate includes starting the sender process, so it is a sanity figure; iperf3Tcp measures.
+ */
+export async function tcpTransfer(fromNs: string, toNs: string, toIp: string, bytes: number, seed = 1): Promise<TcpTransferResult> {
+  const script = distScript('src/lab/tcpcheck.js');
+  const what = `TCP transfer ${fromNs} -> ${toNs} (${toIp}, ${bytes} bytes)`;
+  const server = spawnInNs(toNs, process.execPath, [script, 'serve', toIp, '0', String(bytes)]);
+  const srv = watch(server, `tcpcheck server in ${toNs}`);
+  srv.done.catch(() => {}); // observed below
+  try {
+    const ready = /^listening \S+ (\d+)$/.exec(await srv.line());
+    if (!ready) throw new Error(`${what}: unexpected server output`);
+    const started = process.hrtime.bigint();
+    const sent = await nsRun(fromNs, process.execPath, [script, 'send', toIp, ready[1] as string, String(bytes), String(seed)], {
+      timeoutMs: 120_000,
+    });
+    const received = await srv.done;
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const sentHash = /sha256 ([0-9a-f]{64}) (\d+)/.exec(sent)?.[1];
+    const gotHash = /sha256 ([0-9a-f]{64}) (\d+)/.exec(received)?.[1];
+    const expected = streamDigest(bytes, seed);
+    if (sentHash !== expected) throw new Error(`${what}: sender digest ${sentHash} != expected ${expected}`);
+    if (gotHash !== expected) throw new Error(`${what}: receiver digest ${gotHash} != sent ${expected}`);
+    return { bytes, sha256: expected, seconds, gbps: (bytes * 8) / seconds / 1e9 };
+  } catch (e) {
+    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    killQuietly(server);
+  }
+}
+
+export interface Iperf3Result {
+  gbps: number;
+  retransmits: number;
+  seconds: number;
+}
+
+interface Iperf3Json {
+  error?: string;
+  end?: { sum_received?: { bits_per_second: number; seconds: number }; sum_sent?: { retransmits?: number } };
+}
+
+/** iperf3 TCP from clientNs to a one-off server in serverNs; receiver-side Gbit/s. */
+export async function iperf3Tcp(
+  clientNs: string,
+  serverNs: string,
+  serverIp: string,
+  opts: { seconds?: number; streams?: number; port?: number } = {},
+): Promise<Iperf3Result> {
+  const seconds = opts.seconds ?? 5;
+  const port = String(opts.port ?? 5201);
+  const what = `iperf3 ${clientNs} -> ${serverNs} (${serverIp}:${port})`;
+  const server = spawnInNs(serverNs, 'iperf3', ['-s', '-1', '-B', serverIp, '-p', port, '--forceflush']);
+  const srv = watch(server, `iperf3 server in ${serverNs}`);
+  srv.done.catch(() => {});
+  try {
+    for (;;) if (/Server listening/.test(await srv.line())) break;
+    const out = await nsRun(
+      clientNs,
+      'iperf3',
+      ['-c', serverIp, '-p', port, '-t', String(seconds), '-P', String(opts.streams ?? 1), '-J'],
+      { timeoutMs: (seconds + 30) * 1000 },
+    ).catch((e: unknown) => {
+      // iperf3 -J reports its own errors as JSON on stdout; stderr is empty.
+      if (e instanceof CommandError && e.stdout) return e.stdout;
+      throw e;
+    });
+    const j = JSON.parse(out) as Iperf3Json;
+    const recv = j.end?.sum_received;
+    if (j.error || !recv) throw new Error(j.error ?? 'no sum_received in iperf3 output');
+    return { gbps: recv.bits_per_second / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0, seconds: recv.seconds };
+  } catch (e) {
+    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    killQuietly(server);
+  }
+}

@@ -1,0 +1,300 @@
+// The lab: a pod network on one machine, built from network namespaces.
+//
+//                         tl<name>-sw  (bridge br0, the underlay "switch")
+//            n1 ┌────────────┴──────────────┐ n2  ...
+//   tl<name>-n1 eth0 172.31.0.1/24     tl<name>-n2 eth0 172.31.0.2/24      (MTU 1500)
+//     pods 10.244.1.0/24, gw .1          pods 10.244.2.0/24, gw .1
+//     veth-p1 ── tl<name>-n1-p1 eth0 10.244.1.2/32 (ptp wiring, src/control/attach.ts)
+//     veth-p2 ── tl<name>-n1-p2 eth0 10.244.1.3/32
+//
+// How nodes reach each other's pods is the mode: 'tulle' runs an agent per node (the agent owns
+// its TUN device and the cluster route); 'kernel-vxlan' configures flannel.1 the way flannel does;
+// 'plain' routes each pod subnet via its node's underlay address (no encapsulation: the ceiling).
+// A lab may also mix tulle and kernel-vxlan nodes (`nodeModes`), which is how interop is tested.
+//
+// Everything a lab creates is named tl<name>-* and recorded in /run/tulle-lab/<name>/state.json,
+// written before anything is created; labDown works from that record and from `ip netns list`,
+// so it also cleans up after a crash half-way through labUp.
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { attachPod } from '../control/attach.js';
+import { request } from 'node:http';
+import type { ChildProcess } from 'node:child_process';
+import { distScript, processArgv, spawnInNs, terminateProcesses } from '../util/exec.js';
+import { FLANNEL_DEFAULT_PORT, FLANNEL_DEFAULT_VNI, VXLAN_OVERHEAD_IPV4, setTxChecksumOffload, setupKernelVxlan } from './kernel-vxlan.js';
+import { addAddress, addBridge, addBridgePort, addVeth, createNetns, deleteNetns, ipIn, linkUp, listNetns, netnsPids, sysctl } from './netns.js';
+
+export type LabMode = 'tulle' | 'kernel-vxlan' | 'plain';
+export type NodeMode = LabMode;
+export const LAB_MODES: readonly LabMode[] = ['tulle', 'kernel-vxlan', 'plain'];
+
+export const LAB_STATE_ROOT = '/run/tulle-lab';
+export const MAX_NODES = 50;
+export const MAX_PODS = 50;
+const CLUSTER_NETWORK = '10.244.0.0/16';
+const UNDERLAY_MTU = 1500;
+const OVERLAY_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD_IPV4;
+const BRIDGE = 'br0';
+const TUN_DEVICE = 'tulle0';
+const AGENT_WORKERS = 2;
+const AGENT_SCRIPT = 'src/cli/tulle.js';
+const AGENT_READY_TIMEOUT_MS = 30_000;
+const AGENT_POLL_MS = 100;
+const LOG_TAIL_CHARS = 1_500;
+const LAB_NAME_RE = /^[a-z0-9]{1,16}$/;
+
+export interface LabOptions {
+  name: string;
+  nodes: number;
+  pods: number;
+  store?: 'static';
+  mode: LabMode;
+  /** Per-node override (index 0 = node 1): mixes 'tulle' and 'kernel-vxlan' nodes. */
+  nodeModes?: readonly NodeMode[];
+}
+
+export interface LabAgent {
+  pid: number;
+  configFile: string;
+  logFile: string;
+  socket: string;
+}
+
+export interface LabNode {
+  index: number;
+  ns: string;
+  mode: NodeMode;
+  underlayIp: string;
+  subnet: string;
+  gateway: string;
+  vtepMAC: string;
+  agent?: LabAgent;
+}
+
+export interface LabPod {
+  ns: string;
+  node: number;
+  index: number;
+  ip: string;
+  hostIfname: string;
+}
+
+export interface LabState {
+  version: 1;
+  name: string;
+  mode: LabMode;
+  createdAt: string;
+  switchNs: string;
+  /** Every namespace the lab creates, recorded before creation. */
+  namespaces: string[];
+  nodes: LabNode[];
+  pods: LabPod[];
+}
+
+export class LabError extends Error {
+  readonly code = 'ERR_LAB';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LabError';
+  }
+}
+
+export const labPrefix = (name: string): string => `tl${name}-`;
+export const labStateDir = (name: string): string => join(LAB_STATE_ROOT, name);
+const statePath = (name: string): string => join(labStateDir(name), 'state.json');
+
+export function checkLabName(name: string): string {
+  if (!LAB_NAME_RE.test(name)) throw new LabError(`invalid lab name ${JSON.stringify(name)} (1..16 of [a-z0-9])`);
+  return name;
+}
+
+function checkCount(what: string, n: number, max: number): void {
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new LabError(`invalid ${what} count ${JSON.stringify(n)} (1..${max})`);
+}
+
+/** The addressing plan: node k has underlay 172.31.0.k and pods 10.244.k.0/24. */
+export function planLab(o: LabOptions): LabState {
+  checkLabName(o.name);
+  checkCount('node', o.nodes, MAX_NODES);
+  checkCount('pod', o.pods, MAX_PODS);
+  if (!LAB_MODES.includes(o.mode)) throw new LabError(`invalid lab mode ${JSON.stringify(o.mode)} (${LAB_MODES.join('|')})`);
+  if (o.store !== undefined && o.store !== 'static') throw new LabError(`invalid store ${JSON.stringify(o.store)} (static)`);
+  const modes = o.nodeModes ?? Array.from({ length: o.nodes }, () => o.mode);
+  if (modes.length !== o.nodes) throw new LabError(`nodeModes has ${modes.length} entries for ${o.nodes} nodes`);
+  for (const m of modes) {
+    if (!LAB_MODES.includes(m)) throw new LabError(`invalid node mode ${JSON.stringify(m)} (${LAB_MODES.join('|')})`);
+    if (m === 'plain' && modes.some((x) => x !== 'plain')) throw new LabError(`mode "plain" cannot be mixed with overlay nodes`);
+  }
+  const p = `tl${o.name}`;
+  const nodes: LabNode[] = modes.map((mode, i) => {
+    const k = i + 1;
+    return {
+      index: k, ns: `${p}-n${k}`, mode, underlayIp: `172.31.0.${k}`, subnet: `10.244.${k}.0/24`, gateway: `10.244.${k}.1`,
+      vtepMAC: `02:aa:00:00:00:${k.toString(16).padStart(2, '0')}`,
+    };
+  });
+  const pods: LabPod[] = nodes.flatMap((n) =>
+    Array.from({ length: o.pods }, (_, i) => ({
+      ns: `${n.ns}-p${i + 1}`, node: n.index, index: i + 1, ip: `10.244.${n.index}.${i + 2}`, hostIfname: `veth-p${i + 1}`,
+    })),
+  );
+  const switchNs = `${p}-sw`;
+  return {
+    version: 1, name: o.name, mode: o.mode, createdAt: new Date().toISOString(), switchNs,
+    namespaces: [switchNs, ...nodes.map((n) => n.ns), ...pods.map((q) => q.ns)], nodes, pods,
+  };
+}
+
+async function saveState(s: LabState): Promise<void> {
+  await writeFile(statePath(s.name), JSON.stringify(s, null, 2) + '\n');
+}
+
+/** The lab's recorded state, or null when there is none (or it is unreadable). */
+export async function readLabState(name: string): Promise<LabState | null> {
+  try {
+    return JSON.parse(await readFile(statePath(checkLabName(name)), 'utf8')) as LabState;
+  } catch {
+    return null;
+  }
+}
+
+async function buildNode(s: LabState, n: LabNode, podMtu: number): Promise<void> {
+  await createNetns(n.ns);
+  await addVeth({ ns: n.ns, ifname: 'eth0', peerNs: s.switchNs, peerIfname: `n${n.index}`, mtu: UNDERLAY_MTU });
+  await addBridgePort(s.switchNs, BRIDGE, `n${n.index}`);
+  await addAddress(n.ns, 'eth0', `${n.underlayIp}/24`);
+  await linkUp(n.ns, 'eth0');
+  await sysctl(n.ns, 'net.ipv4.ip_forward', '1');
+  for (const pod of s.pods.filter((q) => q.node === n.index)) {
+    await createNetns(pod.ns);
+    await attachPod({ nodeNs: n.ns, podNetns: pod.ns, ifname: 'eth0', hostIfname: pod.hostIfname, podIp: pod.ip, gatewayIp: n.gateway, mtu: podMtu });
+  }
+}
+
+const peersOf = (s: LabState, n: LabNode) =>
+  s.nodes.filter((m) => m !== n).map((m) => ({ vtepIP: m.underlayIp, vtepMAC: m.vtepMAC, subnet: m.subnet }));
+
+async function startAgent(s: LabState, n: LabNode): Promise<ChildProcess> {
+  const dir = join(labStateDir(s.name), `n${n.index}`);
+  await mkdir(join(dir, 'data'), { recursive: true });
+  const agent: LabAgent = { pid: 0, configFile: join(dir, 'agent.json'), logFile: join(dir, 'agent.log'), socket: join(dir, 'tulle.sock') };
+  const config = {
+    network: CLUSTER_NETWORK, subnet: n.subnet, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC,
+    vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: OVERLAY_MTU, workers: AGENT_WORKERS,
+    socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'), peers: peersOf(s, n),
+  };
+  await writeFile(agent.configFile, JSON.stringify(config, null, 2) + '\n');
+  const child = spawnInNs(n.ns, process.execPath, [distScript(AGENT_SCRIPT), 'agent', '--config', agent.configFile], {
+    logFile: agent.logFile,
+    detached: true,
+  });
+  if (child.pid === undefined) throw new LabError(`could not start the agent in ${n.ns}`);
+  agent.pid = child.pid;
+  n.agent = agent;
+  await saveState(s);
+  return child;
+}
+
+/** One GET /v1/status over the agent's unix socket: true when it answers 200 with ready: true. */
+function agentReady(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/v1/status', method: 'GET', timeout: 1_000 }, (res) => {
+      let body = '';
+      res.on('data', (b: Buffer) => (body += b.toString()));
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 && (JSON.parse(body) as { ready?: unknown }).ready === true);
+        } catch {
+          resolve(false);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+async function logTail(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.slice(-LOG_TAIL_CHARS).trim() || '(empty log)';
+}
+
+/** Waits until the agent reports ready; fails early if it exits, quoting its log. */
+async function waitAgentReady(n: LabNode, agent: LabAgent, child: ChildProcess): Promise<void> {
+  let exited: string | null = child.exitCode !== null || child.signalCode !== null ? (child.signalCode ?? `code ${child.exitCode}`) : null;
+  child.once('exit', (code, sig) => (exited = sig ?? `code ${code}`));
+  const deadline = Date.now() + AGENT_READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (exited !== null) throw new LabError(`agent in ${n.ns} (pid ${agent.pid}) exited with ${exited}; ${agent.logFile}:\n${await logTail(agent.logFile)}`);
+    if (await agentReady(agent.socket)) return;
+    await new Promise((r) => setTimeout(r, AGENT_POLL_MS));
+  }
+  throw new LabError(`agent in ${n.ns} (pid ${agent.pid}) not ready on ${agent.socket} within ${AGENT_READY_TIMEOUT_MS} ms; ${agent.logFile}:\n${await logTail(agent.logFile)}`);
+}
+
+/** Brings a lab up; on any failure it tears down what it made and rethrows. */
+export async function labUp(o: LabOptions): Promise<LabState> {
+  const s = planLab(o);
+  if (s.nodes.some((n) => n.mode === 'tulle')) distScript(AGENT_SCRIPT); // fail before building anything
+  const existing = await listNetns(labPrefix(s.name));
+  if (existsSync(labStateDir(s.name)) || existing.length > 0) {
+    throw new LabError(`lab ${JSON.stringify(s.name)} already exists (${existing[0] ?? labStateDir(s.name)}); run "tulle lab down --name ${s.name}" first`);
+  }
+  await mkdir(labStateDir(s.name), { recursive: true });
+  await saveState(s);
+  try {
+    await createNetns(s.switchNs);
+    await addBridge(s.switchNs, BRIDGE);
+    const podMtu = s.nodes.every((n) => n.mode === 'plain') ? UNDERLAY_MTU : OVERLAY_MTU;
+    await Promise.all(s.nodes.map((n) => buildNode(s, n, podMtu)));
+    const mixed = s.nodes.some((n) => n.mode === 'tulle') && s.nodes.some((n) => n.mode === 'kernel-vxlan');
+    for (const n of s.nodes) {
+      if (n.mode === 'plain') {
+        for (const m of s.nodes) if (m !== n) await ipIn(n.ns, ['route', 'add', m.subnet, 'via', m.underlayIp, 'dev', 'eth0']);
+      } else if (n.mode === 'kernel-vxlan') {
+        await setupKernelVxlan({ ns: n.ns, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC, subnet: n.subnet, underlayDev: 'eth0', underlayMtu: UNDERLAY_MTU, peers: peersOf(s, n) });
+        // A tulle receiver needs finished inner checksums (see setTxChecksumOffload).
+        if (mixed) await setTxChecksumOffload(n.ns, 'eth0', false);
+      }
+    }
+    const agents = [];
+    for (const n of s.nodes) if (n.mode === 'tulle') agents.push({ node: n, child: await startAgent(s, n) });
+    await Promise.all(agents.map(({ node, child }) => waitAgentReady(node, node.agent as LabAgent, child)));
+    await saveState(s);
+    return s;
+  } catch (e) {
+    await labDown({ name: s.name }).catch((down: unknown) => {
+      (e as Error).message += `; cleanup also failed: ${(down as Error).message}`;
+    });
+    throw e;
+  }
+}
+
+/**
+ * Tears a lab down: agents get SIGTERM (SIGKILL after 5 s), then any process still inside a lab
+ * namespace is ended the same way (only lab code runs there), then every tl<name>-* namespace is
+ * deleted and the state directory removed. Safe to repeat, and after a crash.
+ */
+export async function labDown({ name }: { name: string }): Promise<void> {
+  checkLabName(name);
+  const state = await readLabState(name);
+  const errors: string[] = [];
+  const recorded = (state?.namespaces ?? []).filter((ns) => ns.startsWith(labPrefix(name)));
+  const names = new Set([...recorded, ...(await listNetns(labPrefix(name)))]);
+  // Recorded agents count only if their argv still names their config (the PID may be reused).
+  const pids = new Set<number>();
+  for (const n of state?.nodes ?? []) {
+    if (n.agent && processArgv(n.agent.pid)?.includes(n.agent.configFile)) pids.add(n.agent.pid);
+  }
+  for (const ns of names) {
+    const inside = await netnsPids(ns).catch((e: Error) => (errors.push(e.message), []));
+    inside.forEach((pid) => pids.add(pid));
+  }
+  pids.delete(process.pid);
+  await terminateProcesses([...pids]).catch((e: Error) => errors.push(e.message));
+  await Promise.all([...names].map((ns) => deleteNetns(ns).catch((e: Error) => errors.push(e.message))));
+  await rm(labStateDir(name), { recursive: true, force: true }).catch((e: Error) => errors.push(e.message));
+  if (errors.length > 0) throw new LabError(`lab ${JSON.stringify(name)} down: ${errors.join('; ')}`);
+}

@@ -1,0 +1,51 @@
+/*
+ * tulle <-> kernel VXLAN on the wire (root; needs the agent and `npx tsc -p tsconfig.json`).
+ *
+ *                              tl<lab>-sw [br0]
+ *                   n1 ┌──────────────┴──────────────┐ n2
+ *   tl<lab>-n1: tulle agent                     tl<lab>-n2: flannel-style kernel VXLAN
+ *     eth0 172.31.0.1/24                          eth0 172.31.0.2/24 (ethtool -K eth0 tx off)
+ *     tulle0 (TUN) 10.244.1.0/32                  flannel.1 vni 1 :8472 10.244.2.0/32
+ *     VTEP MAC 02:aa:00:00:00:01                  VTEP MAC 02:aa:00:00:00:02
+ *     10.244.0.0/16 -> tulle0                     10.244.1.0/24 via 10.244.1.0 onlink
+ *     veth-p1 ── tl<lab>-n1-p1 10.244.1.2         veth-p1 ── tl<lab>-n2-p1 10.244.2.2
+ *
+ * Tx checksum offload is off on n2's underlay: between namespaces the kernel VXLAN sender leaves
+ * inner checksums to offload that never happens, which only a kernel receiver tolerates.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeAll, expect, test } from 'vitest';
+import { nsRun } from '../../src/util/exec.js';
+import { pingAll, tcpTransfer } from '../../src/lab/measure.js';
+import { linksOfType, listNetns } from '../../src/lab/netns.js';
+import { labDown, labPrefix, labUp } from '../../src/lab/topology.js';
+
+const TRANSFER_BYTES = 8 << 20;
+let name: string | undefined;
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
+});
+
+afterEach(async () => {
+  if (name !== undefined) {
+    await labDown({ name });
+    expect(await listNetns(labPrefix(name))).toEqual([]);
+  }
+  name = undefined;
+});
+
+test('a tulle node and a kernel VXLAN node exchange pings and byte-checked TCP both ways', async () => {
+  name = `i${randomBytes(3).toString('hex')}`;
+  const s = await labUp({ name, nodes: 2, pods: 1, mode: 'tulle', nodeModes: ['tulle', 'kernel-vxlan'], store: 'static' });
+  const [a, b] = s.nodes;
+  const [podA, podB] = s.pods;
+  expect(await linksOfType(a!.ns, 'vxlan')).toEqual([]);
+  expect(await linksOfType(b!.ns, 'vxlan')).toEqual(['flannel.1']);
+  expect(await nsRun(b!.ns, 'ethtool', ['-k', 'eth0'])).toMatch(/^tx-checksumming: off/m);
+
+  expect(await pingAll([podA!, podB!])).toEqual([]);
+  const ab = await tcpTransfer(podA!.ns, podB!.ns, podB!.ip, TRANSFER_BYTES, 12);
+  const ba = await tcpTransfer(podB!.ns, podA!.ns, podA!.ip, TRANSFER_BYTES, 21);
+  expect([ab.bytes, ba.bytes]).toEqual([TRANSFER_BYTES, TRANSFER_BYTES]);
+}, 120_000);
