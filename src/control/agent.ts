@@ -52,7 +52,7 @@ export class Agent {
     try {
       await this.startSteps();
     } catch (e) {
-      this.log.error({ err: errorInfo(e) }, 'start-up failed; undoing what was done');
+      this.log.error({ err: errorInfo(e), undoSteps: this.undo.map((u) => u.what).reverse() }, 'start-up failed; undoing what was done');
       await this.rollback();
       throw e;
     }
@@ -62,6 +62,12 @@ export class Agent {
 
   private async startSteps(): Promise<void> {
     const cfg = this.cfg;
+    // The socket first: another agent answering on it explains any later conflict.
+    const api = new ApiServer(cfg.socket);
+    this.registerRoutes(api);
+    await api.listen();
+    this.push('close API socket', () => api.close());
+
     // Checks that change nothing.
     const vtep = formatIpv4(cfg.vtepIP);
     const under = await interfaceWithAddress(vtep);
@@ -80,11 +86,6 @@ export class Agent {
       throw new ConfigError('network', cfg.network.text, 'a route for it already exists in this namespace');
     }
     this.probePort(cfg.vtepIP, cfg.port);
-
-    const api = new ApiServer(cfg.socket);
-    this.registerRoutes(api);
-    await api.listen();
-    this.push('close API socket', () => api.close());
 
     this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
 
@@ -216,7 +217,8 @@ export async function runAgent(cfg: AgentConfig): Promise<number> {
   } catch (e) {
     log.fatal({ err: errorInfo(e) }, 'agent failed to start');
     log.flush?.();
-    return 1;
+    process.stderr.write(`tulle agent: ${(e as Error).message}\n`);
+    return e instanceof ConfigError ? 2 : 1;
   }
   const sig = await signals;
   await stop(sig);

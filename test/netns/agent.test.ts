@@ -1,0 +1,205 @@
+/*
+ * The agent's life in one namespace (root).
+ *
+ *   tl-ag-<hex>
+ *   ├ eth0 ═ eth0p (veth pair, both here) 172.31.0.1/24 on eth0, mtu 1500: the underlay
+ *   └ tulle0 (TUN, made by the agent) 10.244.1.0/32, route 10.244.0.0/16
+ *
+ * Start-up checks, rollback of a failure half-way, the status command, the
+ * VTEP MAC kept across restarts, and SIGTERM removing what the agent made.
+ */
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { request } from '../../src/control/api.js';
+import { createNetns, deleteNetns } from '../../src/lab/netns.js';
+import { nsRun } from '../../src/util/exec.js';
+import { distPath } from '../../src/util/paths.js';
+
+let ns = '';
+let dir = '';
+const TULLE = () => distPath('src/cli/tulle.js');
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces and TUN devices)');
+});
+
+beforeEach(async () => {
+  ns = `tl-ag-${randomBytes(3).toString('hex')}`;
+  dir = await mkdtemp(join(tmpdir(), 'tulle-agent-'));
+  await createNetns(ns);
+  await nsRun(ns, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+  await nsRun(ns, 'ip', ['link', 'set', 'eth0p', 'up']);
+  await nsRun(ns, 'ip', ['addr', 'add', '172.31.0.1/24', 'dev', 'eth0']);
+  await nsRun(ns, 'ip', ['link', 'set', 'eth0', 'up']);
+});
+
+afterEach(async () => {
+  await deleteNetns(ns);
+  await rm(dir, { recursive: true, force: true });
+});
+
+function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    network: '10.244.0.0/16',
+    subnet: '10.244.1.0/24',
+    vtepIP: '172.31.0.1',
+    workers: 2,
+    socket: join(dir, 'tulle.sock'),
+    dataDir: join(dir, 'data'),
+    subnetFile: join(dir, 'subnet.env'),
+    peers: [{ vtepIP: '172.31.0.2', vtepMAC: '02:aa:00:00:00:02', subnet: '10.244.2.0/24' }],
+    ...extra,
+  };
+}
+
+interface Run {
+  pid: number;
+  exit: Promise<{ code: number | null; out: string; err: string }>;
+}
+
+async function startAgent(cfg: Record<string, unknown>): Promise<Run> {
+  const file = join(dir, `agent-${randomBytes(2).toString('hex')}.json`);
+  await writeFile(file, JSON.stringify(cfg));
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, TULLE(), 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
+    child.on('exit', (code) => resolve({ code, out, err })),
+  );
+  return { pid: child.pid!, exit };
+}
+
+async function waitReady(socket: string, run: Run): Promise<Record<string, unknown>> {
+  let exited = false;
+  void run.exit.then(() => (exited = true));
+  for (let i = 0; i < 100; i++) {
+    if (exited) throw new Error(`agent exited during start-up: ${JSON.stringify(await run.exit)}`);
+    try {
+      const s = (await request(socket, 'GET', '/v1/status')) as Record<string, unknown>;
+      if (s.ready) return s;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('agent not ready within 10 s');
+}
+
+async function links(): Promise<string> {
+  return nsRun(ns, 'ip', ['-br', 'link']);
+}
+
+async function routes(): Promise<string> {
+  return nsRun(ns, 'ip', ['route']);
+}
+
+describe('agent start-up checks', () => {
+  test('a bad config is refused before any change, naming the field and value', async () => {
+    const r = await startAgent(config({ subnet: '10.245.1.0/24' }));
+    const { code, err } = await r.exit;
+    expect(code).toBe(2);
+    expect(err).toContain('"subnet"');
+    expect(err).toContain('10.245.1.0/24');
+    expect(await links()).not.toContain('tulle0');
+    expect(existsSync(join(dir, 'tulle.sock'))).toBe(false);
+  });
+
+  test('a device of the same name is refused as busy and left alone', async () => {
+    await nsRun(ns, 'ip', ['link', 'add', 'tulle0', 'type', 'bridge']);
+    const { code, err } = await (await startAgent(config())).exit;
+    expect(code).toBe(2);
+    expect(err).toMatch(/"device".*busy.*"tulle0"/);
+    expect(await links()).toMatch(/^tulle0\s/m);
+    expect(await routes()).not.toContain('10.244.0.0/16');
+  });
+
+  test('a VXLAN port held by a kernel VXLAN device is refused, naming the port', async () => {
+    await nsRun(ns, 'ip', ['link', 'add', 'vx0', 'type', 'vxlan', 'id', '1', 'local', '172.31.0.1', 'dstport', '8472', 'dev', 'eth0']);
+    await nsRun(ns, 'ip', ['link', 'set', 'vx0', 'up']);
+    const { code, err } = await (await startAgent(config())).exit;
+    expect(code).toBe(2);
+    expect(err).toMatch(/"port".*8472.*EADDRINUSE/);
+    expect(await links()).not.toContain('tulle0');
+  });
+
+  test('a vtepIP not on any interface is refused', async () => {
+    const { code, err } = await (await startAgent(config({ vtepIP: '172.31.0.9' }))).exit;
+    expect(code).toBe(2);
+    expect(err).toMatch(/"vtepIP".*172\.31\.0\.9/);
+  });
+
+  test('a failure half-way through start-up undoes the device, route and socket', async () => {
+    // The subnet file path is a directory: the last start-up step fails after
+    // the device, route and workers are up.
+    await mkdir(join(dir, 'subnet.env'), { recursive: true });
+    await writeFile(join(dir, 'subnet.env', 'keep'), 'x');
+    const { code, out, err } = await (await startAgent(config())).exit;
+    expect(code).toBe(1);
+    expect(err).toContain('subnet.env');
+    expect(out).toContain('undoing what was done');
+    expect(await links()).not.toContain('tulle0');
+    expect(await routes()).not.toContain('10.244.0.0/16');
+    expect(existsSync(join(dir, 'tulle.sock'))).toBe(false);
+  });
+});
+
+describe('agent lifecycle', () => {
+  test('runs, reports status, keeps its VTEP MAC, and removes its device and route on SIGTERM', async () => {
+    const cfg = config();
+    const socket = cfg.socket as string;
+    let run = await startAgent(cfg);
+    const s = (await waitReady(socket, run)) as { node: Record<string, unknown>; workers: { state: string }[] };
+    expect(s.node.mtu).toBe(1450);
+    expect(s.node.overlayAddress).toBe('10.244.1.0');
+    expect(s.workers.map((w) => w.state)).toEqual(['running', 'running']);
+    const mac = s.node.vtepMAC as string;
+    expect(mac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+
+    expect(await nsRun(ns, 'ip', ['-4', 'addr', 'show', 'tulle0'])).toContain('10.244.1.0/32');
+    expect(await nsRun(ns, 'ip', ['link', 'show', 'tulle0'])).toContain('mtu 1450');
+    expect(await routes()).toMatch(/10\.244\.0\.0\/16 dev tulle0/);
+    expect((await nsRun(ns, 'cat', ['/proc/sys/net/ipv4/ip_forward'])).trim()).toBe('1');
+    expect(await readFile(cfg.subnetFile as string, 'utf8')).toBe(
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+    );
+
+    const human = await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', socket]);
+    expect(human).toMatch(/workers\s+2/);
+    expect(human).toContain('10.244.2.0/24');
+    const json = JSON.parse(await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', socket, '--json'])) as { ready: boolean };
+    expect(json.ready).toBe(true);
+
+    process.kill(run.pid, 'SIGTERM');
+    const first = await run.exit;
+    expect(first.code).toBe(0);
+    expect(first.out).toContain('device and routes removed');
+    expect(await links()).not.toContain('tulle0');
+    expect(await routes()).not.toContain('10.244.0.0/16');
+    expect(existsSync(socket)).toBe(false);
+
+    run = await startAgent(cfg);
+    const again = (await waitReady(socket, run)) as { node: Record<string, unknown> };
+    expect(again.node.vtepMAC).toBe(mac);
+    process.kill(run.pid, 'SIGINT');
+    expect((await run.exit).code).toBe(0);
+  });
+
+  test('a second agent on the same socket is refused while the first runs', async () => {
+    const cfg = config();
+    const run = await startAgent(cfg);
+    await waitReady(cfg.socket as string, run);
+    const second = await (await startAgent({ ...cfg, device: 'tulle1' })).exit;
+    expect(second.code).toBe(1);
+    expect(second.err).toContain('already serving');
+    expect(await links()).not.toContain('tulle1');
+    process.kill(run.pid, 'SIGTERM');
+    expect((await run.exit).code).toBe(0);
+  });
+});
