@@ -39,6 +39,9 @@ class Args {
   bool Uint32s(size_t i, const char* name, Span<uint32_t>* out) const;
   bool Uint16s(size_t i, const char* name, Span<uint16_t>* out) const;
 
+  // True when argument i was passed and is not undefined (for optional trailing arguments).
+  bool Has(size_t i) const { return info_.Length() > i && !info_[i].IsUndefined(); }
+
   // Leaves a pending RangeError "<fn>: <name> <what>" and returns an empty value.
   Napi::Value RangeError(const char* name, const char* what) const;
 

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -11,8 +12,18 @@
 #include "addon.h"
 #include "args.h"
 
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
 namespace tulle {
 namespace {
+
+// Control buffer of one message: room for one UDP_SEGMENT (u16) or UDP_GRO (int) cmsg.
+constexpr size_t kCtrlLen = CMSG_SPACE(sizeof(int));
 
 // Sets a buffer size with the *FORCE option (ignores rmem_max/wmem_max; needs CAP_NET_ADMIN),
 // falling back to the capped option when that is not permitted.
@@ -68,8 +79,9 @@ Napi::Value UdpLocalPort(const Napi::CallbackInfo& info) {
   return Int(a.env(), ntohs(sa.sin_port));
 }
 
-// udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max) -> count | 0 | -errno.
-// One recvmmsg. Datagram i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes;
+// udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max[, segSizes]) -> count | 0 | -errno.
+// One recvmmsg. With segSizes (a socket with UDP_GRO on), segSizes[i] is the segment size the
+// kernel coalesced datagram i from (its UDP_GRO cmsg, an int), or 0 for a single datagram. Datagram i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes;
 // MSG_TRUNC makes lens[i] the datagram's real length, larger than that capacity if it was cut.
 Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   Args a(info, "udpRecv");
@@ -83,6 +95,9 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
       !a.Uint32s(5, "srcIPs", &ips) || !a.Uint16s(6, "srcPorts", &ports) || !a.Int32(7, "max", &max)) {
     return Napi::Value();
   }
+  Span<int32_t> segs;
+  const bool gro = a.Has(8);
+  if (gro && !a.Int32s(8, "segSizes", &segs)) return Napi::Value();
   if (max < 1 || max > kMaxBatch) return a.RangeError("max", "must be in 1..256");
   if (slot < 1) return a.RangeError("slotSize", "must be positive");
   if (headroom < 0 || headroom >= slot) return a.RangeError("headroom", "must be in 0..slotSize-1");
@@ -91,12 +106,18 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   if (lens.len < n) return a.RangeError("lens", "is shorter than max");
   if (ips.len < n) return a.RangeError("srcIPs", "is shorter than max");
   if (ports.len < n) return a.RangeError("srcPorts", "is shorter than max");
+  if (gro && segs.len < n) return a.RangeError("segSizes", "is shorter than max");
 
   struct mmsghdr msgs[kMaxBatch];
   struct iovec iov[kMaxBatch];
   struct sockaddr_in from[kMaxBatch];
+  alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
   std::memset(msgs, 0, n * sizeof msgs[0]);
   for (size_t i = 0; i < n; i++) {
+    if (gro) {
+      msgs[i].msg_hdr.msg_control = ctrl[i];
+      msgs[i].msg_hdr.msg_controllen = kCtrlLen;
+    }
     iov[i].iov_base = buf.data + i * slot + headroom;
     iov[i].iov_len = static_cast<size_t>(slot - headroom);
     msgs[i].msg_hdr.msg_iov = &iov[i];
@@ -113,6 +134,15 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
     lens.data[i] = static_cast<int32_t>(msgs[i].msg_len);
     ips.data[i] = ntohl(from[i].sin_addr.s_addr);
     ports.data[i] = ntohs(from[i].sin_port);
+    if (!gro) continue;
+    segs.data[i] = 0;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int seg;
+        std::memcpy(&seg, CMSG_DATA(c), sizeof seg);
+        segs.data[i] = seg;
+      }
+    }
   }
   return Int(a.env(), r);
 }
@@ -156,7 +186,10 @@ void SendRun(int fd, struct mmsghdr* msgs, int n, SendStats* st) {
   }
 }
 
-// udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats) -> datagrams sent.
+// udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats[, segSizes]) -> messages sent.
+// With segSizes, a message with segSizes[i] > 0 carries a UDP_SEGMENT cmsg: the kernel splits it
+// into datagrams of that many bytes (the last may be shorter). EIO in stats[2] means the path
+// cannot segment (no checksum offload): the caller falls back to single datagrams.
 // Datagram i = buf[offs[i], offs[i] + lens[i]) goes to dstIPs[i]:dstPorts[i] on fds[sockIdx[i]].
 // Datagrams are grouped by socket index (order kept within a socket) and each group is one run
 // of SendRun. A datagram outside buf or with sockIdx >= fds.length fails with EINVAL without a
@@ -174,6 +207,9 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       !a.Int32(7, "count", &count) || !a.Int32s(8, "stats", &stats)) {
     return Napi::Value();
   }
+  Span<int32_t> segs;
+  const bool gso = a.Has(9);
+  if (gso && !a.Int32s(9, "segSizes", &segs)) return Napi::Value();
   if (count < 0 || count > kMaxBatch) return a.RangeError("count", "must be in 0..256");
   const size_t n = static_cast<size_t>(count);
   if (offs.len < n) return a.RangeError("offs", "is shorter than count");
@@ -182,6 +218,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   if (ips.len < n) return a.RangeError("dstIPs", "is shorter than count");
   if (ports.len < n) return a.RangeError("dstPorts", "is shorter than count");
   if (stats.len < 3) return a.RangeError("stats", "must have at least 3 elements");
+  if (gso && segs.len < n) return a.RangeError("segSizes", "is shorter than count");
 
   SendStats st;
   // Stable counting sort of the valid datagrams by socket index: order[start[s]..start[s+1]).
@@ -209,6 +246,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   struct mmsghdr msgs[kMaxBatch];
   struct iovec iov[kMaxBatch];
   struct sockaddr_in to[kMaxBatch];
+  alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
   const int total = start[256];
   std::memset(msgs, 0, static_cast<size_t>(total) * sizeof msgs[0]);
   for (int k = 0; k < total; k++) {
@@ -223,6 +261,17 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     msgs[k].msg_hdr.msg_namelen = sizeof to[k];
     msgs[k].msg_hdr.msg_iov = &iov[k];
     msgs[k].msg_hdr.msg_iovlen = 1;
+    if (gso && segs.data[i] > 0) {
+      std::memset(ctrl[k], 0, kCtrlLen);
+      msgs[k].msg_hdr.msg_control = ctrl[k];
+      msgs[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[k].msg_hdr);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t seg = static_cast<uint16_t>(segs.data[i]);
+      std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
   }
   for (int s = 0; s < 256; s++) {
     if (start[s + 1] > start[s]) SendRun(fds.data[s], msgs + start[s], start[s + 1] - start[s], &st);

@@ -19,7 +19,7 @@ import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
 import { type AgentConfig, ConfigError, describe, overlayAddress } from './config.js';
-import { L3_TUN_FLAGS, TunDevice } from './device.js';
+import { TunDevice } from './device.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 
@@ -35,6 +35,7 @@ type Undo = () => Promise<void> | void;
 export class Agent {
   private readonly undo: { what: string; run: Undo }[] = [];
   private supervisor?: Supervisor;
+  private device?: TunDevice;
   private table?: PeerTable;
   private counterSab?: SharedArrayBuffer;
   private mac?: Uint8Array;
@@ -92,8 +93,10 @@ export class Agent {
     const oldForward = await setIpv4Sysctl('ip_forward', '1');
     this.log.info({ was: oldForward }, 'IPv4 forwarding enabled');
 
-    const device = TunDevice.create({ name: cfg.device, mtu: this.mtu, address: overlayAddress(cfg), route: cfg.network.text });
+    const device = TunDevice.create({ name: cfg.device, mtu: this.mtu, address: overlayAddress(cfg), route: cfg.network.text }, cfg.offloads);
     this.push(`remove device ${cfg.device}`, () => device.destroy());
+    this.device = device;
+    if (device.offloadError) this.log.warn({ reason: device.offloadError }, 'TUN offloads unavailable; forwarding one packet per read');
 
     this.table = new PeerTable(PEER_CAPACITY);
     await this.table.publish(this.peerEntries());
@@ -106,7 +109,7 @@ export class Agent {
     for (let id = 0; id < cfg.workers; id++) {
       wakeFds.push(native.openEventfd());
       inits.push({
-        id, device: cfg.device, tunFlags: L3_TUN_FLAGS, vtepIP: cfg.vtepIP, port: cfg.port, vni: cfg.vni,
+        id, device: cfg.device, tunFlags: device.flags, vtepIP: cfg.vtepIP, port: cfg.port, vni: cfg.vni,
         vtepMAC: this.mac, overlayIP: overlayAddress(cfg), mtu: this.mtu, flowSockets: FLOW_SOCKETS_PER_WORKER,
         batchSize: BATCH_SIZE, socketBufferBytes: SOCKET_BUFFER_BYTES, peerSab: this.table.sab,
         peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
@@ -174,6 +177,7 @@ export class Agent {
         underlay: this.underlay,
         overlayAddress: formatIpv4(overlayAddress(cfg)),
         mode: 'l3',
+        offloads: { requested: cfg.offloads, tun: this.device ? (this.device.flags & native.IFF_VNET_HDR) !== 0 : false, ...(this.device?.offloadError ? { error: this.device.offloadError } : {}) },
       },
       workers: this.supervisor?.status() ?? [],
       peers: cfg.peers.map((p) => ({ subnet: p.subnet.text, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),

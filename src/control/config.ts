@@ -60,12 +60,14 @@ export interface AgentConfig {
   readonly dataDir: string;
   readonly subnetFile: string;
   readonly logLevel: string;
+  /** Kernel offloads (TUN TSO + virtio-net header, UDP_SEGMENT, UDP_GRO) where the kernel has them. */
+  readonly offloads: boolean;
   readonly peers: readonly PeerConfig[];
 }
 
 const FIELDS = [
   'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
-  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads',
 ] as const;
 const PEER_FIELDS = ['vtepIP', 'vtepMAC', 'subnet'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
@@ -183,11 +185,15 @@ export function validateConfig(raw: unknown): AgentConfig {
     }
     logLevel = raw.logLevel;
   }
+  if (raw.offloads !== undefined && typeof raw.offloads !== 'boolean') {
+    throw new ConfigError('offloads', raw.offloads, 'must be true or false');
+  }
+  const offloads = raw.offloads ?? true;
   const peersRaw = raw.peers === undefined ? [] : raw.peers;
   if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
   const peers = peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP));
   checkPeerSet(peers);
-  return { network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, peers };
+  return { network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, peers };
 }
 
 function parsePeer(p: unknown, i: number, network: Cidr, own: Cidr, ownIP: number): PeerConfig {
@@ -248,6 +254,7 @@ export function describe(cfg: AgentConfig): Record<string, unknown> {
     port: cfg.port,
     device: cfg.device,
     workers: cfg.workers,
+    offloads: cfg.offloads,
     peers: cfg.peers.length,
   };
 }

@@ -10,6 +10,7 @@
  * with its address and routes.
  */
 import * as native from '../io/native.js';
+import { errnoName } from '../io/errors.js';
 import { formatIpv4 } from '../wire/ipv4.js';
 import { ip } from './ip.js';
 
@@ -26,23 +27,49 @@ export interface DeviceSpec {
   route: string;
 }
 
+/** Offloads asked of the device with IFF_VNET_HDR: checksum and TCP segmentation (TSO6 is required with TSO4). */
+export const TUN_OFFLOADS = native.TUN_F_CSUM | native.TUN_F_TSO4 | native.TUN_F_TSO6;
+
 export class TunDevice {
   private anchorFd = -1;
   private routed = false;
+  /** IFF_* flags every queue of this device is opened with. */
+  flags = L3_TUN_FLAGS;
+  /** Why offloads are off although asked for, if they are. */
+  offloadError: string | undefined;
 
   private constructor(readonly spec: DeviceSpec) {}
 
-  /** Creates the device (no address, down). Throws SysError EBUSY when the name is taken. */
-  static create(spec: DeviceSpec): TunDevice {
+  /**
+   * Creates the device (no address, down). With `offloads`, the queues carry a virtio-net header
+   * and the kernel may hand over TCP super-packets; if the kernel refuses, the device is made
+   * again without them. Throws SysError EBUSY when the name is taken.
+   */
+  static create(spec: DeviceSpec, offloads: boolean): TunDevice {
     const d = new TunDevice(spec);
-    const fd = native.openTun(spec.name, L3_TUN_FLAGS | IFF_TUN_EXCL);
+    if (offloads) {
+      const fd = native.openTun(spec.name, L3_TUN_FLAGS | native.IFF_VNET_HDR | IFF_TUN_EXCL);
+      const r = native.tunSetOffload(fd, TUN_OFFLOADS);
+      if (r === 0) {
+        d.flags = L3_TUN_FLAGS | native.IFF_VNET_HDR;
+        d.adopt(fd);
+        return d;
+      }
+      d.offloadError = `TUNSETOFFLOAD refused: ${errnoName(-r)}`;
+      native.closeFd(fd); // the device goes with its only queue
+    }
+    d.adopt(native.openTun(spec.name, L3_TUN_FLAGS | IFF_TUN_EXCL));
+    return d;
+  }
+
+  /** Keeps `fd` as the detached anchor queue. */
+  private adopt(fd: number): void {
     const r = native.tunSetQueue(fd, false);
     if (r < 0) {
       native.closeFd(fd);
-      native.check(r, 'TUNSETQUEUE', `detach anchor queue of "${spec.name}"`);
+      native.check(r, 'TUNSETQUEUE', `detach anchor queue of "${this.spec.name}"`);
     }
-    d.anchorFd = fd;
-    return d;
+    this.anchorFd = fd;
   }
 
   /** Address, MTU, link up; call once workers have attached their queues. */

@@ -4,10 +4,15 @@
  * per-packet code only writes numbers into them.
  */
 
-/** Datagrams to send: slab offset and length, send-socket index, destination. */
+/**
+ * Datagrams to send: slab offset and length, send-socket index, destination, and (when the
+ * socket segments, UDP_SEGMENT) the size of the datagrams the kernel cuts the message into,
+ * 0 for a single datagram.
+ */
 export class SendBatch {
   readonly offs: Int32Array;
   readonly lens: Int32Array;
+  readonly segSizes: Int32Array;
   readonly sockIdx: Uint8Array;
   readonly dstIPs: Uint32Array;
   readonly dstPorts: Uint16Array;
@@ -15,6 +20,7 @@ export class SendBatch {
   constructor(readonly capacity: number) {
     this.offs = new Int32Array(capacity);
     this.lens = new Int32Array(capacity);
+    this.segSizes = new Int32Array(capacity);
     this.sockIdx = new Uint8Array(capacity);
     this.dstIPs = new Uint32Array(capacity);
     this.dstPorts = new Uint16Array(capacity);

@@ -25,17 +25,18 @@ import { VXLAN_HEADER_LEN, VxlanCheck, check as checkVxlan, vni } from '../wire/
 const INNER_OFF = VXLAN_HEADER_LEN + ETH_HEADER_LEN;
 
 /**
- * Decapsulates datagrams 0..n-1 (datagram i at `i * slotSize`, `lens[i]`
- * bytes as reported by the kernel, possibly more than `slotSize` when it was
- * truncated, from `srcIPs[i]`). IPv4 packets go to `tun`, ARP replies to
+ * Decapsulates datagrams 0..n-1 (datagram i at `offs[i]`, `lens[i]` bytes as
+ * reported by the kernel, from `srcIPs[i]`; a length over `capacity` means
+ * the kernel truncated it). IPv4 packets go to `tun`, ARP replies to
  * `replies` (both reset first). Returns `tun.count`.
  */
 export function decapBatch(
   ctx: DataplaneContext,
   half: number,
   slab: Uint8Array,
-  slotSize: number,
+  offs: Int32Array,
   lens: Int32Array,
+  capacity: number,
   srcIPs: Uint32Array,
   n: number,
   tun: WriteBatch,
@@ -46,10 +47,10 @@ export function decapBatch(
   let r = 0;
   for (let i = 0; i < n; i++) {
     const len = lens[i];
-    const off = i * slotSize;
+    const off = offs[i];
     c[C.rx_datagrams]++;
     c[C.rx_bytes] += len;
-    if (len > slotSize || len - INNER_OFF > ctx.mtu) {
+    if (len > capacity || len - INNER_OFF > ctx.mtu) {
       c[C.rx_drop_oversize]++;
       continue;
     }
@@ -88,7 +89,7 @@ export function decapBatch(
         c[C.rx_drop_bad_arp]++;
         continue;
       }
-      if (arpOp(slab, inner) !== ARP_OP_REQUEST || targetIp(slab, inner) !== ctx.overlayIP) {
+      if (arpOp(slab, inner) !== ARP_OP_REQUEST || targetIp(slab, inner) !== ctx.overlayIP || r === replies.capacity) {
         c[C.rx_drop_arp_not_ours]++;
         continue;
       }

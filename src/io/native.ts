@@ -111,12 +111,15 @@ export interface NativeAddon {
   udpLocalPort(fd: number): number;
   udpRecv(
     fd: number, buf: Uint8Array, slotSize: number, headroom: number,
-    lens: Int32Array, srcIPs: Uint32Array, srcPorts: Uint16Array, max: number,
+    lens: Int32Array, srcIPs: Uint32Array, srcPorts: Uint16Array, max: number, segSizes?: Int32Array,
   ): number;
   udpSend(
     fds: Int32Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, sockIdx: Uint8Array,
-    dstIPs: Uint32Array, dstPorts: Uint16Array, count: number, stats: Int32Array,
+    dstIPs: Uint32Array, dstPorts: Uint16Array, count: number, stats: Int32Array, segSizes?: Int32Array,
   ): number;
+  udpSetGro(fd: number, on: boolean): number;
+  udpGsoProbe(fd: number): number;
+  csumBatch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, sums: Uint32Array, count: number): number;
   poll(fds: Int32Array, revents: Int32Array, nfds: number, timeoutMs: number): number;
   eventfdOpen(): number;
   eventfdSignal(fd: number): number;
@@ -149,7 +152,7 @@ const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
   'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'eventfdSignal',
-  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu',
+  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch',
 ];
 
 function loadAddon(): NativeAddon {
@@ -340,13 +343,17 @@ export function udpLocalPort(fd: number): number {
 export function udpRecv(
   fd: number, buf: Uint8Array, slotSize: number, headroom: number,
   lens: Int32Array, srcIPs: Uint32Array, srcPorts: Uint16Array, max: number,
+  segSizes?: Int32Array,
 ): number {
   fdArg('udpRecv', fd);
   slots('udpRecv', buf, slotSize, headroom, max);
   typed('udpRecv', 'lens', lens, Int32Array, max, 'max');
   typed('udpRecv', 'srcIPs', srcIPs, Uint32Array, max, 'max');
   typed('udpRecv', 'srcPorts', srcPorts, Uint16Array, max, 'max');
-  return nativeAddon.udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max);
+  if (segSizes !== undefined) typed('udpRecv', 'segSizes', segSizes, Int32Array, max, 'max');
+  return segSizes === undefined
+    ? nativeAddon.udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max)
+    : nativeAddon.udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max, segSizes);
 }
 
 /**
@@ -362,6 +369,7 @@ export function udpRecv(
 export function udpSend(
   fds: Int32Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, sockIdx: Uint8Array,
   dstIPs: Uint32Array, dstPorts: Uint16Array, count: number, stats: Int32Array,
+  segSizes?: Int32Array,
 ): number {
   int('udpSend', 'count', count, 0, MAX_BATCH);
   typed('udpSend', 'fds', fds, Int32Array, 1, 'one socket at least');
@@ -372,11 +380,43 @@ export function udpSend(
   typed('udpSend', 'dstIPs', dstIPs, Uint32Array, count, 'count');
   typed('udpSend', 'dstPorts', dstPorts, Uint16Array, count, 'count');
   typed('udpSend', 'stats', stats, Int32Array, STATS_LEN, 'STATS_LEN');
-  return nativeAddon.udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats);
+  if (segSizes !== undefined) typed('udpSend', 'segSizes', segSizes, Int32Array, count, 'count');
+  return segSizes === undefined
+    ? nativeAddon.udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats)
+    : nativeAddon.udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats, segSizes);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Readiness and wake-ups.
+
+/**
+ * Turns UDP_GRO on or off: the kernel may then hand one receive several datagrams of one flow
+ * joined, with their segment size reported through udpRecv's `segSizes`. 0 or -errno.
+ */
+export function udpSetGro(fd: number, on: boolean): number {
+  fdArg('udpSetGro', fd);
+  return nativeAddon.udpSetGro(fd, on);
+}
+
+/** 1 when this kernel accepts UDP_SEGMENT on the socket (udpSend's `segSizes`), 0 when not, or -errno. */
+export function udpGsoProbe(fd: number): number {
+  fdArg('udpGsoProbe', fd);
+  return nativeAddon.udpGsoProbe(fd);
+}
+
+/**
+ * One's-complement sums (RFC 1071; big-endian 16-bit words, folded, not complemented) of
+ * `count` ranges of `buf`: sums[i] covers buf[offs[i], offs[i] + lens[i]). A range outside `buf`
+ * gets 0x10000. The caller adds pseudo-header sums and complements. Returns count.
+ */
+export function csumBatch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, sums: Uint32Array, count: number): number {
+  int('csumBatch', 'count', count, 0, 0x7fffffff);
+  typed('csumBatch', 'buf', buf, Uint8Array, 0, 'bytes');
+  typed('csumBatch', 'offs', offs, Int32Array, count, 'count');
+  typed('csumBatch', 'lens', lens, Int32Array, count, 'count');
+  typed('csumBatch', 'sums', sums, Uint32Array, count, 'count');
+  return nativeAddon.csumBatch(buf, offs, lens, sums, count);
+}
 
 /**
  * Waits up to `timeoutMs` (-1 = no limit) for POLLIN on `fds[0..nfds)`, writing each fd's revents

@@ -10,6 +10,7 @@
 import { ETHERTYPE_IPV4, copyMac } from './ethernet.js';
 import { IPV4_ADDR_LEN, formatIpv4 } from './ipv4.js';
 import { MAC_LEN, formatMac } from './mac.js';
+import { get16, get32, put32 } from './bytes.js';
 
 export const ARP_HTYPE_OFF = 0;
 export const ARP_PTYPE_OFF = 2;
@@ -27,19 +28,6 @@ export const ARP_IPV4_LEN = ARP_TPA_OFF + IPV4_ADDR_LEN;
 export const ARP_HTYPE_ETHERNET = 1;
 export const ARP_OP_REQUEST = 1;
 export const ARP_OP_REPLY = 2;
-
-function get16(buf: Uint8Array, at: number): number {
-  return (buf[at] << 8) | buf[at + 1];
-}
-function get32(buf: Uint8Array, at: number): number {
-  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
-}
-function put32(buf: Uint8Array, at: number, v: number): void {
-  buf[at] = v >>> 24;
-  buf[at + 1] = v >>> 16;
-  buf[at + 2] = v >>> 8;
-  buf[at + 3] = v;
-}
 
 export function op(buf: Uint8Array, off: number): number { return get16(buf, off + ARP_OP_OFF); }
 export function setOp(buf: Uint8Array, off: number, v: number): void {

@@ -15,8 +15,8 @@ import {
 } from './ipv4.js';
 import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, length as udpLength } from './udp.js';
 
-/** TCP checksum field offset (RFC 9293 §3.1); tulle has no TCP view, only this. */
-export const TCP_CHECKSUM_OFF = 16;
+import { TCP_CHECKSUM_OFF } from './tcp.js';
+export { TCP_CHECKSUM_OFF };
 /** ICMP checksum field offset (RFC 792). ICMP has no pseudo-header. */
 export const ICMP_CHECKSUM_OFF = 2;
 

@@ -13,6 +13,7 @@
  * Addresses are unsigned 32-bit numbers (10.0.0.1 is 0x0a000001). `ihl` returns bytes, not words.
  */
 import { ipv4HeaderChecksum } from './checksum.js';
+import { get16, put16, get32, put32 } from './bytes.js';
 
 export const IPV4_VER_IHL_OFF = 0;
 export const IPV4_TOS_OFF = 1;
@@ -43,23 +44,6 @@ export const IPPROTO_UDP = 17;
 
 /** Reasons `check` rejects a header; a drop counter per reason. */
 export const Ipv4Check = { Ok: 0, Short: 1, BadVersion: 2, BadHeaderLen: 3, Truncated: 4, BadTotalLen: 5 } as const;
-
-function get16(buf: Uint8Array, at: number): number {
-  return (buf[at] << 8) | buf[at + 1];
-}
-function put16(buf: Uint8Array, at: number, v: number): void {
-  buf[at] = v >>> 8;
-  buf[at + 1] = v;
-}
-function get32(buf: Uint8Array, at: number): number {
-  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
-}
-function put32(buf: Uint8Array, at: number, v: number): void {
-  buf[at] = v >>> 24;
-  buf[at + 1] = v >>> 16;
-  buf[at + 2] = v >>> 8;
-  buf[at + 3] = v;
-}
 
 export function version(buf: Uint8Array, off: number): number { return buf[off + IPV4_VER_IHL_OFF] >>> 4; }
 export function setVersion(buf: Uint8Array, off: number, v: number): void {

@@ -6,19 +6,12 @@
  * Length counts header and data. A checksum of 0 means the sender computed none (allowed over
  * IPv4; RFC 7348 §5 says VXLAN senders SHOULD send 0 and receivers MUST accept it).
  */
+import { get16, put16 } from './bytes.js';
 export const UDP_SRC_PORT_OFF = 0;
 export const UDP_DST_PORT_OFF = 2;
 export const UDP_LENGTH_OFF = 4;
 export const UDP_CHECKSUM_OFF = 6;
 export const UDP_HEADER_LEN = UDP_CHECKSUM_OFF + 2;
-
-function get16(buf: Uint8Array, at: number): number {
-  return (buf[at] << 8) | buf[at + 1];
-}
-function put16(buf: Uint8Array, at: number, v: number): void {
-  buf[at] = v >>> 8;
-  buf[at + 1] = v;
-}
 
 export function srcPort(buf: Uint8Array, off: number): number { return get16(buf, off + UDP_SRC_PORT_OFF); }
 export function setSrcPort(buf: Uint8Array, off: number, v: number): void { put16(buf, off + UDP_SRC_PORT_OFF, v); }

@@ -24,6 +24,16 @@ export interface WorkerInit {
   readonly wakeFd: number;
 }
 
+/** Kernel offloads a worker uses; `gso` can drop to false at run time (EIO from UDP_SEGMENT). */
+export interface Features {
+  /** TUN queue with IFF_VNET_HDR and TSO/checksum offload: reads may be TCP super-packets. */
+  vnet: boolean;
+  /** UDP_SEGMENT on send sockets. */
+  gso: boolean;
+  /** UDP_GRO on the receive socket, and coalesced TUN writes. */
+  gro: boolean;
+}
+
 /** Control words per worker in `controlSab` (Int32). */
 export const CONTROL_STOP = 0;
 export const CONTROL_WORDS = 4;
@@ -34,5 +44,6 @@ export function controlBytes(workers: number): number {
 
 /** Messages a worker posts to the supervisor (control path only, never per packet). */
 export type WorkerMessage =
-  | { type: 'ready'; sourcePorts: number[] }
+  | { type: 'ready'; sourcePorts: number[]; features: Features }
+  | { type: 'features'; features: Features }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; detail?: Record<string, unknown> };

@@ -1,17 +1,23 @@
 /**
- * One worker's forwarding loop. The worker owns one TUN queue, one receive
- * socket in the agent's SO_REUSEPORT group on the VXLAN port, and
- * `flowSockets` send sockets bound to ephemeral ports (the outer source port
- * of a datagram is the port of the socket its inner flow hashes to).
+ * One worker's forwarding loop. The worker owns one TUN queue, one receive socket in the agent's
+ * SO_REUSEPORT group on the VXLAN port, and `flowSockets` send sockets bound to ephemeral ports
+ * (the outer source port of a datagram is the port of the socket its inner flow hashes to).
  *
- *   poll(TUN, UDP, wake) ─┬─ TUN readable ─► tunRead (≤ batch) ─► encapBatch ─► udpSend
- *                         └─ UDP readable ─► udpRecv (≤ batch) ─► decapBatch ─► tunWrite
- *                                                                   └─ ARP replies ─► udpSend
+ *   poll(TUN, UDP, wake) ─┬─ TUN readable ─► tunRead ─► encap / segment ─► [csumBatch] ─► udpSend
+ *                         └─ UDP readable ─► udpRecv ─► decap ─► [coalesce + csumBatch] ─► tunWrite
+ *                                                         └─ ARP replies ─► udpSend
  *
- * One native call per batch and direction; a full batch means more may be
- * waiting, so the loop drains up to MAX_BATCHES_PER_WAKE batches before it
- * polls again. The peer table is read inside a beginRead/endRead section per
- * round and released before every poll (see peers.ts for the protocol).
+ * Two shapes of the same loop, fixed when the worker starts:
+ * - plain: one packet per TUN read and per datagram, headers written in place (encap.ts, decap.ts);
+ * - offloaded (`features.vnet`): TUN reads carry a virtio-net header and may be 64 KB TCP
+ *   super-packets (segment.ts), sends may carry UDP_SEGMENT (`features.gso`), receives may be
+ *   UDP_GRO-joined (`features.gro`) and are coalesced back into super-packets (coalesce.ts).
+ *   If the kernel refuses a segmented send with EIO (no checksum offload on the path), the worker
+ *   drops to single-datagram sends for good and counts it.
+ *
+ * One native call per batch and step; a full batch means more may be waiting, so the loop drains
+ * up to MAX_BATCHES_PER_WAKE batches before it polls again. The peer table is read inside a
+ * beginRead/endRead section per round and released before every poll (see peers.ts).
  */
 import * as native from '../io/native.js';
 import { SysError } from '../io/errors.js';
@@ -20,12 +26,25 @@ import { C } from '../dataplane/counters.js';
 import type { DataplaneContext } from '../dataplane/context.js';
 import { ENCAP_HEADROOM, encapBatch } from '../dataplane/encap.js';
 import { decapBatch } from '../dataplane/decap.js';
-import { CONTROL_STOP, CONTROL_WORDS } from './init.js';
+import { ChecksumJobs } from '../dataplane/csum-jobs.js';
+import { GSO_MAX_SEGMENTS, VNET_READ_HEADROOM, segmentBatch, type SegmentArea } from '../dataplane/segment.js';
+import { CoalesceScratch, coalesceBatch } from '../dataplane/coalesce.js';
+import { VNET_HDR_LEN } from '../wire/vnet.js';
+import { CONTROL_STOP, CONTROL_WORDS, type Features } from './init.js';
 
 /** How long an idle worker sleeps in poll before it looks at its stop flag. */
 export const POLL_TIMEOUT_MS = 250;
 /** Batches per direction drained after one wake-up before polling again. */
 export const MAX_BATCHES_PER_WAKE = 32;
+/** Largest IPv4 packet (and so TUN super-packet) plus the virtio-net header. */
+const MAX_TUN_READ = 0xffff + VNET_HDR_LEN;
+/** TUN super-packets per read batch: with UDP_SEGMENT each is one or two messages; without, up to ~47. */
+const TUN_BATCH_GSO = 16;
+const TUN_BATCH_NO_GSO = 4;
+/** UDP_GRO receive slot: one message of up to 64 KB. */
+const GRO_SLOT = 0x10000;
+const GRO_BATCH = 32;
+const ESEGMENT_IO = 5; // EIO
 
 export interface LoopResources {
   readonly tunFd: number;
@@ -34,19 +53,38 @@ export interface LoopResources {
   readonly wakeFd: number;
 }
 
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
 export class ForwardLoop {
-  private readonly txSlab: Uint8Array;
-  private readonly rxSlab: Uint8Array;
+  // Egress.
+  private readonly txMem: Uint8Array;
   private readonly txSlot: number;
-  private readonly rxSlot: number;
+  private tunBatch: number;
   private readonly tunLens: Int32Array;
+  private readonly area: SegmentArea | undefined;
+  private readonly sends: SendBatch;
+  private readonly txJobs: ChecksumJobs;
+  // Ingress.
+  private readonly rxMem: Uint8Array;
+  private readonly rxSlot: number;
+  private readonly rxBatch: number;
+  private readonly rxCapacity: number;
   private readonly rxLens: Int32Array;
+  private readonly rxSegs: Int32Array;
   private readonly rxSrcIPs: Uint32Array;
   private readonly rxSrcPorts: Uint16Array;
-  private readonly sends: SendBatch;
-  private readonly replies: SendBatch;
+  private readonly dgOffs: Int32Array;
+  private readonly dgLens: Int32Array;
+  private readonly dgSrcIPs: Uint32Array;
   private readonly writes: WriteBatch;
-  private readonly stats = new Int32Array(4);
+  private readonly final: WriteBatch;
+  private readonly replies: SendBatch;
+  private readonly rxJobs: ChecksumJobs;
+  private readonly scratch: CoalesceScratch;
+  // Shared.
+  private readonly stats = new Int32Array(native.STATS_LEN);
   private readonly pollFds: Int32Array;
   private readonly revents = new Int32Array(3);
   private readonly control: Int32Array;
@@ -57,26 +95,61 @@ export class ForwardLoop {
     private readonly io: LoopResources,
     private readonly batch: number,
     controlSab: SharedArrayBuffer,
+    readonly features: Features,
   ) {
-    // Slots hold the largest accepted packet plus its headers; one byte more
-    // on receive so an oversize datagram is told apart from a full-size one.
-    this.txSlot = roundUp(ENCAP_HEADROOM + ctx.mtu, 64);
-    this.rxSlot = roundUp(ENCAP_HEADROOM + ctx.mtu + 1, 64);
-    this.txSlab = new Uint8Array(this.txSlot * batch);
-    this.rxSlab = new Uint8Array(this.rxSlot * batch);
-    this.tunLens = new Int32Array(batch);
-    this.rxLens = new Int32Array(batch);
-    this.rxSrcIPs = new Uint32Array(batch);
-    this.rxSrcPorts = new Uint16Array(batch);
-    this.sends = new SendBatch(batch);
-    this.replies = new SendBatch(batch);
-    this.writes = new WriteBatch(batch);
+    if (features.vnet) {
+      this.tunBatch = features.gso ? TUN_BATCH_GSO : TUN_BATCH_NO_GSO;
+      this.txSlot = roundUp(VNET_READ_HEADROOM + MAX_TUN_READ, 64);
+      const tunBytes = this.txSlot * TUN_BATCH_GSO;
+      // Worst case per super-packet: 64 KB of payload plus VXLAN + Ethernet + IPv4 + TCP headers per segment.
+      const segBytes = TUN_BATCH_GSO * (0xffff + 48 * (ENCAP_HEADROOM + 120));
+      this.txMem = new Uint8Array(tunBytes + segBytes);
+      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso };
+      this.sends = new SendBatch(native.MAX_BATCH);
+      this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
+    } else {
+      this.tunBatch = batch;
+      // Slots hold the largest accepted packet plus its headers.
+      this.txSlot = roundUp(ENCAP_HEADROOM + ctx.mtu, 64);
+      this.txMem = new Uint8Array(this.txSlot * batch);
+      this.area = undefined;
+      this.sends = new SendBatch(batch);
+      this.txJobs = new ChecksumJobs(1);
+    }
+    this.tunLens = new Int32Array(Math.max(this.tunBatch, TUN_BATCH_GSO));
+
+    if (features.gro) {
+      this.rxSlot = GRO_SLOT;
+      this.rxBatch = GRO_BATCH;
+      this.rxCapacity = GRO_SLOT;
+    } else {
+      // One byte more than the largest accepted datagram, so an oversize one is told apart.
+      this.rxSlot = roundUp(ENCAP_HEADROOM + ctx.mtu + 1, 64);
+      this.rxBatch = batch;
+      this.rxCapacity = this.rxSlot;
+    }
+    const datagrams = features.gro ? GRO_BATCH * GSO_MAX_SEGMENTS : batch;
+    this.rxMem = new Uint8Array(this.rxSlot * this.rxBatch);
+    this.rxLens = new Int32Array(this.rxBatch);
+    this.rxSegs = new Int32Array(this.rxBatch);
+    this.rxSrcIPs = new Uint32Array(this.rxBatch);
+    this.rxSrcPorts = new Uint16Array(this.rxBatch);
+    this.dgOffs = new Int32Array(datagrams);
+    this.dgLens = new Int32Array(datagrams);
+    this.dgSrcIPs = new Uint32Array(datagrams);
+    for (let i = 0; i < this.rxBatch; i++) this.dgOffs[i] = i * this.rxSlot;
+    this.writes = new WriteBatch(datagrams);
+    this.final = new WriteBatch(datagrams);
+    this.replies = new SendBatch(native.MAX_BATCH);
+    this.rxJobs = new ChecksumJobs(features.vnet ? datagrams : 1);
+    this.scratch = new CoalesceScratch(features.vnet ? datagrams : 1);
+
     this.pollFds = Int32Array.of(io.tunFd, io.rxFd, io.wakeFd);
     this.control = new Int32Array(controlSab, id * CONTROL_WORDS * 4, CONTROL_WORDS);
   }
 
   /** Runs until the supervisor sets this worker's stop flag. Throws on a broken fd. */
-  run(): void {
+  run(onFallback: (what: string) => void): void {
     const table = this.ctx.table;
     const c = this.ctx.counters;
     for (;;) {
@@ -91,54 +164,105 @@ export class ForwardLoop {
       let udp = this.revents[1] !== 0;
       for (let round = 0; round < MAX_BATCHES_PER_WAKE && (tun || udp); round++) {
         const half = table.beginRead(this.id);
-        if (tun) tun = this.egress(half) === this.batch;
-        if (udp) udp = this.ingress(half) === this.batch;
+        if (tun) tun = this.egress(half, onFallback) === this.tunBatch;
+        if (udp) udp = this.ingress(half) === this.rxBatch;
         c[C.loop_batches]++;
       }
     }
   }
 
   /** One TUN batch out to the underlay. Returns the number of packets read. */
-  private egress(half: number): number {
-    const n = native.tunRead(this.io.tunFd, this.txSlab, this.txSlot, ENCAP_HEADROOM, this.tunLens, this.batch);
+  private egress(half: number, onFallback: (what: string) => void): number {
+    const vnet = this.area !== undefined;
+    const headroom = vnet ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
+    const n = native.tunRead(this.io.tunFd, this.txMem, this.txSlot, headroom, this.tunLens, this.tunBatch);
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'read', `TUN queue of worker ${this.id}`);
       return 0;
     }
-    const k = encapBatch(this.ctx, half, this.txSlab, this.txSlot, this.tunLens, n, this.sends);
-    if (k > 0) this.send(this.txSlab, this.sends);
+    if (this.area === undefined) {
+      if (encapBatch(this.ctx, half, this.txMem, this.txSlot, this.tunLens, n, this.sends) > 0) this.send(this.txMem, this.sends, false);
+      return n;
+    }
+    this.txJobs.reset();
+    if (segmentBatch(this.ctx, half, this.area, this.tunLens, n, this.sends, this.txJobs) > 0) {
+      this.txJobs.run(this.txMem);
+      this.txJobs.store(this.txMem);
+      const gso = this.area.gso;
+      this.send(this.txMem, this.sends, gso);
+      if (gso && this.stats[native.STAT_LAST_ERRNO] === ESEGMENT_IO) {
+        // The path cannot segment: from now on every segment is its own datagram.
+        this.area.gso = false;
+        this.features.gso = false;
+        this.tunBatch = TUN_BATCH_NO_GSO;
+        this.ctx.counters[C.tx_gso_fallbacks]++;
+        onFallback('UDP_SEGMENT refused with EIO; sending single datagrams');
+      }
+    }
     return n;
   }
 
-  /** One underlay batch in to the TUN device. Returns the number of datagrams received. */
+  /** One underlay batch in to the TUN device. Returns the number of messages received. */
   private ingress(half: number): number {
-    const n = native.udpRecv(this.io.rxFd, this.rxSlab, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.batch);
+    const f = this.features;
+    const n = f.gro
+      ? native.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch, this.rxSegs)
+      : native.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch);
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'recvmmsg', `VXLAN socket of worker ${this.id}`);
       return 0;
     }
     const c = this.ctx.counters;
-    const k = decapBatch(this.ctx, half, this.rxSlab, this.rxSlot, this.rxLens, this.rxSrcIPs, n, this.writes, this.replies);
-    if (k > 0) {
-      const w = this.writes;
-      const ok = native.tunWrite(this.io.tunFd, this.rxSlab, w.offs, w.lens, k, this.stats);
-      c[C.tun_tx_packets] += ok;
-      c[C.tun_tx_errors] += this.stats[1];
-      for (let i = 0; i < k; i++) c[C.tun_tx_bytes] += w.lens[i];
+    let d = n;
+    let offs = this.dgOffs;
+    let lens = this.rxLens;
+    let srcs = this.rxSrcIPs;
+    if (f.gro) {
+      // Split each received message into its datagrams.
+      d = 0;
+      const cap = this.dgOffs.length;
+      for (let m = 0; m < n; m++) {
+        const total = this.rxLens[m];
+        const seg = this.rxSegs[m] > 0 ? this.rxSegs[m] : total;
+        if (this.rxSegs[m] > 0) c[C.rx_gro_messages]++;
+        let p = 0;
+        do {
+          if (d === cap) break;
+          this.dgOffs[d] = m * this.rxSlot + p;
+          this.dgLens[d] = Math.min(seg, total - p);
+          this.dgSrcIPs[d] = this.rxSrcIPs[m];
+          d++;
+          p += seg;
+        } while (p < total);
+      }
+      offs = this.dgOffs;
+      lens = this.dgLens;
+      srcs = this.dgSrcIPs;
     }
-    if (this.replies.count > 0) this.send(this.rxSlab, this.replies);
+    const k = decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies);
+    if (k > 0) {
+      const w = f.vnet ? this.final : this.writes;
+      if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch);
+      for (let at = 0; at < w.count; at += native.MAX_BATCH) {
+        const cnt = Math.min(native.MAX_BATCH, w.count - at);
+        const ok = native.tunWrite(this.io.tunFd, this.rxMem, at === 0 ? w.offs : w.offs.subarray(at), at === 0 ? w.lens : w.lens.subarray(at), cnt, this.stats);
+        c[C.tun_tx_packets] += ok;
+        c[C.tun_tx_errors] += this.stats[native.STAT_FAILED];
+      }
+      const hdr = f.vnet ? VNET_HDR_LEN : 0;
+      for (let i = 0; i < w.count; i++) c[C.tun_tx_bytes] += w.lens[i] - hdr;
+    }
+    if (this.replies.count > 0) this.send(this.rxMem, this.replies, false);
     return n;
   }
 
-  private send(slab: Uint8Array, b: SendBatch): void {
+  private send(mem: Uint8Array, b: SendBatch, gso: boolean): void {
     const c = this.ctx.counters;
-    const sent = native.udpSend(this.io.sendFds, slab, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);
+    const sent = gso
+      ? native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats, b.segSizes)
+      : native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);
     c[C.tx_datagrams] += sent;
-    c[C.tx_errors] += this.stats[1];
+    c[C.tx_errors] += this.stats[native.STAT_FAILED];
     for (let i = 0; i < b.count; i++) c[C.tx_bytes] += b.lens[i];
   }
-}
-
-function roundUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
 }

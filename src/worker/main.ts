@@ -10,7 +10,7 @@ import { PeerTable } from '../dataplane/peers.js';
 import { workerCounters } from '../dataplane/counters.js';
 import type { DataplaneContext } from '../dataplane/context.js';
 import { ForwardLoop } from './loop.js';
-import type { WorkerInit, WorkerMessage } from './init.js';
+import type { Features, WorkerInit, WorkerMessage } from './init.js';
 
 function post(m: WorkerMessage): void {
   parentPort?.postMessage(m);
@@ -35,9 +35,18 @@ function start(init: WorkerInit): void {
     flowSockets: init.flowSockets,
     counters: workerCounters(init.counterSab, init.id),
   };
-  const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd }, init.batchSize, init.controlSab);
-  post({ type: 'ready', sourcePorts });
-  loop.run();
+  const vnet = (init.tunFlags & native.IFF_VNET_HDR) !== 0;
+  const features: Features = {
+    vnet,
+    gso: vnet && native.udpGsoProbe(sendFds[0]) === 1,
+    gro: vnet && native.udpSetGro(rxFd, true) === 0,
+  };
+  const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd }, init.batchSize, init.controlSab, features);
+  post({ type: 'ready', sourcePorts, features: { ...features } });
+  loop.run((what) => {
+    post({ type: 'log', level: 'warn', msg: what });
+    post({ type: 'features', features: { ...features } });
+  });
   native.closeFd(tunFd);
   native.closeFd(rxFd);
   for (const fd of sendFds) native.closeFd(fd);

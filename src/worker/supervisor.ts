@@ -15,7 +15,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import * as native from '../io/native.js';
 import type { PeerTable } from '../dataplane/peers.js';
-import { CONTROL_STOP, CONTROL_WORDS, type WorkerInit, type WorkerMessage } from './init.js';
+import { CONTROL_STOP, CONTROL_WORDS, type Features, type WorkerInit, type WorkerMessage } from './init.js';
 
 export const RESTART_BACKOFF_MIN_MS = 100;
 export const RESTART_BACKOFF_MAX_MS = 5000;
@@ -32,6 +32,7 @@ export interface WorkerStatus {
   restarts: number;
   startedAt: string;
   sourcePorts: number[];
+  features?: Features;
   lastExit?: string;
 }
 
@@ -43,6 +44,7 @@ interface Slot {
   rapidFailures: number;
   startedAt: number;
   sourcePorts: number[];
+  features?: Features;
   lastExit?: string;
   timer?: NodeJS.Timeout;
 }
@@ -91,8 +93,11 @@ export class Supervisor {
           clearTimeout(timer);
           slot.state = 'running';
           slot.sourcePorts = m.sourcePorts;
-          this.log.info({ worker: slot.id, threadId: w.threadId, sourcePorts: m.sourcePorts }, 'worker running');
+          slot.features = m.features;
+          this.log.info({ worker: slot.id, threadId: w.threadId, sourcePorts: m.sourcePorts, features: m.features }, 'worker running');
           resolve();
+        } else if (m.type === 'features') {
+          slot.features = m.features;
         } else if (m.type === 'log') {
           this.log[m.level]({ worker: slot.id, ...m.detail }, m.msg);
         }
@@ -187,6 +192,7 @@ export class Supervisor {
       restarts: s.restarts,
       startedAt: new Date(s.startedAt).toISOString(),
       sourcePorts: s.sourcePorts,
+      ...(s.features ? { features: s.features } : {}),
       ...(s.lastExit ? { lastExit: s.lastExit } : {}),
     }));
   }

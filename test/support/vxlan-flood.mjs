@@ -3,6 +3,9 @@
 // usage: node vxlan-flood.mjs <bindIP> <targetIP> <port> <vtepMAC> <n>
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { Buffer } from 'node:buffer';
+import process from 'node:process';
+import { setTimeout } from 'node:timers';
 
 const [bindIP, target, portArg, macArg, nArg] = process.argv.slice(2);
 const port = Number(portArg);

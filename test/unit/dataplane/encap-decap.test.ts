@@ -85,7 +85,7 @@ describe('encapBatch / decapBatch', () => {
     const rlens = Int32Array.of(dg.length);
     const tun = new WriteBatch(2);
     const replies = new SendBatch(2);
-    expect(decapBatch(b, b.table.beginRead(0), rx, SLOT, rlens, Uint32Array.of(VTEP_A), 1, tun, replies)).toBe(1);
+    expect(decapBatch(b, b.table.beginRead(0), rx, Int32Array.of(0), rlens, SLOT, Uint32Array.of(VTEP_A), 1, tun, replies)).toBe(1);
     expect(rx.slice(tun.offs[0], tun.offs[0] + tun.lens[0])).toEqual(original);
     expect(b.counters[C.rx_from_unknown_vtep]).toBe(0);
   });
@@ -127,7 +127,7 @@ describe('encapBatch / decapBatch', () => {
       const rx = new Uint8Array(SLOT);
       rx.set(dg, 0);
       const tun = new WriteBatch(1);
-      const n = decapBatch(b, b.table.beginRead(0), rx, SLOT, Int32Array.of(dg.length), Uint32Array.of(VTEP_A), 1, tun, new SendBatch(1));
+      const n = decapBatch(b, b.table.beginRead(0), rx, Int32Array.of(0), Int32Array.of(dg.length), SLOT, Uint32Array.of(VTEP_A), 1, tun, new SendBatch(1));
       expect(n).toBe(0);
       expect(b.counters[C[counter]]).toBe(1);
     });
@@ -136,7 +136,7 @@ describe('encapBatch / decapBatch', () => {
   it('drops a datagram larger than the overlay MTU or its slot', () => {
     const rx = new Uint8Array(SLOT * 2);
     const lens = Int32Array.of(MTU + 22 + 1, SLOT + 500);
-    const n = decapBatch(b, b.table.beginRead(0), rx, SLOT, lens, Uint32Array.of(VTEP_A, VTEP_A), 2, new WriteBatch(2), new SendBatch(2));
+    const n = decapBatch(b, b.table.beginRead(0), rx, Int32Array.of(0, SLOT), lens, SLOT, Uint32Array.of(VTEP_A, VTEP_A), 2, new WriteBatch(2), new SendBatch(2));
     expect(n).toBe(0);
     expect(b.counters[C.rx_drop_oversize]).toBe(2);
   });
@@ -156,7 +156,7 @@ describe('encapBatch / decapBatch', () => {
       rx.set([t >>> 24, (t >>> 16) & 255, (t >>> 8) & 255, t & 255], o + 46);
     }
     const replies = new SendBatch(2);
-    const n = decapBatch(b, b.table.beginRead(0), rx, SLOT, Int32Array.of(50, 50), Uint32Array.of(VTEP_A, VTEP_A), 2, new WriteBatch(2), replies);
+    const n = decapBatch(b, b.table.beginRead(0), rx, Int32Array.of(0, SLOT), Int32Array.of(50, 50), SLOT, Uint32Array.of(VTEP_A, VTEP_A), 2, new WriteBatch(2), replies);
     expect(n).toBe(0);
     expect(replies.count).toBe(1);
     expect(b.counters[C.rx_arp_replies]).toBe(1);

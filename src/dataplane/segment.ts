@@ -1,0 +1,191 @@
+/**
+ * Egress with offloads: the TUN device is opened with IFF_VNET_HDR and TSO, so one read can return
+ * a TCP super-packet of up to 64 KB. It is cut into MSS-sized segments, each made a complete inner
+ * packet (IPv4 total length, ID + i, header checksum; TCP sequence + i × MSS, FIN/PSH kept on the
+ * last segment only, CWR on the first only; a full L4 checksum), prefixed by VXLAN + inner
+ * Ethernet, and laid out back to back so one UDP_SEGMENT send carries up to 64 of them. Packets
+ * the kernel left with a partial checksum (NEEDS_CSUM) are completed: tulle never puts an
+ * unfinished inner checksum on the wire.
+ *
+ * Layout of the worker's egress memory: TUN slots first (slot i: 12 bytes spare, the 10-byte
+ * virtio-net header, then the packet, so a packet sent whole gets its 22 bytes of VXLAN + Ethernet
+ * in place of the spare bytes and the consumed virtio-net header), then the segment area.
+ */
+import { C } from './counters.js';
+import type { DataplaneContext } from './context.js';
+import type { SendBatch } from './batch.js';
+import type { ChecksumJobs } from './csum-jobs.js';
+import { ENCAP_HEADROOM } from './encap.js';
+import { flowHashV4 } from './flowhash.js';
+import { ETH_SRC_OFF, ETH_TYPE_OFF, ETHERTYPE_IPV4 } from '../wire/ethernet.js';
+import {
+  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, id as ipv4Id, ihl as ipv4Ihl, protocol,
+  setId, setTotalLength, src as ipv4Src, updateHeaderChecksum,
+} from '../wire/ipv4.js';
+import { pseudoHeaderSumV4 } from '../wire/checksum.js';
+import {
+  TCP_CHECKSUM_OFF, TCP_CWR, TCP_FIN, TCP_MIN_HEADER_LEN, TCP_PSH, flags as tcpFlags, headerLen as tcpHeaderLen,
+  seq as tcpSeq, setChecksum, setFlags, setSeq,
+} from '../wire/tcp.js';
+import {
+  VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, csumOffset, csumStart, gsoSize,
+  gsoType, vnetFlags,
+} from '../wire/vnet.js';
+import { VXLAN_HEADER_LEN, writeHeader } from '../wire/vxlan.js';
+
+/** Where a TUN read lands in its slot: the virtio-net header ends where the inner packet must start. */
+export const VNET_READ_HEADROOM = ENCAP_HEADROOM - VNET_HDR_LEN;
+/** UDP_SEGMENT limits: 64 segments (UDP_MAX_SEGMENTS) and one IPv4 datagram's worth of payload. */
+export const GSO_MAX_SEGMENTS = 64;
+export const GSO_MAX_BYTES = 65507;
+
+/** What the segmenter needs besides the packets. */
+export interface SegmentArea {
+  /** The worker's egress memory (TUN slots and segment area). */
+  mem: Uint8Array;
+  tunSlot: number;
+  segStart: number;
+  segEnd: number;
+  /** UDP_SEGMENT usable: segments of one packet share a message. */
+  gso: boolean;
+}
+
+/** Writes VXLAN + inner Ethernet (to the peer in `slot`) at mem[h .. h + 22). */
+function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: number): void {
+  writeHeader(mem, h, ctx.vni);
+  const eth = h + VXLAN_HEADER_LEN;
+  ctx.table.copyMac(slot, mem, eth);
+  const mac = ctx.vtepMAC;
+  for (let j = 0; j < 6; j++) mem[eth + ETH_SRC_OFF + j] = mac[j];
+  mem[eth + ETH_TYPE_OFF] = ETHERTYPE_IPV4 >>> 8;
+  mem[eth + ETH_TYPE_OFF + 1] = ETHERTYPE_IPV4 & 0xff;
+}
+
+/**
+ * Turns TUN reads 0..n-1 (lens include the virtio-net header) into `out` messages, recording the
+ * inner checksums still to compute in `jobs` (the caller runs and stores them, then sends).
+ * Returns `out.count`.
+ */
+export function segmentBatch(
+  ctx: DataplaneContext,
+  half: number,
+  area: SegmentArea,
+  lens: Int32Array,
+  n: number,
+  out: SendBatch,
+  jobs: ChecksumJobs,
+): number {
+  const c = ctx.counters;
+  const mem = area.mem;
+  let k = 0;
+  let w = area.segStart;
+  for (let i = 0; i < n; i++) {
+    const base = i * area.tunSlot;
+    const vh = base + VNET_READ_HEADROOM;
+    const ip = base + ENCAP_HEADROOM;
+    const len = lens[i] - VNET_HDR_LEN;
+    c[C.tun_rx_packets]++;
+    c[C.tun_rx_bytes] += len;
+    if (len < IPV4_MIN_HEADER_LEN || mem[ip] >> 4 !== 4) {
+      c[C.tun_rx_drop_not_ipv4]++;
+      continue;
+    }
+    const slot = ctx.table.lookup(half, ipv4Dst(mem, ip));
+    if (slot < 0) {
+      c[C.tun_rx_drop_no_peer]++;
+      continue;
+    }
+    const vflags = vnetFlags(mem, vh);
+    const gtype = gsoType(mem, vh) & ~VNET_GSO_ECN;
+    const mss = gsoSize(mem, vh);
+    const cs = csumStart(mem, vh);
+    const co = csumOffset(mem, vh);
+    const sock = flowHashV4(mem, ip, len) % ctx.flowSockets;
+    const vtep = ctx.table.vtepIP(slot);
+    const ihl = ipv4Ihl(mem, ip);
+    const proto = protocol(mem, ip);
+
+    if (gtype === VNET_GSO_NONE) {
+      if (k === out.capacity || jobs.count === jobs.capacity) {
+        c[C.tun_rx_drop_batch_full]++;
+        continue;
+      }
+      if ((vflags & VNET_F_NEEDS_CSUM) !== 0) {
+        // The field holds the pseudo-header sum: summing from csum_start completes it.
+        if (cs < ihl || cs + co + 2 > len) {
+          c[C.tun_rx_drop_bad_offload]++;
+          continue;
+        }
+        jobs.add(ip + cs, len - cs, 0, ip + cs + co, proto === IPPROTO_UDP);
+      }
+      writeOuter(ctx, slot, mem, base);
+      out.offs[k] = base;
+      out.lens[k] = len + ENCAP_HEADROOM;
+      out.segSizes[k] = 0;
+      out.dstIPs[k] = vtep;
+      out.dstPorts[k] = ctx.port;
+      out.sockIdx[k] = sock;
+      k++;
+      continue;
+    }
+
+    // A TCP super-packet. Header lengths come from the headers, not from hdr_len.
+    const th = ip + ihl;
+    const thl = tcpHeaderLen(mem, th);
+    if (gtype !== VNET_GSO_TCPV4 || proto !== IPPROTO_TCP || mss === 0 || ihl < IPV4_MIN_HEADER_LEN ||
+        thl < TCP_MIN_HEADER_LEN || ihl + thl > len) {
+      c[C.tun_rx_drop_bad_offload]++;
+      continue;
+    }
+    const hlen = ihl + thl;
+    const payload = len - hlen;
+    const nseg = Math.ceil(payload / mss);
+    const segFull = ENCAP_HEADROOM + hlen + mss;
+    const perMsg = area.gso ? Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / segFull)) : 1;
+    const need = nseg * (ENCAP_HEADROOM + hlen) + payload;
+    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity || jobs.count + nseg > jobs.capacity) {
+      c[C.tun_rx_drop_batch_full]++;
+      continue;
+    }
+    const seq0 = tcpSeq(mem, th);
+    const id0 = ipv4Id(mem, ip);
+    const flags0 = tcpFlags(mem, th);
+    const src = ipv4Src(mem, ip);
+    const dst = ipv4Dst(mem, ip);
+    const first = w;
+    writeOuter(ctx, slot, mem, first);
+    for (let j = 0; j < nseg; j++) {
+      const plen = j === nseg - 1 ? payload - j * mss : mss;
+      if (j > 0) mem.copyWithin(w, first, first + ENCAP_HEADROOM);
+      const sip = w + ENCAP_HEADROOM;
+      mem.copyWithin(sip, ip, ip + hlen);
+      mem.copyWithin(sip + hlen, ip + hlen + j * mss, ip + hlen + j * mss + plen);
+      setTotalLength(mem, sip, hlen + plen);
+      setId(mem, sip, (id0 + j) & 0xffff);
+      updateHeaderChecksum(mem, sip);
+      const sth = sip + ihl;
+      setSeq(mem, sth, seq0 + j * mss);
+      let f = flags0;
+      if (j < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
+      if (j > 0) f &= ~TCP_CWR;
+      setFlags(mem, sth, f);
+      setChecksum(mem, sth, 0);
+      jobs.add(sth, thl + plen, pseudoHeaderSumV4(src, dst, IPPROTO_TCP, thl + plen), sth + TCP_CHECKSUM_OFF, false);
+      const segLen = ENCAP_HEADROOM + hlen + plen;
+      if (j % perMsg === 0) {
+        out.offs[k] = w;
+        out.lens[k] = 0;
+        out.segSizes[k] = area.gso ? segFull : 0;
+        out.dstIPs[k] = vtep;
+        out.dstPorts[k] = ctx.port;
+        out.sockIdx[k] = sock;
+        k++;
+      }
+      out.lens[k - 1] += segLen;
+      w += segLen;
+    }
+    c[C.tun_rx_segments] += nseg;
+  }
+  out.count = k;
+  return k;
+}

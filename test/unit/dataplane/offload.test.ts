@@ -1,0 +1,164 @@
+/*
+ * The offloaded data path without a kernel: a TCP super-packet as the TUN device hands it over
+ * (virtio-net header, GSO TCPv4) is cut into VXLAN segments, the segments are received as one
+ * UDP_GRO message, decapsulated and coalesced back, and the result must be the same stream.
+ */
+import { beforeEach, describe, expect, it } from 'vitest';
+import { SendBatch, WriteBatch } from '../../../src/dataplane/batch.js';
+import { C, COUNTER_COUNT } from '../../../src/dataplane/counters.js';
+import type { DataplaneContext } from '../../../src/dataplane/context.js';
+import { ChecksumJobs } from '../../../src/dataplane/csum-jobs.js';
+import { CoalesceScratch, coalesceBatch } from '../../../src/dataplane/coalesce.js';
+import { decapBatch } from '../../../src/dataplane/decap.js';
+import { PeerTable } from '../../../src/dataplane/peers.js';
+import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea } from '../../../src/dataplane/segment.js';
+import { pseudoHeaderSumV4, sum16, fold } from '../../../src/wire/checksum.js';
+import { parseIpv4, updateHeaderChecksum, headerChecksumValid } from '../../../src/wire/ipv4.js';
+import { parseMac } from '../../../src/wire/mac.js';
+import * as tcp from '../../../src/wire/tcp.js';
+import * as vnet from '../../../src/wire/vnet.js';
+
+const MAC_A = parseMac('02:aa:00:00:00:01');
+const MAC_B = parseMac('02:aa:00:00:00:02');
+const VTEP_A = parseIpv4('172.31.0.1');
+const VTEP_B = parseIpv4('172.31.0.2');
+const SRC = parseIpv4('10.244.1.2');
+const DST = parseIpv4('10.244.2.2');
+const MSS = 1398;
+const TUN_SLOT = 65600;
+
+async function ctxFor(mac: Uint8Array, subnet: string, peerSubnet: string, peerVtep: number, peerMac: Uint8Array): Promise<DataplaneContext> {
+  const table = new PeerTable(8);
+  await table.publish([{ net: parseIpv4(peerSubnet), prefix: 24, vtepIP: peerVtep, vtepMAC: peerMac }]);
+  return { table, vni: 1, vtepMAC: mac, overlayIP: parseIpv4(subnet), mtu: 1450, port: 8472, flowSockets: 8, counters: new Float64Array(COUNTER_COUNT) };
+}
+
+/** A TSO super-packet at mem[at]: virtio-net header + IPv4 + TCP (12 option bytes) + payload. */
+function superPacket(mem: Uint8Array, at: number, payload: number, flags: number, partial: boolean): number {
+  const ip = at + vnet.VNET_HDR_LEN;
+  const thl = 32;
+  const len = 20 + thl + payload;
+  mem.fill(0, at, ip + len);
+  vnet.writeGso(mem, at, vnet.VNET_GSO_TCPV4, 20 + thl, MSS, 20, tcp.TCP_CHECKSUM_OFF);
+  mem[ip] = 0x45;
+  mem[ip + 2] = len >> 8;
+  mem[ip + 3] = len & 0xff;
+  mem[ip + 4] = 0x12;
+  mem[ip + 5] = 0x34;
+  mem[ip + 6] = 0x40; // DF
+  mem[ip + 8] = 64;
+  mem[ip + 9] = 6;
+  for (let i = 0; i < 4; i++) {
+    mem[ip + 12 + i] = (SRC >>> (24 - 8 * i)) & 255;
+    mem[ip + 16 + i] = (DST >>> (24 - 8 * i)) & 255;
+  }
+  updateHeaderChecksum(mem, ip);
+  const th = ip + 20;
+  mem.set([0x9c, 0x40, 0x14, 0x51], th);
+  tcp.setSeq(mem, th, 0xfffff000); // wraps inside the packet
+  mem.set([0, 0, 0, 7], th + 8);
+  mem[th + 12] = (thl / 4) << 4;
+  tcp.setFlags(mem, th, flags);
+  mem[th + 14] = 0x01;
+  mem.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], th + 20); // NOP NOP timestamps
+  for (let i = 0; i < payload; i++) mem[th + thl + i] = (i * 13 + 5) & 0xff;
+  if (partial) tcp.setChecksum(mem, th, fold(pseudoHeaderSumV4(SRC, DST, 6, thl + payload)));
+  return vnet.VNET_HDR_LEN + len;
+}
+
+function tcpValid(mem: Uint8Array, ip: number, len: number): boolean {
+  return fold(sum16(mem, ip + 20, len - 20, pseudoHeaderSumV4(SRC, DST, 6, len - 20))) === 0xffff;
+}
+
+describe('segment → UDP_GRO → coalesce', () => {
+  let a: DataplaneContext;
+  let b: DataplaneContext;
+  beforeEach(async () => {
+    a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
+    b = await ctxFor(MAC_B, '10.244.2.0', '10.244.1.0', VTEP_A, MAC_A);
+  });
+
+  it('cuts a 64 KB super-packet into complete segments and joins them back', () => {
+    const payload = 44 * MSS;
+    const segStart = TUN_SLOT;
+    const mem = new Uint8Array(segStart + 2 * 70000);
+    const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK | tcp.TCP_PSH, true));
+    const original = mem.slice(VNET_READ_HEADROOM + 10 + 52, VNET_READ_HEADROOM + 10 + 52 + payload);
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true };
+    const out = new SendBatch(16);
+    const jobs = new ChecksumJobs(128);
+    expect(segmentBatch(a, a.table.beginRead(0), area, lens, 1, out, jobs)).toBe(1);
+    jobs.run(mem);
+    jobs.store(mem);
+    expect(a.counters[C.tun_rx_segments]).toBe(44);
+    const seg = out.segSizes[0];
+    expect(seg).toBe(22 + 52 + MSS);
+    expect(out.lens[0]).toBe(44 * seg);
+    // Every segment is a complete packet with its own sequence number; PSH only on the last.
+    for (let j = 0; j < 44; j++) {
+      const ip = out.offs[0] + j * seg + 22;
+      expect(headerChecksumValid(mem, ip)).toBe(true);
+      expect(tcpValid(mem, ip, 52 + MSS)).toBe(true);
+      expect(tcp.seq(mem, ip + 20)).toBe((0xfffff000 + j * MSS) >>> 0);
+      expect(tcp.flags(mem, ip + 20)).toBe(j === 43 ? tcp.TCP_ACK | tcp.TCP_PSH : tcp.TCP_ACK);
+      expect(mem[ip + 5]).toBe((0x34 + j) & 0xff);
+    }
+
+    // Receive the message as UDP_GRO would deliver it: one slot, 44 datagrams of `seg` bytes.
+    const slot = 0x10000;
+    const rx = new Uint8Array(slot);
+    rx.set(mem.subarray(out.offs[0], out.offs[0] + out.lens[0]), 0);
+    const offs = Int32Array.from({ length: 44 }, (_, j) => j * seg);
+    const dlens = new Int32Array(44).fill(seg);
+    const tun = new WriteBatch(64);
+    const k = decapBatch(b, b.table.beginRead(0), rx, offs, dlens, slot, new Uint32Array(44).fill(VTEP_A), 44, tun, new SendBatch(4));
+    expect(k).toBe(44);
+    const fin = new WriteBatch(64);
+    expect(coalesceBatch(b, rx, slot, tun, fin, new ChecksumJobs(64), new CoalesceScratch(64))).toBe(1);
+    expect(b.counters[C.tun_tx_coalesced_segments]).toBe(44);
+    const at = fin.offs[0];
+    expect(vnet.gsoType(rx, at)).toBe(vnet.VNET_GSO_TCPV4);
+    expect(vnet.gsoSize(rx, at)).toBe(MSS);
+    expect(vnet.vnetFlags(rx, at)).toBe(vnet.VNET_F_NEEDS_CSUM);
+    const ip = at + 10;
+    expect(fin.lens[0]).toBe(10 + 52 + payload);
+    expect(headerChecksumValid(rx, ip)).toBe(true);
+    expect(tcp.flags(rx, ip + 20)).toBe(tcp.TCP_ACK | tcp.TCP_PSH);
+    expect(tcp.seq(rx, ip + 20)).toBe(0xfffff000);
+    expect(rx.slice(ip + 52, ip + 52 + payload)).toEqual(original);
+    // The checksum field holds the pseudo-header sum for the whole (the kernel finishes it).
+    expect(tcp.checksum(rx, ip + 20)).toBe(fold(pseudoHeaderSumV4(SRC, DST, 6, 32 + payload)));
+  });
+
+  it('does not join a segment with a bad checksum, and passes unfinished ones on as partial', () => {
+    const payload = 3 * MSS;
+    const mem = new Uint8Array(TUN_SLOT + 70000);
+    const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK, true));
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true };
+    const out = new SendBatch(4);
+    const jobs = new ChecksumJobs(16);
+    segmentBatch(a, a.table.beginRead(0), area, lens, 1, out, jobs);
+    jobs.run(mem);
+    jobs.store(mem);
+    const seg = out.segSizes[0];
+    const slot = 0x10000;
+    const rx = new Uint8Array(slot);
+    rx.set(mem.subarray(out.offs[0], out.offs[0] + out.lens[0]), 0);
+    rx[1 * seg + 22 + 52 + 100] ^= 0xff; // corrupt segment 1's payload
+    // Segment 2 as a kernel VXLAN sender on veth leaves it: pseudo-header sum only.
+    const ip2 = 2 * seg + 22;
+    tcp.setChecksum(rx, ip2 + 20, fold(pseudoHeaderSumV4(SRC, DST, 6, 32 + MSS)));
+    const tun = new WriteBatch(8);
+    const k = decapBatch(b, b.table.beginRead(0), rx, Int32Array.of(0, seg, 2 * seg), new Int32Array(3).fill(seg), slot, new Uint32Array(3).fill(VTEP_A), 3, tun, new SendBatch(4));
+    expect(k).toBe(3);
+    const fin = new WriteBatch(8);
+    expect(coalesceBatch(b, rx, slot, tun, fin, new ChecksumJobs(8), new CoalesceScratch(8))).toBe(3);
+    expect(b.counters[C.rx_inner_csum_bad]).toBe(1);
+    expect(b.counters[C.rx_inner_csum_partial]).toBe(1);
+    expect(vnet.vnetFlags(rx, fin.offs[0])).toBe(0); // valid, alone: the kernel verifies again
+    expect(vnet.vnetFlags(rx, fin.offs[1])).toBe(0); // bad: the kernel drops it
+    expect(vnet.vnetFlags(rx, fin.offs[2])).toBe(vnet.VNET_F_NEEDS_CSUM);
+    expect(vnet.csumStart(rx, fin.offs[2])).toBe(20);
+    expect(vnet.csumOffset(rx, fin.offs[2])).toBe(16);
+  });
+});
