@@ -27,13 +27,18 @@ export class SendBatch {
   }
 }
 
-/** Packets to write to the TUN device: slab offset and length. */
+/**
+ * Packets to write to the TUN device: slab offset and length, and for a TCP super-packet that
+ * arrived whole (see decap.ts) the segment size it is to be cut into, else 0.
+ */
 export class WriteBatch {
   readonly offs: Int32Array;
   readonly lens: Int32Array;
+  readonly gsoSizes: Int32Array;
   count = 0;
   constructor(readonly capacity: number) {
     this.offs = new Int32Array(capacity);
     this.lens = new Int32Array(capacity);
+    this.gsoSizes = new Int32Array(capacity);
   }
 }

@@ -35,6 +35,10 @@ const MAX_IPV4_LEN = 0xffff;
 const CSUM_OTHER = 0;
 const CSUM_PARTIAL = 1;
 const CSUM_VERIFY = 2;
+/** A TCP super-packet that arrived whole: written as GSO with a partial checksum. */
+const SUPER = 3;
+/** Larger than the MTU but not a TCP super-packet: dropped. */
+const DROP = 4;
 
 function fold(s: number): number {
   s = (s & 0xffff) + (s >>> 16);
@@ -83,9 +87,14 @@ export function coalesceBatch(
     const proto = protocol(mem, ip);
     scratch.state[p] = CSUM_OTHER;
     scratch.candidate[p] = 0;
-    if (isFragment(mem, ip)) continue;
     const l4 = ip + ihl;
     const l4len = len - ihl;
+    if (tun.gsoSizes[p] !== 0) {
+      const ok = proto === IPPROTO_TCP && !isFragment(mem, ip) && checkTcp(mem, l4, l4len) && l4len > tcpHeaderLen(mem, l4);
+      scratch.state[p] = ok ? SUPER : DROP;
+      continue;
+    }
+    if (isFragment(mem, ip)) continue;
     if (proto === IPPROTO_TCP && checkTcp(mem, l4, l4len)) {
       const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_TCP, l4len));
       if (tcpChecksum(mem, l4) === ps) {
@@ -151,6 +160,26 @@ export function coalesceBatch(
     const ip = tun.offs[p];
     const len = tun.lens[p];
     const st = scratch.state[p];
+    if (st === SUPER || st === DROP) {
+      flush();
+      if (st === DROP) {
+        c[C.rx_drop_oversize]++;
+        continue;
+      }
+      const ihl = ipv4Ihl(mem, ip);
+      const l4len = len - ihl;
+      setChecksum(mem, ip + ihl, fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_TCP, l4len)));
+      const hlen = ihl + tcpHeaderLen(mem, ip + ihl);
+      // Segments no larger than the overlay MTU when the sender's MSS is not known.
+      const mss = tun.gsoSizes[p] > 0 ? tun.gsoSizes[p] : ctx.mtu - hlen;
+      writeGso(mem, ip - VNET_HDR_LEN, VNET_GSO_TCPV4, hlen, mss, ihl, TCP_CHECKSUM_OFF);
+      out.offs[k] = ip - VNET_HDR_LEN;
+      out.lens[k] = len + VNET_HDR_LEN;
+      k++;
+      c[C.tun_tx_super_packets]++;
+      c[C.rx_inner_super_packets]++;
+      continue;
+    }
     if (st === CSUM_PARTIAL) c[C.rx_inner_csum_partial]++;
     let ok = st !== CSUM_VERIFY || jobs.total(scratch.job[p]) === 0xffff;
     if (!ok) c[C.rx_inner_csum_bad]++;

@@ -30,6 +30,7 @@ export const COUNTER_NAMES = [
   'rx_gro_messages',
   'rx_inner_csum_partial',
   'rx_inner_csum_bad',
+  'rx_inner_super_packets',
   'tx_datagrams',
   'tx_bytes',
   'tx_errors',

@@ -11,6 +11,12 @@
  *     Ethernet padding trimmed to the IPv4 total length);
  *   - ARP request for our overlay address → answered in place, sent back to
  *     the requesting VTEP.
+ *
+ * A datagram may also carry a whole TCP super-packet: between network
+ * namespaces a kernel VXLAN sender's GSO packet crosses veth unsegmented and
+ * the receiving socket hands it over as one datagram, with the inner MSS as
+ * its UDP_GRO segment size. The caller marks such datagrams in `innerGso`;
+ * they skip the MTU check and go to the TUN device as super-packets.
  */
 import { C } from './counters.js';
 import type { DataplaneContext } from './context.js';
@@ -41,6 +47,7 @@ export function decapBatch(
   n: number,
   tun: WriteBatch,
   replies: SendBatch,
+  innerGso?: Int32Array,
 ): number {
   const c = ctx.counters;
   let k = 0;
@@ -50,7 +57,8 @@ export function decapBatch(
     const off = offs[i];
     c[C.rx_datagrams]++;
     c[C.rx_bytes] += len;
-    if (len > capacity || len - INNER_OFF > ctx.mtu) {
+    const gso = innerGso === undefined ? 0 : innerGso[i];
+    if (len > capacity || (len - INNER_OFF > ctx.mtu && gso === 0)) {
       c[C.rx_drop_oversize]++;
       continue;
     }
@@ -83,6 +91,7 @@ export function decapBatch(
       }
       tun.offs[k] = inner;
       tun.lens[k] = totalLength(slab, inner);
+      tun.gsoSizes[k] = gso;
       k++;
     } else if (type === ETHERTYPE_ARP) {
       if (!checkArp(slab, inner, innerLen)) {

@@ -52,6 +52,14 @@ export interface LabOptions {
   mode: LabMode;
   /** Per-node override (index 0 = node 1): mixes 'tulle' and 'kernel-vxlan' nodes. */
   nodeModes?: readonly NodeMode[];
+  /**
+   * Kernel VXLAN nodes in a lab with tulle nodes turn tx checksum offload off on their underlay
+   * (as a real NIC finishes checksums); false keeps veth's defaults, so their inner checksums
+   * arrive unfinished. Default true.
+   */
+  kernelTxChecksumOff?: boolean;
+  /** Fields merged into every tulle agent's config (workers, mtu, offloads, ...). */
+  agent?: Readonly<Record<string, unknown>>;
 }
 
 export interface LabAgent {
@@ -90,6 +98,8 @@ export interface LabState {
   namespaces: string[];
   nodes: LabNode[];
   pods: LabPod[];
+  kernelTxChecksumOff?: boolean;
+  agentOverrides?: Record<string, unknown>;
 }
 
 export class LabError extends Error {
@@ -143,6 +153,8 @@ export function planLab(o: LabOptions): LabState {
   return {
     version: 1, name: o.name, mode: o.mode, createdAt: new Date().toISOString(), switchNs,
     namespaces: [switchNs, ...nodes.map((n) => n.ns), ...pods.map((q) => q.ns)], nodes, pods,
+    ...(o.kernelTxChecksumOff !== undefined ? { kernelTxChecksumOff: o.kernelTxChecksumOff } : {}),
+    ...(o.agent ? { agentOverrides: { ...o.agent } } : {}),
   };
 }
 
@@ -183,6 +195,7 @@ async function startAgent(s: LabState, n: LabNode): Promise<ChildProcess> {
     network: CLUSTER_NETWORK, subnet: n.subnet, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC,
     vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: OVERLAY_MTU, workers: AGENT_WORKERS,
     socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'), peers: peersOf(s, n),
+    ...s.agentOverrides,
   };
   await writeFile(agent.configFile, JSON.stringify(config, null, 2) + '\n');
   const child = spawnInNs(n.ns, process.execPath, [distScript(AGENT_SCRIPT), 'agent', '--config', agent.configFile], {
@@ -256,7 +269,7 @@ export async function labUp(o: LabOptions): Promise<LabState> {
       } else if (n.mode === 'kernel-vxlan') {
         await setupKernelVxlan({ ns: n.ns, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC, subnet: n.subnet, underlayDev: 'eth0', underlayMtu: UNDERLAY_MTU, peers: peersOf(s, n) });
         // A tulle receiver needs finished inner checksums (see setTxChecksumOffload).
-        if (mixed) await setTxChecksumOffload(n.ns, 'eth0', false);
+        if (mixed && s.kernelTxChecksumOff !== false) await setTxChecksumOffload(n.ns, 'eth0', false);
       }
     }
     const agents = [];

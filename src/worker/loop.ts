@@ -53,6 +53,16 @@ export interface LoopResources {
   readonly wakeFd: number;
 }
 
+/**
+ * Whether the message at mem[base, base + total) is a single VXLAN datagram whose inner IPv4
+ * packet fills it (a super-packet that crossed unsegmented) rather than a run of datagrams.
+ */
+function innerIsWhole(mem: Uint8Array, base: number, total: number): boolean {
+  const ip = base + ENCAP_HEADROOM;
+  if (total < ENCAP_HEADROOM + 20 || mem[base + ENCAP_HEADROOM - 2] !== 0x08 || mem[base + ENCAP_HEADROOM - 1] !== 0x00) return false;
+  return ((mem[ip + 2] << 8) | mem[ip + 3]) === total - ENCAP_HEADROOM;
+}
+
 function roundUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
@@ -78,6 +88,7 @@ export class ForwardLoop {
   private readonly dgOffs: Int32Array;
   private readonly dgLens: Int32Array;
   private readonly dgSrcIPs: Uint32Array;
+  private readonly dgGso: Int32Array;
   private readonly writes: WriteBatch;
   private readonly final: WriteBatch;
   private readonly replies: SendBatch;
@@ -137,6 +148,7 @@ export class ForwardLoop {
     this.dgOffs = new Int32Array(datagrams);
     this.dgLens = new Int32Array(datagrams);
     this.dgSrcIPs = new Uint32Array(datagrams);
+    this.dgGso = new Int32Array(datagrams);
     for (let i = 0; i < this.rxBatch; i++) this.dgOffs[i] = i * this.rxSlot;
     this.writes = new WriteBatch(datagrams);
     this.final = new WriteBatch(datagrams);
@@ -221,25 +233,40 @@ export class ForwardLoop {
       // Split each received message into its datagrams.
       d = 0;
       const cap = this.dgOffs.length;
-      for (let m = 0; m < n; m++) {
+      for (let m = 0; m < n && d < cap; m++) {
+        const base = m * this.rxSlot;
         const total = this.rxLens[m];
-        const seg = this.rxSegs[m] > 0 ? this.rxSegs[m] : total;
-        if (this.rxSegs[m] > 0) c[C.rx_gro_messages]++;
+        const seg = this.rxSegs[m];
+        if (seg > 0) c[C.rx_gro_messages]++;
+        if (total > ENCAP_HEADROOM + this.ctx.mtu && innerIsWhole(this.rxMem, base, total)) {
+          // One VXLAN datagram holding a whole TCP super-packet (no UDP_GRO segment size then):
+          // the segment size is left to coalesceBatch (-1).
+          this.dgOffs[d] = base;
+          this.dgLens[d] = total;
+          this.dgSrcIPs[d] = this.rxSrcIPs[m];
+          this.dgGso[d] = -1;
+          d++;
+          continue;
+        }
+        const step = seg > 0 ? seg : total;
         let p = 0;
         do {
           if (d === cap) break;
-          this.dgOffs[d] = m * this.rxSlot + p;
-          this.dgLens[d] = Math.min(seg, total - p);
+          this.dgOffs[d] = base + p;
+          this.dgLens[d] = Math.min(step, total - p);
           this.dgSrcIPs[d] = this.rxSrcIPs[m];
+          this.dgGso[d] = 0;
           d++;
-          p += seg;
-        } while (p < total);
+          p += step;
+        } while (p < total && step > 0);
       }
       offs = this.dgOffs;
       lens = this.dgLens;
       srcs = this.dgSrcIPs;
     }
-    const k = decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies);
+    const k = f.gro
+      ? decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies, this.dgGso)
+      : decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies);
     if (k > 0) {
       const w = f.vnet ? this.final : this.writes;
       if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch);
