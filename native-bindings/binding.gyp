@@ -12,6 +12,7 @@
         "src/iface.cc",
         "src/offload.cc",
         "src/poll.cc",
+        "src/segment.cc",
         "src/tun.cc",
         "src/udp.cc"
       ],

@@ -38,6 +38,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterTun(env, exports, constants);
   RegisterUdp(env, exports, constants);
   RegisterOffload(env, exports, constants);
+  RegisterSegment(env, exports, constants);
   constants.Freeze();
   exports.Set("constants", constants);
   return exports;

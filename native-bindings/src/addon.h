@@ -32,6 +32,7 @@ void RegisterPoll(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterTun(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterUdp(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterOffload(Napi::Env env, Napi::Object exports, Napi::Object constants);
+void RegisterSegment(Napi::Env env, Napi::Object exports, Napi::Object constants);
 
 inline void SetConstant(Napi::Object obj, const char* name, int32_t value) {
   obj.Set(name, Napi::Number::New(obj.Env(), value));

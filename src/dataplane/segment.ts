@@ -48,7 +48,13 @@ export interface SegmentArea {
   segEnd: number;
   /** UDP_SEGMENT usable: segments of one packet share a message. */
   gso: boolean;
+  /** The segmentation kernel: `tcpSegment` from the addon, or `tcpSegmentJs` (same contract). */
+  cut: TcpSegmenter;
 }
+
+export type TcpSegmenter = (
+  mem: Uint8Array, ip: number, ihl: number, thl: number, payload: number, mss: number, out: number, prefixLen: number,
+) => number;
 
 /** Writes VXLAN + inner Ethernet (to the peer in `slot`) at mem[h .. h + 22). */
 function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: number): void {
@@ -62,8 +68,9 @@ function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: num
 }
 
 /**
- * Turns TUN reads 0..n-1 (lens include the virtio-net header) into `out` messages, recording the
- * inner checksums still to compute in `jobs` (the caller runs and stores them, then sends).
+ * Turns TUN reads 0..n-1 (lens include the virtio-net header) into `out` messages. Super-packets
+ * are cut by `area.cut` with complete checksums; single packets the kernel left with a partial
+ * checksum get a job in `jobs` (the caller runs and stores them, then sends).
  * Returns `out.count`.
  */
 export function segmentBatch(
@@ -143,47 +150,29 @@ export function segmentBatch(
     const segFull = ENCAP_HEADROOM + hlen + mss;
     const perMsg = area.gso ? Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / segFull)) : 1;
     const need = nseg * (ENCAP_HEADROOM + hlen) + payload;
-    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity || jobs.count + nseg > jobs.capacity) {
+    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity) {
       c[C.tun_rx_drop_batch_full]++;
       continue;
     }
-    const seq0 = tcpSeq(mem, th);
-    const id0 = ipv4Id(mem, ip);
-    const flags0 = tcpFlags(mem, th);
-    const src = ipv4Src(mem, ip);
-    const dst = ipv4Dst(mem, ip);
     const first = w;
     writeOuter(ctx, slot, mem, first);
-    for (let j = 0; j < nseg; j++) {
-      const plen = j === nseg - 1 ? payload - j * mss : mss;
-      if (j > 0) mem.copyWithin(w, first, first + ENCAP_HEADROOM);
-      const sip = w + ENCAP_HEADROOM;
-      mem.copyWithin(sip, ip, ip + hlen);
-      mem.copyWithin(sip + hlen, ip + hlen + j * mss, ip + hlen + j * mss + plen);
-      setTotalLength(mem, sip, hlen + plen);
-      setId(mem, sip, (id0 + j) & 0xffff);
-      updateHeaderChecksum(mem, sip);
-      const sth = sip + ihl;
-      setSeq(mem, sth, seq0 + j * mss);
-      let f = flags0;
-      if (j < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
-      if (j > 0) f &= ~TCP_CWR;
-      setFlags(mem, sth, f);
-      setChecksum(mem, sth, 0);
-      jobs.add(sth, thl + plen, pseudoHeaderSumV4(src, dst, IPPROTO_TCP, thl + plen), sth + TCP_CHECKSUM_OFF, false);
-      const segLen = ENCAP_HEADROOM + hlen + plen;
-      if (j % perMsg === 0) {
-        out.offs[k] = w;
-        out.lens[k] = 0;
-        out.segSizes[k] = area.gso ? segFull : 0;
-        out.dstIPs[k] = vtep;
-        out.dstPorts[k] = ctx.port;
-        out.sockIdx[k] = sock;
-        k++;
-      }
-      out.lens[k - 1] += segLen;
-      w += segLen;
+    const written = area.cut(mem, ip, ihl, thl, payload, mss, first, ENCAP_HEADROOM);
+    if (written !== need) {
+      c[C.tun_rx_drop_bad_offload]++;
+      continue;
     }
+    // Segments are back to back, all segFull bytes but the last; messages take perMsg of them.
+    for (let j = 0; j < nseg; j += perMsg) {
+      const last = Math.min(nseg, j + perMsg);
+      out.offs[k] = first + j * segFull;
+      out.lens[k] = last === nseg ? written - j * segFull : (last - j) * segFull;
+      out.segSizes[k] = area.gso ? segFull : 0;
+      out.dstIPs[k] = vtep;
+      out.dstPorts[k] = ctx.port;
+      out.sockIdx[k] = sock;
+      k++;
+    }
+    w += written;
     c[C.tun_rx_segments] += nseg;
   }
   out.count = k;

@@ -120,6 +120,7 @@ export interface NativeAddon {
   udpSetGro(fd: number, on: boolean): number;
   udpGsoProbe(fd: number): number;
   csumBatch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, sums: Uint32Array, count: number): number;
+  tcpSegment(mem: Uint8Array, ip: number, ihl: number, thl: number, payload: number, mss: number, out: number, prefixLen: number): number;
   poll(fds: Int32Array, revents: Int32Array, nfds: number, timeoutMs: number): number;
   eventfdOpen(): number;
   eventfdSignal(fd: number): number;
@@ -152,7 +153,7 @@ const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
   'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'eventfdSignal',
-  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch',
+  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment',
 ];
 
 function loadAddon(): NativeAddon {
@@ -416,6 +417,20 @@ export function csumBatch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, s
   typed('csumBatch', 'lens', lens, Int32Array, count, 'count');
   typed('csumBatch', 'sums', sums, Uint32Array, count, 'count');
   return nativeAddon.csumBatch(buf, offs, lens, sums, count);
+}
+
+/**
+ * Cuts the IPv4/TCP super-packet at mem[ip] (headers ihl + thl bytes, then `payload` bytes) into
+ * segments of at most `mss` payload bytes written back to back at mem[out], each behind a copy of
+ * the `prefixLen` bytes already at mem[out], each a complete packet (lengths, IPv4 ID + j and
+ * header checksum, TCP sequence, FIN/PSH on the last only, CWR on the first only, TCP checksum).
+ * Input and output must not overlap. Returns the bytes written, or -EINVAL.
+ */
+export function tcpSegment(mem: Uint8Array, ip: number, ihl: number, thl: number, payload: number, mss: number, out: number, prefixLen: number): number {
+  typed('tcpSegment', 'mem', mem, Uint8Array, 0, 'bytes');
+  int('tcpSegment', 'mss', mss, 1, 0xffff);
+  int('tcpSegment', 'prefixLen', prefixLen, 0, 256);
+  return nativeAddon.tcpSegment(mem, ip, ihl, thl, payload, mss, out, prefixLen);
 }
 
 /**

@@ -115,7 +115,7 @@ export class ForwardLoop {
       // Worst case per super-packet: 64 KB of payload plus VXLAN + Ethernet + IPv4 + TCP headers per segment.
       const segBytes = TUN_BATCH_GSO * (0xffff + 48 * (ENCAP_HEADROOM + 120));
       this.txMem = new Uint8Array(tunBytes + segBytes);
-      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso };
+      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, cut: native.tcpSegment };
       this.sends = new SendBatch(native.MAX_BATCH);
       this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
     } else {

@@ -11,7 +11,9 @@ import { ChecksumJobs } from '../../../src/dataplane/csum-jobs.js';
 import { CoalesceScratch, coalesceBatch } from '../../../src/dataplane/coalesce.js';
 import { decapBatch } from '../../../src/dataplane/decap.js';
 import { PeerTable } from '../../../src/dataplane/peers.js';
-import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea } from '../../../src/dataplane/segment.js';
+import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea, type TcpSegmenter } from '../../../src/dataplane/segment.js';
+import { tcpSegmentJs } from '../../../src/dataplane/tcp-segment.js';
+import { tcpSegment } from '../../../src/io/native.js';
 import { pseudoHeaderSumV4, sum16, fold } from '../../../src/wire/checksum.js';
 import { parseIpv4, updateHeaderChecksum, headerChecksumValid } from '../../../src/wire/ipv4.js';
 import { parseMac } from '../../../src/wire/mac.js';
@@ -70,7 +72,9 @@ function tcpValid(mem: Uint8Array, ip: number, len: number): boolean {
   return fold(sum16(mem, ip + 20, len - 20, pseudoHeaderSumV4(SRC, DST, 6, len - 20))) === 0xffff;
 }
 
-describe('segment → UDP_GRO → coalesce', () => {
+const SEGMENTERS: [string, TcpSegmenter][] = [['addon', tcpSegment], ['TypeScript', tcpSegmentJs]];
+
+describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) => {
   let a: DataplaneContext;
   let b: DataplaneContext;
   beforeEach(async () => {
@@ -84,7 +88,7 @@ describe('segment → UDP_GRO → coalesce', () => {
     const mem = new Uint8Array(segStart + 2 * 70000);
     const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK | tcp.TCP_PSH, true));
     const original = mem.slice(VNET_READ_HEADROOM + 10 + 52, VNET_READ_HEADROOM + 10 + 52 + payload);
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true, cut };
     const out = new SendBatch(16);
     const jobs = new ChecksumJobs(128);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 1, out, jobs)).toBe(1);
@@ -134,7 +138,7 @@ describe('segment → UDP_GRO → coalesce', () => {
     const payload = 3 * MSS;
     const mem = new Uint8Array(TUN_SLOT + 70000);
     const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK, true));
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, cut };
     const out = new SendBatch(4);
     const jobs = new ChecksumJobs(16);
     segmentBatch(a, a.table.beginRead(0), area, lens, 1, out, jobs);
@@ -160,5 +164,30 @@ describe('segment → UDP_GRO → coalesce', () => {
     expect(vnet.vnetFlags(rx, fin.offs[2])).toBe(vnet.VNET_F_NEEDS_CSUM);
     expect(vnet.csumStart(rx, fin.offs[2])).toBe(20);
     expect(vnet.csumOffset(rx, fin.offs[2])).toBe(16);
+  });
+});
+
+describe('tcpSegment (addon) and tcpSegmentJs agree byte for byte', () => {
+  it.each([[1, 1398], [2 * 1398, 1398], [44 * 1398 + 17, 1398], [5000, 536], [65483, 1448]])('payload %i, mss %i', (payload, mss) => {
+    const mk = () => {
+      const mem = new Uint8Array(TUN_SLOT + 80000).fill(0xa5);
+      superPacket(mem, 0, payload, tcp.TCP_ACK | tcp.TCP_PSH | tcp.TCP_FIN | tcp.TCP_CWR, false);
+      mem.fill(0x3c, TUN_SLOT, TUN_SLOT + 22); // the prefix
+      return mem;
+    };
+    const a = mk();
+    const b = mk();
+    const na = tcpSegment(a, 10, 20, 32, payload, mss, TUN_SLOT, 22);
+    const nb = tcpSegmentJs(b, 10, 20, 32, payload, mss, TUN_SLOT, 22);
+    expect(na).toBe(nb);
+    expect(na).toBe(Math.ceil(payload / mss) * (22 + 52) + payload);
+    expect(Buffer.compare(a, b)).toBe(0);
+  });
+
+  it('refuses overlapping or out-of-range output', () => {
+    const mem = new Uint8Array(70000);
+    superPacket(mem, 0, 3000, tcp.TCP_ACK, false);
+    expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 100, 22)).toBe(-22);
+    expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 69000, 22)).toBe(-22);
   });
 });
