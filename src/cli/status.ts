@@ -7,7 +7,10 @@ import { request } from '../control/api.js';
 interface Status {
   ready: boolean;
   node: Record<string, unknown>;
-  workers: { id: number; state: string; restarts: number; threadId: number; sourcePorts: number[]; lastExit?: string }[];
+  workers: {
+    id: number; state: string; restarts: number; threadId: number; sourcePorts: number[]; lastExit?: string;
+    features?: { vnet: boolean; gso: boolean; gro: boolean };
+  }[];
   peers: { subnet: string; vtepIP: string; vtepMAC: string }[];
   counters: Record<string, number>;
 }
@@ -30,7 +33,9 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   out.push(`vtep     ${n.vtepIP} ${n.vtepMAC} via ${n.underlay}, vni ${n.vni}, port ${n.port}`);
   out.push(`workers  ${s.workers.length}`);
   for (const w of s.workers) {
-    out.push(`  #${w.id} ${w.state} thread=${w.threadId} restarts=${w.restarts}${w.lastExit ? ` last exit: ${w.lastExit}` : ''}`);
+    const f = w.features;
+    const offloads = f ? `tso=${f.vnet ? 'on' : 'off'} udp-gso=${f.gso ? 'on' : 'off'} udp-gro=${f.gro ? 'on' : 'off'}` : 'offloads unknown';
+    out.push(`  #${w.id} ${w.state} thread=${w.threadId} restarts=${w.restarts} ${offloads}${w.lastExit ? ` last exit: ${w.lastExit}` : ''}`);
   }
   out.push(`peers    ${s.peers.length}`);
   for (const p of s.peers) out.push(`  ${p.subnet.padEnd(18)} via ${p.vtepIP} ${p.vtepMAC}`);

@@ -19,6 +19,17 @@ export const MIN_MTU = 576;
 export const MAX_MTU = 65535 - 64;
 export const MAX_VNI = 0xffffff;
 
+/**
+ * One forwarding worker per two cores, at least one. The other half of the machine runs what a
+ * forwarder feeds: the kernel's TCP/IP work on both sides of the TUN device and the pods
+ * themselves. On the 2-core lab machine one worker per agent carried a single TCP stream at
+ * 5.4-5.9 Gbit/s where two carried 1.4-3.4 (README, Benchmarks): every extra busy thread competes
+ * with the kernel for the same cores.
+ */
+export function defaultWorkers(): number {
+  return Math.max(1, Math.min(MAX_WORKERS, Math.floor(os.availableParallelism() / 2)));
+}
+
 export class ConfigError extends Error {
   readonly code = 'ECONFIG';
   constructor(
@@ -173,8 +184,7 @@ export function validateConfig(raw: unknown): AgentConfig {
   const port = raw.port === undefined ? VXLAN_DEFAULT_PORT : intField('port', raw.port, 1, 65535);
   const device = raw.device === undefined ? DEFAULT_DEVICE : checkIfName('device', raw.device);
   const mtu = raw.mtu === undefined ? undefined : intField('mtu', raw.mtu, MIN_MTU, MAX_MTU);
-  const defaultWorkers = Math.min(os.availableParallelism(), MAX_WORKERS);
-  const workers = raw.workers === undefined ? defaultWorkers : intField('workers', raw.workers, 1, MAX_WORKERS);
+  const workers = raw.workers === undefined ? defaultWorkers() : intField('workers', raw.workers, 1, MAX_WORKERS);
   const socket = raw.socket === undefined ? DEFAULT_SOCKET : pathField('socket', raw.socket);
   const dataDir = raw.dataDir === undefined ? DEFAULT_DATA_DIR : pathField('dataDir', raw.dataDir);
   const subnetFile = raw.subnetFile === undefined ? DEFAULT_SUBNET_FILE : pathField('subnetFile', raw.subnetFile);

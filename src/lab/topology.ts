@@ -37,7 +37,6 @@ const UNDERLAY_MTU = 1500;
 const OVERLAY_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD_IPV4;
 const BRIDGE = 'br0';
 const TUN_DEVICE = 'tulle0';
-const AGENT_WORKERS = 2;
 const AGENT_SCRIPT = 'src/cli/tulle.js';
 const AGENT_READY_TIMEOUT_MS = 30_000;
 const AGENT_POLL_MS = 100;
@@ -193,7 +192,7 @@ async function startAgent(s: LabState, n: LabNode): Promise<ChildProcess> {
   const agent: LabAgent = { pid: 0, configFile: join(dir, 'agent.json'), logFile: join(dir, 'agent.log'), socket: join(dir, 'tulle.sock') };
   const config = {
     network: CLUSTER_NETWORK, subnet: n.subnet, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC,
-    vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: OVERLAY_MTU, workers: AGENT_WORKERS,
+    vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: OVERLAY_MTU,
     socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'), peers: peersOf(s, n),
     ...s.agentOverrides,
   };

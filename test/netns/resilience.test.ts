@@ -43,7 +43,7 @@ const status = (s: LabState, node: number) => request(s.nodes[node].agent!.socke
 
 async function up(): Promise<LabState> {
   name = `r${randomBytes(3).toString('hex')}`;
-  return labUp({ name, nodes: 2, pods: 1, mode: 'tulle', store: 'static' });
+  return labUp({ name, nodes: 2, pods: 1, mode: 'tulle', store: 'static', agent: { workers: 2 } });
 }
 
 /** Milliseconds until pod `from` gets an echo reply from `to`, trying every ~100 ms for up to `limitMs`. */
