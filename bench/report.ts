@@ -56,7 +56,7 @@ export function aggregate(scenarios: readonly Scenario[], trials: readonly Trial
     for (const m of METRICS) metrics[m.key] = summarize(mine.map(m.get));
     return {
       scenario: sc, trials: mine.length, failedTrials: mine.filter((t) => t.errors.length > 0).length, metrics, ratios: {} as Record<string, number | null>,
-      backgroundCores: summarize(mine.map((t) => t.backgroundCores)), errors: [...new Set(mine.flatMap((t) => t.errors))],
+      backgroundCores: summarize(mine.map((t) => t.backgroundCores)), errors: distinctErrors(mine.flatMap((t) => t.errors)),
     };
   });
   for (const row of rows) {
@@ -66,6 +66,16 @@ export function aggregate(scenarios: readonly Scenario[], trials: readonly Trial
     }
   }
   return rows;
+}
+
+/** One of each error, counting messages that differ only in a PID as the same (each trial keeps its own). */
+function distinctErrors(errors: readonly string[]): string[] {
+  const seen = new Map<string, string>();
+  for (const e of errors) {
+    const key = e.replace(/\bpid \d+/g, 'pid N');
+    if (!seen.has(key)) seen.set(key, e);
+  }
+  return [...seen.values()];
 }
 
 function fmt(x: number | undefined, digits: number): string {

@@ -120,8 +120,10 @@ describe('aggregate, ratios and acceptance figures', () => {
     trial('kernel-vxlan', 3, { tcp1: 15, tcp4: 21, udp64: 310e3, p50: 11, cpu: 0.6 }),
     trial('tulle-w1', 1, { tcp1: 9, udp64: 100e3, p50: 70 }),
     trial('tulle-w1', 2, { tcp1: 7.5, udp64: 200e3, p50: 50 }),
-    { ...trial('tulle-w1', 3, {}), errors: ['lab up: agent exited'] },
+    { ...trial('tulle-w1', 3, {}), errors: ['lab up: agent (pid 12) exited'] },
     trial('tulle-w1-offloads-off', 1, { tcp1: 2 }),
+    { ...trial('tulle-w1-offloads-off', 2, {}), errors: ['lab up: agent (pid 34) exited'] },
+    { ...trial('tulle-w1-offloads-off', 3, {}), errors: ['lab up: agent (pid 56) exited'] },
     trial('plain', 1, { tcp1: 18 }),
   ];
   const rows = aggregate(scenarios, trials);
@@ -136,7 +138,8 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(row('tulle-w1').ratios.tcp4Gbps).toBeNull();
     expect(row('tulle-w1').ratios).not.toHaveProperty('udp64LossPct');
     expect(row('tulle-w1').failedTrials).toBe(1);
-    expect(row('tulle-w1').errors).toEqual(['lab up: agent exited']);
+    expect(row('tulle-w1').errors).toEqual(['lab up: agent (pid 12) exited']);
+    expect(row('tulle-w1-offloads-off').errors).toEqual(['lab up: agent (pid 34) exited']);
     expect(row('plain').ratios.tcp1Gbps).toBeCloseTo(18 / 15);
   });
 
@@ -158,7 +161,7 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(lines).toHaveLength(2 + METRICS.length + 1);
     expect(text).toContain('8.25 (0.55x)');
     expect(lines.find((l) => l.startsWith('TCP 4 streams'))).toMatch(/21\.00\s+-\s+-$/);
-    expect(lines.at(-1)).toMatch(/^trials ok \/ run\s+1\/1\s+3\/3\s+2\/3\s+1\/1$/);
+    expect(lines.at(-1)).toMatch(/^trials ok \/ run\s+1\/1\s+3\/3\s+2\/3\s+1\/3$/);
     const md = formatMarkdown(rows).split('\n');
     expect(md[0]).toBe('| metric (median) | plain | kernel-vxlan | tulle-w1 | tulle-w1-offloads-off |');
     expect(md[1]).toBe('|---|---:|---:|---:|---:|');
