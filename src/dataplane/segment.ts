@@ -18,15 +18,8 @@ import type { ChecksumJobs } from './csum-jobs.js';
 import { ENCAP_HEADROOM } from './encap.js';
 import { flowHashV4 } from './flowhash.js';
 import { ETH_SRC_OFF, ETH_TYPE_OFF, ETHERTYPE_IPV4 } from '../wire/ethernet.js';
-import {
-  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, id as ipv4Id, ihl as ipv4Ihl, protocol,
-  setId, setTotalLength, src as ipv4Src, updateHeaderChecksum,
-} from '../wire/ipv4.js';
-import { pseudoHeaderSumV4 } from '../wire/checksum.js';
-import {
-  TCP_CHECKSUM_OFF, TCP_CWR, TCP_FIN, TCP_MIN_HEADER_LEN, TCP_PSH, flags as tcpFlags, headerLen as tcpHeaderLen,
-  seq as tcpSeq, setChecksum, setFlags, setSeq,
-} from '../wire/tcp.js';
+import { IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, ihl as ipv4Ihl, protocol } from '../wire/ipv4.js';
+import { TCP_MIN_HEADER_LEN, headerLen as tcpHeaderLen } from '../wire/tcp.js';
 import {
   VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, csumOffset, csumStart, gsoSize,
   gsoType, vnetFlags,

@@ -161,11 +161,44 @@ export interface Iperf3Result {
   gbps: number;
   retransmits: number;
   seconds: number;
+  /** Bytes the receiver got. */
+  bytes: number;
+}
+
+interface Iperf3Sum {
+  bits_per_second: number;
+  seconds: number;
+  bytes: number;
+  retransmits?: number;
+  packets?: number;
+  lost_packets?: number;
 }
 
 interface Iperf3Json {
   error?: string;
-  end?: { sum_received?: { bits_per_second: number; seconds: number }; sum_sent?: { retransmits?: number } };
+  end?: { sum_received?: Iperf3Sum; sum_sent?: Iperf3Sum };
+}
+
+/** Starts a one-off iperf3 server, runs the client with `clientArgs`, returns the client's JSON report. */
+async function iperf3Run(clientNs: string, serverNs: string, serverIp: string, port: string, seconds: number, clientArgs: readonly string[]): Promise<Iperf3Json> {
+  const server = spawnInNs(serverNs, 'iperf3', ['-s', '-1', '-B', serverIp, '-p', port, '--forceflush']);
+  const srv = watch(server, `iperf3 server in ${serverNs}`);
+  srv.done.catch(() => {});
+  try {
+    for (;;) if (/Server listening/.test(await srv.line())) break;
+    const out = await nsRun(clientNs, 'iperf3', ['-c', serverIp, '-p', port, '-t', String(seconds), '-J', ...clientArgs], {
+      timeoutMs: (seconds + 30) * 1000,
+    }).catch((e: unknown) => {
+      // iperf3 -J reports its own errors as JSON on stdout; stderr is empty.
+      if (e instanceof CommandError && e.stdout) return e.stdout;
+      throw e;
+    });
+    const j = JSON.parse(out) as Iperf3Json;
+    if (j.error || !j.end?.sum_received) throw new Error(j.error ?? 'no sum_received in iperf3 output');
+    return j;
+  } finally {
+    killQuietly(server);
+  }
 }
 
 /** iperf3 TCP from clientNs to a one-off server in serverNs; receiver-side Gbit/s. */
@@ -178,28 +211,57 @@ export async function iperf3Tcp(
   const seconds = opts.seconds ?? 5;
   const port = String(opts.port ?? 5201);
   const what = `iperf3 ${clientNs} -> ${serverNs} (${serverIp}:${port})`;
-  const server = spawnInNs(serverNs, 'iperf3', ['-s', '-1', '-B', serverIp, '-p', port, '--forceflush']);
-  const srv = watch(server, `iperf3 server in ${serverNs}`);
-  srv.done.catch(() => {});
   try {
-    for (;;) if (/Server listening/.test(await srv.line())) break;
-    const out = await nsRun(
-      clientNs,
-      'iperf3',
-      ['-c', serverIp, '-p', port, '-t', String(seconds), '-P', String(opts.streams ?? 1), '-J'],
-      { timeoutMs: (seconds + 30) * 1000 },
-    ).catch((e: unknown) => {
-      // iperf3 -J reports its own errors as JSON on stdout; stderr is empty.
-      if (e instanceof CommandError && e.stdout) return e.stdout;
-      throw e;
-    });
-    const j = JSON.parse(out) as Iperf3Json;
-    const recv = j.end?.sum_received;
-    if (j.error || !recv) throw new Error(j.error ?? 'no sum_received in iperf3 output');
-    return { gbps: recv.bits_per_second / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0, seconds: recv.seconds };
+    const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-P', String(opts.streams ?? 1)]);
+    const recv = j.end!.sum_received!;
+    return { gbps: recv.bits_per_second / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0, seconds: recv.seconds, bytes: recv.bytes };
   } catch (e) {
     throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
-  } finally {
-    killQuietly(server);
+  }
+}
+
+export interface Iperf3UdpResult {
+  /** UDP payload bytes per datagram. */
+  payload: number;
+  sentPackets: number;
+  receivedPackets: number;
+  lostPercent: number;
+  /** Datagrams per second the sender sent and the receiver got, over the receiver's interval. */
+  sentPps: number;
+  receivedPps: number;
+  seconds: number;
+}
+
+/**
+ * iperf3 UDP from clientNs to a one-off server in serverNs with `payload`-byte datagrams at
+ * `bitrate` (iperf3 -b; '0' = as fast as the sender can). Loss is counted by the receiver from
+ * sequence numbers, so it includes drops anywhere on the path, the receiving socket included.
+ */
+export async function iperf3Udp(
+  clientNs: string,
+  serverNs: string,
+  serverIp: string,
+  opts: { payload: number; seconds?: number; bitrate?: string; port?: number },
+): Promise<Iperf3UdpResult> {
+  const seconds = opts.seconds ?? 5;
+  const port = String(opts.port ?? 5201);
+  const what = `iperf3 UDP ${clientNs} -> ${serverNs} (${serverIp}:${port}, ${opts.payload} B)`;
+  try {
+    const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-u', '-b', opts.bitrate ?? '0', '-l', String(opts.payload)]);
+    const recv = j.end!.sum_received!;
+    const sent = j.end?.sum_sent;
+    const sentPackets = sent?.packets ?? recv.packets ?? 0;
+    const receivedPackets = Math.max(0, (recv.packets ?? 0) - (recv.lost_packets ?? 0));
+    return {
+      payload: opts.payload,
+      sentPackets,
+      receivedPackets,
+      lostPercent: sentPackets > 0 ? (100 * (sentPackets - receivedPackets)) / sentPackets : 0,
+      sentPps: sent && sent.seconds > 0 ? sentPackets / sent.seconds : NaN,
+      receivedPps: recv.seconds > 0 ? receivedPackets / recv.seconds : NaN,
+      seconds: recv.seconds,
+    };
+  } catch (e) {
+    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
   }
 }

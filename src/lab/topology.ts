@@ -2,7 +2,7 @@
 //
 //                         tl<name>-sw  (bridge br0, the underlay "switch")
 //            n1 ┌────────────┴──────────────┐ n2  ...
-//   tl<name>-n1 eth0 172.31.0.1/24     tl<name>-n2 eth0 172.31.0.2/24      (MTU 1500)
+//   tl<name>-n1 eth0 172.31.0.1/24     tl<name>-n2 eth0 172.31.0.2/24      (MTU 1500 unless underlayMtu)
 //     pods 10.244.1.0/24, gw .1          pods 10.244.2.0/24, gw .1
 //     veth-p1 ── tl<name>-n1-p1 eth0 10.244.1.2/32 (ptp wiring, src/control/attach.ts)
 //     veth-p2 ── tl<name>-n1-p2 eth0 10.244.1.3/32
@@ -33,8 +33,12 @@ export const LAB_STATE_ROOT = '/run/tulle-lab';
 export const MAX_NODES = 50;
 export const MAX_PODS = 50;
 const CLUSTER_NETWORK = '10.244.0.0/16';
-const UNDERLAY_MTU = 1500;
-const OVERLAY_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD_IPV4;
+export const DEFAULT_UNDERLAY_MTU = 1500;
+/** Smallest underlay MTU that leaves IPv4's minimum MTU (576) for pods after VXLAN overhead. */
+export const MIN_UNDERLAY_MTU = 576 + VXLAN_OVERHEAD_IPV4;
+export const MAX_UNDERLAY_MTU = 65535;
+/** Agent config fields the lab derives from its plan; `agent` overrides may not replace them. */
+const LAB_OWNED_AGENT_FIELDS = ['network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'socket', 'dataDir', 'subnetFile', 'peers'];
 const BRIDGE = 'br0';
 const TUN_DEVICE = 'tulle0';
 const AGENT_SCRIPT = 'src/cli/tulle.js';
@@ -57,7 +61,13 @@ export interface LabOptions {
    * arrive unfinished. Default true.
    */
   kernelTxChecksumOff?: boolean;
-  /** Fields merged into every tulle agent's config (workers, mtu, offloads, ...). */
+  /** MTU of the underlay links (default 1500); overlay devices and pods get it minus the VXLAN overhead. */
+  underlayMtu?: number;
+  /**
+   * Raw agent config fields written over the lab's (e.g. `workers`, `mtu`, `logLevel`), for
+   * benchmarks. Only the fields given are written, so a field the agent does not know yet is
+   * refused by the agent, not here. Fields the lab derives from its plan cannot be overridden.
+   */
   agent?: Readonly<Record<string, unknown>>;
 }
 
@@ -98,7 +108,9 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   kernelTxChecksumOff?: boolean;
-  agentOverrides?: Record<string, unknown>;
+  /** Absent in states written before it existed: DEFAULT_UNDERLAY_MTU. */
+  underlayMtu?: number;
+  agent?: Record<string, unknown>;
 }
 
 export class LabError extends Error {
@@ -129,6 +141,12 @@ export function planLab(o: LabOptions): LabState {
   checkCount('pod', o.pods, MAX_PODS);
   if (!LAB_MODES.includes(o.mode)) throw new LabError(`invalid lab mode ${JSON.stringify(o.mode)} (${LAB_MODES.join('|')})`);
   if (o.store !== undefined && o.store !== 'static') throw new LabError(`invalid store ${JSON.stringify(o.store)} (static)`);
+  const underlayMtu = o.underlayMtu ?? DEFAULT_UNDERLAY_MTU;
+  if (!Number.isInteger(underlayMtu) || underlayMtu < MIN_UNDERLAY_MTU || underlayMtu > MAX_UNDERLAY_MTU) {
+    throw new LabError(`invalid underlay MTU ${JSON.stringify(o.underlayMtu)} (${MIN_UNDERLAY_MTU}..${MAX_UNDERLAY_MTU})`);
+  }
+  const owned = Object.keys(o.agent ?? {}).filter((k) => LAB_OWNED_AGENT_FIELDS.includes(k));
+  if (owned.length > 0) throw new LabError(`agent overrides may not set ${owned.join(', ')} (the lab derives them)`);
   const modes = o.nodeModes ?? Array.from({ length: o.nodes }, () => o.mode);
   if (modes.length !== o.nodes) throw new LabError(`nodeModes has ${modes.length} entries for ${o.nodes} nodes`);
   for (const m of modes) {
@@ -151,9 +169,9 @@ export function planLab(o: LabOptions): LabState {
   const switchNs = `${p}-sw`;
   return {
     version: 1, name: o.name, mode: o.mode, createdAt: new Date().toISOString(), switchNs,
-    namespaces: [switchNs, ...nodes.map((n) => n.ns), ...pods.map((q) => q.ns)], nodes, pods,
+    namespaces: [switchNs, ...nodes.map((n) => n.ns), ...pods.map((q) => q.ns)], nodes, pods, underlayMtu,
+    ...(o.agent === undefined ? {} : { agent: { ...o.agent } }),
     ...(o.kernelTxChecksumOff !== undefined ? { kernelTxChecksumOff: o.kernelTxChecksumOff } : {}),
-    ...(o.agent ? { agentOverrides: { ...o.agent } } : {}),
   };
 }
 
@@ -170,9 +188,11 @@ export async function readLabState(name: string): Promise<LabState | null> {
   }
 }
 
+const underlayMtuOf = (s: LabState): number => s.underlayMtu ?? DEFAULT_UNDERLAY_MTU;
+
 async function buildNode(s: LabState, n: LabNode, podMtu: number): Promise<void> {
   await createNetns(n.ns);
-  await addVeth({ ns: n.ns, ifname: 'eth0', peerNs: s.switchNs, peerIfname: `n${n.index}`, mtu: UNDERLAY_MTU });
+  await addVeth({ ns: n.ns, ifname: 'eth0', peerNs: s.switchNs, peerIfname: `n${n.index}`, mtu: underlayMtuOf(s) });
   await addBridgePort(s.switchNs, BRIDGE, `n${n.index}`);
   await addAddress(n.ns, 'eth0', `${n.underlayIp}/24`);
   await linkUp(n.ns, 'eth0');
@@ -192,9 +212,9 @@ async function startAgent(s: LabState, n: LabNode): Promise<ChildProcess> {
   const agent: LabAgent = { pid: 0, configFile: join(dir, 'agent.json'), logFile: join(dir, 'agent.log'), socket: join(dir, 'tulle.sock') };
   const config = {
     network: CLUSTER_NETWORK, subnet: n.subnet, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC,
-    vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: OVERLAY_MTU,
-    socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'), peers: peersOf(s, n),
-    ...s.agentOverrides,
+    vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4,
+    socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'),
+    peers: peersOf(s, n), ...s.agent,
   };
   await writeFile(agent.configFile, JSON.stringify(config, null, 2) + '\n');
   const child = spawnInNs(n.ns, process.execPath, [distScript(AGENT_SCRIPT), 'agent', '--config', agent.configFile], {
@@ -259,14 +279,14 @@ export async function labUp(o: LabOptions): Promise<LabState> {
   try {
     await createNetns(s.switchNs);
     await addBridge(s.switchNs, BRIDGE);
-    const podMtu = s.nodes.every((n) => n.mode === 'plain') ? UNDERLAY_MTU : OVERLAY_MTU;
+    const podMtu = s.nodes.every((n) => n.mode === 'plain') ? underlayMtuOf(s) : underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4;
     await Promise.all(s.nodes.map((n) => buildNode(s, n, podMtu)));
     const mixed = s.nodes.some((n) => n.mode === 'tulle') && s.nodes.some((n) => n.mode === 'kernel-vxlan');
     for (const n of s.nodes) {
       if (n.mode === 'plain') {
         for (const m of s.nodes) if (m !== n) await ipIn(n.ns, ['route', 'add', m.subnet, 'via', m.underlayIp, 'dev', 'eth0']);
       } else if (n.mode === 'kernel-vxlan') {
-        await setupKernelVxlan({ ns: n.ns, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC, subnet: n.subnet, underlayDev: 'eth0', underlayMtu: UNDERLAY_MTU, peers: peersOf(s, n) });
+        await setupKernelVxlan({ ns: n.ns, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC, subnet: n.subnet, underlayDev: 'eth0', underlayMtu: underlayMtuOf(s), peers: peersOf(s, n) });
         // A tulle receiver needs finished inner checksums (see setTxChecksumOffload).
         if (mixed && s.kernelTxChecksumOff !== false) await setTxChecksumOffload(n.ns, 'eth0', false);
       }

@@ -1,0 +1,122 @@
+/**
+ * The macro benchmark's scenarios: one row per lab configuration, each measured on a fresh
+ * 2-node x 1-pod lab (src/lab/topology.ts).
+ *
+ * `mtu` is the underlay link MTU; pods, flannel.1 and the tulle device get `mtu` minus the VXLAN
+ * overhead (plain routing gives pods the full `mtu`). A tulle scenario's knobs go into its agent
+ * config only when the scenario sets them, so a knob the agent does not know yet (`offloads`
+ * before the offload work lands) fails that scenario with the agent's own config error and the
+ * others still run. Every tulle figure is divided by its `baseline`, a kernel VXLAN scenario with
+ * the same MTU measured in the same run; --only adds the baselines of the scenarios it names.
+ */
+import { DEFAULT_UNDERLAY_MTU, LAB_MODES, MAX_UNDERLAY_MTU, MIN_UNDERLAY_MTU, type LabMode } from '../src/lab/topology.js';
+
+export interface Scenario {
+  name: string;
+  mode: LabMode;
+  /** One line for the report. */
+  description: string;
+  /** Underlay link MTU. */
+  mtu: number;
+  /** tulle only: agent `workers`; absent = the lab's default (2). */
+  workers?: number;
+  /** tulle only: agent `offloads`; absent = not written, the agent's own default. */
+  offloads?: boolean;
+  /** Name of the kernel-vxlan scenario (same MTU) this one's figures are compared with. */
+  baseline?: string;
+  /** Part of a run without --only. */
+  inDefaultRun: boolean;
+}
+
+const JUMBO_MTU = 9000;
+const MAX_SCENARIO_WORKERS = 64;
+const NAME_RE = /^[a-z0-9][a-z0-9-]{0,39}$/;
+
+export const SCENARIOS: readonly Scenario[] = [
+  { name: 'plain', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, baseline: 'kernel-vxlan', inDefaultRun: true,
+    description: 'no encapsulation, routed over the underlay: the physical limit of the path' },
+  { name: 'kernel-vxlan', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, inDefaultRun: true,
+    description: "Linux VXLAN as flannel configures it (flannel.1, veth offloads at their defaults)" },
+  { name: 'tulle-w1', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, baseline: 'kernel-vxlan', inDefaultRun: true,
+    description: "tulle, 1 worker, the agent's default offload setting" },
+  { name: 'tulle-w2', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 2, baseline: 'kernel-vxlan', inDefaultRun: true,
+    description: "tulle, 2 workers, the agent's default offload setting" },
+  { name: 'tulle-w1-offloads-off', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: false, baseline: 'kernel-vxlan', inDefaultRun: true,
+    description: 'tulle, 1 worker, offloads off (config "offloads": false)' },
+  { name: 'tulle-w1-offloads-on', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: true, baseline: 'kernel-vxlan', inDefaultRun: false,
+    description: 'tulle, 1 worker, offloads on (config "offloads": true)' },
+  { name: 'tulle-w2-offloads-off', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 2, offloads: false, baseline: 'kernel-vxlan', inDefaultRun: false,
+    description: 'tulle, 2 workers, offloads off (config "offloads": false)' },
+  { name: 'plain-9000', mode: 'plain', mtu: JUMBO_MTU, baseline: 'kernel-vxlan-9000', inDefaultRun: false,
+    description: 'no encapsulation, jumbo underlay MTU 9000' },
+  { name: 'kernel-vxlan-9000', mode: 'kernel-vxlan', mtu: JUMBO_MTU, inDefaultRun: false,
+    description: 'Linux VXLAN as flannel configures it, jumbo underlay MTU 9000' },
+  { name: 'tulle-w1-9000', mode: 'tulle', mtu: JUMBO_MTU, workers: 1, baseline: 'kernel-vxlan-9000', inDefaultRun: false,
+    description: "tulle, 1 worker, jumbo underlay MTU 9000, the agent's default offload setting" },
+];
+
+/** Every problem with a scenario table (empty when it is valid). */
+export function scenarioProblems(table: readonly Scenario[]): string[] {
+  const problems: string[] = [];
+  const byName = new Map<string, Scenario>();
+  for (const s of table) {
+    const at = `scenario ${JSON.stringify(s.name)}`;
+    if (!NAME_RE.test(s.name)) problems.push(`${at}: name must be 1..40 of [a-z0-9-], starting with a letter or digit`);
+    if (byName.has(s.name)) problems.push(`${at}: duplicate name`);
+    byName.set(s.name, s);
+    if (!LAB_MODES.includes(s.mode)) problems.push(`${at}: unknown mode ${JSON.stringify(s.mode)} (${LAB_MODES.join('|')})`);
+    if (!Number.isInteger(s.mtu) || s.mtu < MIN_UNDERLAY_MTU || s.mtu > MAX_UNDERLAY_MTU) {
+      problems.push(`${at}: mtu ${JSON.stringify(s.mtu)} outside ${MIN_UNDERLAY_MTU}..${MAX_UNDERLAY_MTU}`);
+    }
+    if (s.mode !== 'tulle' && (s.workers !== undefined || s.offloads !== undefined)) {
+      problems.push(`${at}: workers and offloads are tulle knobs, not ${s.mode}`);
+    }
+    if (s.workers !== undefined && (!Number.isInteger(s.workers) || s.workers < 1 || s.workers > MAX_SCENARIO_WORKERS)) {
+      problems.push(`${at}: workers ${JSON.stringify(s.workers)} outside 1..${MAX_SCENARIO_WORKERS}`);
+    }
+    if (s.offloads !== undefined && typeof s.offloads !== 'boolean') problems.push(`${at}: offloads must be true or false`);
+    if (s.mode === 'tulle' && s.baseline === undefined) problems.push(`${at}: a tulle scenario needs a kernel-vxlan baseline`);
+    if (s.mode === 'kernel-vxlan' && s.baseline !== undefined) problems.push(`${at}: kernel-vxlan is the baseline, it has none`);
+  }
+  for (const s of table) {
+    if (s.baseline === undefined) continue;
+    const b = byName.get(s.baseline);
+    const at = `scenario ${JSON.stringify(s.name)}`;
+    if (!b) problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} is not in the table`);
+    else if (b.mode !== 'kernel-vxlan') problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} is ${b.mode}, not kernel-vxlan`);
+    else if (b.mtu !== s.mtu) problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} has mtu ${b.mtu}, not ${s.mtu}`);
+  }
+  return problems;
+}
+
+/**
+ * The scenarios to run, in table order: the default set, or the named ones plus their
+ * baselines. Throws on an invalid table or an unknown name (listing the known ones).
+ */
+export function selectScenarios(table: readonly Scenario[], only?: readonly string[]): { run: Scenario[]; addedBaselines: string[] } {
+  const problems = scenarioProblems(table);
+  if (problems.length > 0) throw new Error(`invalid scenario table:\n  ${problems.join('\n  ')}`);
+  if (only === undefined) return { run: table.filter((s) => s.inDefaultRun), addedBaselines: [] };
+  const unknown = only.filter((n) => !table.some((s) => s.name === n));
+  if (unknown.length > 0) {
+    throw new Error(`unknown scenario ${unknown.map((n) => JSON.stringify(n)).join(', ')}; known: ${table.map((s) => s.name).join(', ')}`);
+  }
+  const wanted = new Set(only);
+  const addedBaselines: string[] = [];
+  for (const s of table) {
+    if (wanted.has(s.name) && s.baseline !== undefined && !wanted.has(s.baseline)) {
+      wanted.add(s.baseline);
+      addedBaselines.push(s.baseline);
+    }
+  }
+  return { run: table.filter((s) => wanted.has(s.name)), addedBaselines };
+}
+
+/** The agent config fields a scenario writes (only the knobs it sets). */
+export function agentOverrides(s: Scenario): Record<string, unknown> | undefined {
+  if (s.mode !== 'tulle') return undefined;
+  const o: Record<string, unknown> = {};
+  if (s.workers !== undefined) o.workers = s.workers;
+  if (s.offloads !== undefined) o.offloads = s.offloads;
+  return Object.keys(o).length > 0 ? o : undefined;
+}

@@ -1,0 +1,194 @@
+/**
+ * One trial of one scenario: a fresh lab, the measurements, the lab torn down (also on failure).
+ *
+ *            tl<lab>-sw [br0]
+ *      n1 ┌────────┴────────┐ n2          underlay 172.31.0.1 / .2, MTU = scenario mtu
+ *   tl<lab>-n1           tl<lab>-n2       mode: plain | kernel-vxlan | tulle (an agent per node)
+ *      │ veth               │ veth
+ *   tl<lab>-n1-p1        tl<lab>-n2-p1    client 10.244.1.2  ->  server 10.244.2.2
+ *
+ * Order inside a trial: ping RTT on the idle path, an idle CPU sample (the machine's background),
+ * TCP 1 stream and 4 streams (CPU sampled over each), then UDP at 64 B and 1400 B payloads. A
+ * failed measurement is recorded with its message and the trial goes on; a lab that does not come
+ * up fails the whole trial.
+ */
+import { request } from '../src/control/api.js';
+import { iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
+import { labDown, labUp, type LabState } from '../src/lab/topology.js';
+import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
+import { agentOverrides, type Scenario } from './scenarios.js';
+
+export const UDP_PAYLOADS = [64, 1400] as const;
+export const TCP_STREAMS = [1, 4] as const;
+const WARMUP_PINGS = 5;
+const RTT_PINGS = 200;
+const RTT_INTERVAL_S = 0.005;
+const IDLE_SAMPLE_MS = 500;
+const BYTES_PER_GB = 1e9;
+
+export interface TcpFigures {
+  streams: number;
+  gbps: number;
+  retransmits: number;
+  bytes: number;
+  /** Machine-wide busy CPU seconds over the iperf3 run (see cpu.ts), and per GB received. */
+  cpuBusyS: number;
+  cpuSPerGB: number;
+  /** tulle: user + system seconds of both agents over the run, and per GB; null otherwise. */
+  agentCpuS: number | null;
+  agentCpuSPerGB: number | null;
+}
+
+export interface UdpFigures {
+  payload: number;
+  sentPps: number;
+  receivedPps: number;
+  lostPercent: number;
+}
+
+export interface RttFigures {
+  sent: number;
+  received: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+export interface TrialResult {
+  scenario: string;
+  trial: number;
+  startedAt: string;
+  rtt: RttFigures | null;
+  /** Busy cores on the machine with the lab idle, just before the TCP runs. */
+  backgroundCores: number | null;
+  tcp: TcpFigures[];
+  udp: UdpFigures[];
+  /** tulle: each agent's GET /v1/status `node` section and worker restarts, after the measurements. */
+  agents: { node: unknown; workerRestarts: number }[];
+  /** Messages of the measurements (or the lab) that failed. */
+  errors: string[];
+}
+
+export interface TrialOptions {
+  labName: string;
+  seconds: number;
+  log: (line: string) => void;
+  /** Checked between measurements: true once the run is being interrupted. */
+  stopping: () => boolean;
+}
+
+/** Thrown between measurements once the run is being stopped. */
+class Interrupted extends Error {}
+
+const ONE_LINE_CHARS = 400;
+
+/** A message (e.g. one quoting an agent's log) on one line, for progress output; JSON keeps it whole. */
+export function oneLine(msg: string): string {
+  const s = msg.replace(/\s*\n\s*/g, ' | ').trim();
+  return s.length > ONE_LINE_CHARS ? `${s.slice(0, ONE_LINE_CHARS - 3)}...` : s;
+}
+
+const agentPids = (lab: LabState): number[] => lab.nodes.flatMap((n) => (n.agent ? [n.agent.pid] : []));
+
+function agentsCpuS(pids: readonly number[]): number | null {
+  if (pids.length === 0) return null;
+  let sum = 0;
+  for (const pid of pids) {
+    const s = processCpuS(pid);
+    if (s === null) return null;
+    sum += s;
+  }
+  return sum;
+}
+
+async function idleCores(): Promise<number> {
+  const a = sampleCpu();
+  await new Promise((r) => setTimeout(r, IDLE_SAMPLE_MS));
+  return cpuBetween(a, sampleCpu()).busyCores;
+}
+
+export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Promise<TrialResult> {
+  const r: TrialResult = { scenario: sc.name, trial, startedAt: new Date().toISOString(), rtt: null, backgroundCores: null, tcp: [], udp: [], agents: [], errors: [] };
+  const log = (l: string): void => o.log(`  ${sc.name} #${trial}: ${l}`);
+  const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    if (o.stopping()) throw new Interrupted('interrupted');
+    try {
+      await fn();
+    } catch (e) {
+      if (o.stopping()) throw new Interrupted('interrupted');
+      const msg = `${what}: ${(e as Error).message}`;
+      r.errors.push(msg);
+      log(`FAILED ${oneLine(msg)}`);
+    }
+  };
+  let lab: LabState;
+  try {
+    log(`lab up (${sc.mode}, mtu ${sc.mtu}${sc.mode === 'tulle' ? `, agent ${JSON.stringify(agentOverrides(sc) ?? {})}` : ''})`);
+    try {
+      lab = await labUp({ name: o.labName, nodes: 2, pods: 1, mode: sc.mode, store: 'static', underlayMtu: sc.mtu, agent: agentOverrides(sc) });
+    } catch (e) {
+      if (o.stopping()) throw new Interrupted('interrupted');
+      r.errors.push(`lab up: ${(e as Error).message}`);
+      log(`FAILED lab up: ${oneLine((e as Error).message)}`);
+      return r;
+    }
+    const client = lab.pods.find((p) => p.node === 1)!;
+    const server = lab.pods.find((p) => p.node === 2)!;
+    const agents = agentPids(lab);
+    await step('ping RTT', async () => {
+      await pingRtt(client.ns, server.ip, WARMUP_PINGS, 0.05);
+      const s = await pingRtt(client.ns, server.ip, RTT_PINGS, RTT_INTERVAL_S);
+      if (s.received === 0) throw new Error(`no replies from ${server.ip}`);
+      r.rtt = { sent: s.sent, received: s.received, p50Us: s.p50Ms * 1000, p99Us: s.p99Ms * 1000 };
+      log(`ping RTT p50 ${r.rtt.p50Us.toFixed(0)} us, p99 ${r.rtt.p99Us.toFixed(0)} us (${s.received}/${s.sent})`);
+    });
+    if (r.rtt === null) {
+      r.errors.push('skipped the throughput measurements: the server pod is unreachable');
+      return r;
+    }
+    r.backgroundCores = await idleCores();
+    for (const streams of TCP_STREAMS) {
+      await step(`TCP ${streams} stream(s)`, async () => {
+        const agentBefore = agentsCpuS(agents);
+        const before = sampleCpu();
+        const t = await iperf3Tcp(client.ns, server.ns, server.ip, { seconds: o.seconds, streams });
+        const cpu = cpuBetween(before, sampleCpu());
+        const agentAfter = agentsCpuS(agents);
+        const gb = t.bytes / BYTES_PER_GB;
+        const agentCpuS = agentBefore !== null && agentAfter !== null ? agentAfter - agentBefore : null;
+        const f: TcpFigures = {
+          streams, gbps: t.gbps, retransmits: t.retransmits, bytes: t.bytes, cpuBusyS: cpu.busyS, cpuSPerGB: gb > 0 ? cpu.busyS / gb : NaN,
+          agentCpuS, agentCpuSPerGB: agentCpuS !== null && gb > 0 ? agentCpuS / gb : null,
+        };
+        r.tcp.push(f);
+        log(`TCP x${streams}: ${f.gbps.toFixed(2)} Gbit/s, ${f.retransmits} retransmits, ${f.cpuSPerGB.toFixed(2)} CPU s/GB` +
+          (f.agentCpuSPerGB !== null ? ` (agents ${f.agentCpuSPerGB.toFixed(2)})` : ''));
+      });
+    }
+    for (const payload of UDP_PAYLOADS) {
+      await step(`UDP ${payload} B`, async () => {
+        const u = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: o.seconds, bitrate: '0' });
+        r.udp.push({ payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent });
+        log(`UDP ${payload} B: received ${(u.receivedPps / 1000).toFixed(0)} kpps of ${(u.sentPps / 1000).toFixed(0)} kpps sent, loss ${u.lostPercent.toFixed(1)} %`);
+      });
+    }
+    for (const n of lab.nodes) {
+      if (!n.agent) continue;
+      const socket = n.agent.socket;
+      await step(`status of the agent in ${n.ns}`, async () => {
+        const s = (await request(socket, 'GET', '/v1/status')) as { node?: unknown; workers?: { restarts?: number }[] };
+        const workerRestarts = (s.workers ?? []).reduce((a, w) => a + (w.restarts ?? 0), 0);
+        r.agents.push({ node: s.node, workerRestarts });
+        if (workerRestarts > 0) log(`agent in ${n.ns}: ${workerRestarts} worker restart(s)`);
+      });
+    }
+    return r;
+  } catch (e) {
+    if (!(e instanceof Interrupted)) throw e;
+    // Figures measured before the interruption stand; the trial says it is incomplete.
+    r.errors.push('interrupted');
+    return r;
+  } finally {
+    await labDown({ name: o.labName });
+  }
+}
+

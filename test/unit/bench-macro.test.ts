@@ -1,0 +1,271 @@
+// The macro benchmark's pure parts: statistics, the scenario table, aggregation and ratios, the
+// acceptance figures, the tables, the SVG chart, /proc parsing and the lab options the bench
+// passes. Nothing here runs a network or times anything.
+import { describe, expect, it } from 'vitest';
+import { cpuBetween, parseProcStat, parseProcessStat } from '../../bench/cpu.js';
+import { METRICS, acceptanceChecks, aggregate, formatMarkdown, formatTable } from '../../bench/report.js';
+import { SCENARIOS, agentOverrides, scenarioProblems, selectScenarios, type Scenario } from '../../bench/scenarios.js';
+import { median, percentile, ratio, summarize } from '../../bench/stats.js';
+import { escapeXml, niceMax, renderChart } from '../../bench/svg.js';
+import type { TrialResult } from '../../bench/trial.js';
+import { LabError, planLab } from '../../src/lab/topology.js';
+
+describe('median, percentile, summarize, ratio', () => {
+  it('median: odd, even, unsorted, missing values skipped, empty is NaN', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([5, null, undefined, NaN, 1])).toBe(3);
+    expect(median([])).toBeNaN();
+    expect(median([null])).toBeNaN();
+  });
+
+  it('percentile is nearest-rank over an ascending array', () => {
+    const v = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(v, 50)).toBe(50);
+    expect(percentile(v, 99)).toBe(99);
+    expect(percentile(v, 100)).toBe(100);
+    expect(percentile([7], 99)).toBe(7);
+    expect(percentile([], 50)).toBeNaN();
+  });
+
+  it('summarize gives median, range and the count of usable trials', () => {
+    expect(summarize([2, null, 9, 4])).toEqual({ median: 4, min: 2, max: 9, n: 3 });
+    const none = summarize([null, NaN]);
+    expect(none.n).toBe(0);
+    expect(none.median).toBeNaN();
+  });
+
+  it('ratio is null when a side is missing, not finite, or the baseline is 0', () => {
+    expect(ratio(5, 10)).toBe(0.5);
+    expect(ratio(null, 10)).toBeNull();
+    expect(ratio(5, undefined)).toBeNull();
+    expect(ratio(5, 0)).toBeNull();
+    expect(ratio(NaN, 2)).toBeNull();
+    expect(ratio(5, Infinity)).toBeNull();
+  });
+});
+
+describe('scenario table', () => {
+  const sc = (over: Partial<Scenario>): Scenario => ({ name: 'x', mode: 'plain', description: '', mtu: 1500, inDefaultRun: true, ...over });
+
+  it('the shipped table is valid, its default run has the three modes, and every tulle row has a same-MTU baseline', () => {
+    expect(scenarioProblems(SCENARIOS)).toEqual([]);
+    const { run } = selectScenarios(SCENARIOS);
+    expect(new Set(run.map((s) => s.mode))).toEqual(new Set(['plain', 'kernel-vxlan', 'tulle']));
+    expect(run.some((s) => s.workers === 1) && run.some((s) => s.workers === 2) && run.some((s) => s.offloads === false)).toBe(true);
+    for (const s of SCENARIOS.filter((x) => x.mode === 'tulle')) {
+      expect(SCENARIOS.find((b) => b.name === s.baseline)?.mtu).toBe(s.mtu);
+    }
+  });
+
+  it('reports bad rows: duplicate names, knobs on the wrong mode, missing or wrong baselines, bad numbers', () => {
+    const problems = scenarioProblems([
+      sc({ name: 'k', mode: 'kernel-vxlan' }),
+      sc({ name: 'k', mode: 'kernel-vxlan' }),
+      sc({ name: 'Bad Name' }),
+      sc({ name: 'p', workers: 2 }),
+      sc({ name: 't1', mode: 'tulle' }),
+      sc({ name: 't2', mode: 'tulle', baseline: 'nope' }),
+      sc({ name: 't3', mode: 'tulle', baseline: 'p2' }),
+      sc({ name: 'p2' }),
+      sc({ name: 't4', mode: 'tulle', baseline: 'k', mtu: 9000 }),
+      sc({ name: 't5', mode: 'tulle', baseline: 'k', workers: 0 }),
+      sc({ name: 'm', mtu: 100 }),
+    ]);
+    const has = (re: RegExp): void => expect(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`).toBe(true);
+    has(/"k": duplicate name/);
+    has(/"Bad Name": name must be/);
+    has(/"p": workers and offloads are tulle knobs/);
+    has(/"t1": a tulle scenario needs a kernel-vxlan baseline/);
+    has(/"t2": baseline "nope" is not in the table/);
+    has(/"t3": baseline "p2" is plain, not kernel-vxlan/);
+    has(/"t4": baseline "k" has mtu 1500, not 9000/);
+    has(/"t5": workers 0 outside/);
+    has(/"m": mtu 100 outside/);
+  });
+
+  it('--only adds the baselines of the named scenarios, keeps table order, and refuses unknown names', () => {
+    const { run, addedBaselines } = selectScenarios(SCENARIOS, ['tulle-w1-9000', 'tulle-w1']);
+    expect(run.map((s) => s.name)).toEqual(['kernel-vxlan', 'tulle-w1', 'kernel-vxlan-9000', 'tulle-w1-9000']);
+    expect(addedBaselines.sort()).toEqual(['kernel-vxlan', 'kernel-vxlan-9000']);
+    expect(() => selectScenarios(SCENARIOS, ['tulle-w9'])).toThrow(/unknown scenario "tulle-w9"; known: plain, kernel-vxlan/);
+    expect(() => selectScenarios([sc({ name: 't', mode: 'tulle' })])).toThrow(/invalid scenario table/);
+  });
+
+  it('agent overrides carry only the knobs a scenario sets (so an unset offloads field is never written)', () => {
+    expect(agentOverrides(sc({ mode: 'tulle', workers: 1 }))).toEqual({ workers: 1 });
+    expect(agentOverrides(sc({ mode: 'tulle', workers: 2, offloads: false }))).toEqual({ workers: 2, offloads: false });
+    expect(agentOverrides(sc({ mode: 'tulle' }))).toBeUndefined();
+    expect(agentOverrides(sc({ mode: 'kernel-vxlan' }))).toBeUndefined();
+  });
+});
+
+function trial(scenario: string, n: number, f: { tcp1?: number; tcp4?: number; udp64?: number; p50?: number; cpu?: number }): TrialResult {
+  return {
+    scenario, trial: n, startedAt: '2025-01-01T00:00:00.000Z', backgroundCores: 0.01, agents: [], errors: [],
+    rtt: f.p50 === undefined ? null : { sent: 200, received: 200, p50Us: f.p50, p99Us: f.p50 * 3 },
+    tcp: [
+      ...(f.tcp1 === undefined ? [] : [{ streams: 1, gbps: f.tcp1, retransmits: 0, bytes: 1e9, cpuBusyS: f.cpu ?? 1, cpuSPerGB: f.cpu ?? 1, agentCpuS: null, agentCpuSPerGB: null }]),
+      ...(f.tcp4 === undefined ? [] : [{ streams: 4, gbps: f.tcp4, retransmits: 0, bytes: 1e9, cpuBusyS: 1, cpuSPerGB: 1, agentCpuS: null, agentCpuSPerGB: null }]),
+    ],
+    udp: f.udp64 === undefined ? [] : [{ payload: 64, sentPps: f.udp64 * 2, receivedPps: f.udp64, lostPercent: 50 }],
+  };
+}
+
+describe('aggregate, ratios and acceptance figures', () => {
+  const scenarios = SCENARIOS.filter((s) => ['plain', 'kernel-vxlan', 'tulle-w1', 'tulle-w1-offloads-off'].includes(s.name));
+  const trials: TrialResult[] = [
+    trial('kernel-vxlan', 1, { tcp1: 16, tcp4: 20, udp64: 300e3, p50: 10, cpu: 0.5 }),
+    trial('kernel-vxlan', 2, { tcp1: 14, tcp4: 22, udp64: 320e3, p50: 12, cpu: 0.7 }),
+    trial('kernel-vxlan', 3, { tcp1: 15, tcp4: 21, udp64: 310e3, p50: 11, cpu: 0.6 }),
+    trial('tulle-w1', 1, { tcp1: 9, udp64: 100e3, p50: 70 }),
+    trial('tulle-w1', 2, { tcp1: 7.5, udp64: 200e3, p50: 50 }),
+    { ...trial('tulle-w1', 3, {}), errors: ['lab up: agent (pid 12) exited'] },
+    trial('tulle-w1-offloads-off', 1, { tcp1: 2 }),
+    { ...trial('tulle-w1-offloads-off', 2, {}), errors: ['lab up: agent (pid 34) exited'] },
+    { ...trial('tulle-w1-offloads-off', 3, {}), errors: ['lab up: agent (pid 56) exited'] },
+    trial('plain', 1, { tcp1: 18 }),
+  ];
+  const rows = aggregate(scenarios, trials);
+  const row = (n: string) => rows.find((r) => r.scenario.name === n)!;
+
+  it('takes medians over the trials that produced a figure and divides by the same run\'s kernel VXLAN', () => {
+    expect(row('kernel-vxlan').metrics.tcp1Gbps).toEqual({ median: 15, min: 14, max: 16, n: 3 });
+    expect(row('kernel-vxlan').ratios.tcp1Gbps).toBeNull();
+    expect(row('tulle-w1').metrics.tcp1Gbps?.median).toBe(8.25);
+    expect(row('tulle-w1').ratios.tcp1Gbps).toBeCloseTo(8.25 / 15);
+    expect(row('tulle-w1').ratios.udp64Kpps).toBeCloseTo(150 / 310);
+    expect(row('tulle-w1').ratios.tcp4Gbps).toBeNull();
+    expect(row('tulle-w1').ratios).not.toHaveProperty('udp64LossPct');
+    expect(row('tulle-w1').failedTrials).toBe(1);
+    expect(row('tulle-w1').errors).toEqual(['lab up: agent (pid 12) exited']);
+    expect(row('tulle-w1-offloads-off').errors).toEqual(['lab up: agent (pid 34) exited']);
+    expect(row('plain').ratios.tcp1Gbps).toBeCloseTo(18 / 15);
+  });
+
+  it('computes the issue 5 figures for every tulle scenario, n/a where a figure is missing', () => {
+    const checks = acceptanceChecks(rows);
+    const get = (s: string, w: RegExp) => checks.find((c) => c.scenario === s && w.test(c.what))!;
+    expect(get('tulle-w1', /TCP 1 stream vs kernel/).pass).toBe(true);
+    expect(get('tulle-w1', /TCP 1 stream vs offloads off/)).toMatchObject({ pass: true, detail: expect.stringContaining('4.13x tulle-w1-offloads-off') });
+    expect(get('tulle-w1', /UDP 64 B/).pass).toBe(false);
+    expect(get('tulle-w1', /RTT p50/)).toMatchObject({ pass: true, detail: '60 µs vs 11 µs (+49 µs)' });
+    expect(get('tulle-w1-offloads-off', /UDP 64 B/).pass).toBeNull();
+    expect(checks.some((c) => c.scenario === 'tulle-w1-offloads-off' && /offloads off/.test(c.what))).toBe(false);
+  });
+
+  it('prints one row per metric and one column per scenario, ratios in parentheses, missing as "-"', () => {
+    const text = formatTable(rows);
+    const lines = text.split('\n');
+    expect(lines[0]).toMatch(/^metric \(median\)\s+plain\s+kernel-vxlan\s+tulle-w1\s+tulle-w1-offloads-off$/);
+    expect(lines).toHaveLength(2 + METRICS.length + 1);
+    expect(text).toContain('8.25 (0.55x)');
+    expect(lines.find((l) => l.startsWith('TCP 4 streams'))).toMatch(/21\.00\s+-\s+-$/);
+    expect(lines.at(-1)).toMatch(/^trials ok \/ run\s+1\/1\s+3\/3\s+2\/3\s+1\/3$/);
+    const md = formatMarkdown(rows).split('\n');
+    expect(md[0]).toBe('| metric (median) | plain | kernel-vxlan | tulle-w1 | tulle-w1-offloads-off |');
+    expect(md[1]).toBe('|---|---:|---:|---:|---:|');
+  });
+});
+
+/**
+ * A small XML well-formedness check (enough for generated SVG): one root, tags nest and close,
+ * attributes are name="value" without duplicates, '<' never and '&' only as an entity in text
+ * and values.
+ */
+function xmlProblems(doc: string): string[] {
+  const problems: string[] = [];
+  const body = doc.replace(/^<\?xml[^?]*\?>\s*/, '');
+  const stack: string[] = [];
+  let roots = 0;
+  const badAmp = /&(?!(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);)/i;
+  for (const m of body.matchAll(/<[^>]*>|[^<]+/g)) {
+    const tok = m[0];
+    if (!tok.startsWith('<')) {
+      if (badAmp.test(tok)) problems.push(`unescaped & in text ${JSON.stringify(tok)}`);
+      if (stack.length === 0 && tok.trim() !== '') problems.push(`text outside the root: ${JSON.stringify(tok)}`);
+      continue;
+    }
+    const close = /^<\/([A-Za-z_][\w:.-]*)\s*>$/.exec(tok);
+    if (close) {
+      if (stack.pop() !== close[1]) problems.push(`unbalanced ${tok}`);
+      continue;
+    }
+    const open = /^<([A-Za-z_][\w:.-]*)((?:\s+[A-Za-z_:][\w:.-]*="[^"<]*")*)\s*(\/?)>$/.exec(tok);
+    if (!open) {
+      problems.push(`malformed tag ${tok}`);
+      continue;
+    }
+    const names = [...(open[2] ?? '').matchAll(/([A-Za-z_:][\w:.-]*)="([^"]*)"/g)].map((a) => {
+      if (badAmp.test(a[2] ?? '')) problems.push(`unescaped & in ${tok}`);
+      return a[1];
+    });
+    if (new Set(names).size !== names.length) problems.push(`duplicate attribute in ${tok}`);
+    if (stack.length === 0) roots++;
+    if (open[3] !== '/') stack.push(open[1] as string);
+  }
+  if (stack.length > 0) problems.push(`unclosed: ${stack.join(' > ')}`);
+  if (roots !== 1) problems.push(`${roots} root elements`);
+  return problems;
+}
+
+describe('SVG chart', () => {
+  it('the checker itself catches the usual mistakes', () => {
+    expect(xmlProblems('<svg><g></svg>')).not.toEqual([]);
+    expect(xmlProblems('<svg><text>a & b</text></svg>')).not.toEqual([]);
+    expect(xmlProblems('<svg x="1" x="2"/>')).not.toEqual([]);
+    expect(xmlProblems('<svg/><svg/>')).not.toEqual([]);
+    expect(xmlProblems('<svg><text a="1">x &amp; y</text></svg>')).toEqual([]);
+  });
+
+  it('is a well-formed SVG document with a panel per metric and a bar label per scenario, awkward text escaped', () => {
+    const odd: Scenario = { name: 'odd', mode: 'tulle', description: '', mtu: 1500, baseline: 'kernel-vxlan', inDefaultRun: false };
+    const scenarios = [...SCENARIOS.filter((s) => ['kernel-vxlan', 'tulle-w1'].includes(s.name)), odd];
+    const rows = aggregate(scenarios, [
+      trial('kernel-vxlan', 1, { tcp1: 15, p50: 10 }),
+      trial('kernel-vxlan', 2, { tcp1: 16, p50: 11 }),
+      trial('tulle-w1', 1, { tcp1: 3, p50: 90 }),
+    ]);
+    const svg = renderChart(rows, { title: 'tulle <vs> "kernel" & plain', subtitle: "it's" });
+    expect(xmlProblems(svg)).toEqual([]);
+    expect(svg.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    expect(svg).toContain('tulle &lt;vs&gt; &quot;kernel&quot; &amp; plain');
+    expect(svg).toContain('it&apos;s');
+    for (const m of METRICS) expect(svg).toContain(escapeXml(`${m.label} [${m.unit}]`));
+    expect(svg).toContain('3.00 (0.19x)');
+    expect(svg.match(/>n\/a</g)?.length).toBeGreaterThan(0); // "odd" has no figures
+    expect(svg).not.toMatch(/NaN|undefined|Infinity/);
+  });
+
+  it('niceMax rounds an axis up to 1, 2, 2.5 or 5 times a power of ten', () => {
+    expect([0.7, 1, 1.2, 2.2, 4, 7, 16.3, 380, 0].map(niceMax)).toEqual([1, 1, 2, 2.5, 5, 10, 20, 500, 1]);
+  });
+});
+
+describe('CPU accounting from /proc', () => {
+  it('reads busy (user+nice+system+irq+softirq) and idle (idle+iowait) seconds from /proc/stat', () => {
+    const text = 'cpu  1000 10 500 9000 90 5 200 7 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 1\n';
+    expect(parseProcStat(text)).toEqual({ busyS: 17.15, idleS: 90.9 });
+    expect(() => parseProcStat('intr 1\n')).toThrow(/no aggregate "cpu" line/);
+  });
+
+  it('reads utime + stime of a process even when its name has spaces and parentheses', () => {
+    const line = '4242 (node (worker) x) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 3 0 1000 1 1';
+    expect(parseProcessStat(line)).toBe(3);
+  });
+
+  it('turns two samples into busy seconds and busy cores', () => {
+    expect(cpuBetween({ busyS: 10, idleS: 0, atMs: 1000 }, { busyS: 13, idleS: 0, atMs: 3000 })).toEqual({ busyS: 3, wallS: 2, busyCores: 1.5 });
+  });
+});
+
+describe('lab options the bench passes', () => {
+  it('underlay MTU and agent overrides are recorded; lab-derived agent fields and bad MTUs are refused', () => {
+    const s = planLab({ name: 'x', nodes: 2, pods: 1, mode: 'tulle', underlayMtu: 9000, agent: { workers: 1, offloads: false } });
+    expect(s.underlayMtu).toBe(9000);
+    expect(s.agent).toEqual({ workers: 1, offloads: false });
+    expect(planLab({ name: 'x', nodes: 2, pods: 1, mode: 'plain' }).underlayMtu).toBe(1500);
+    expect(() => planLab({ name: 'x', nodes: 2, pods: 1, mode: 'tulle', agent: { peers: [] } })).toThrow(LabError);
+    expect(() => planLab({ name: 'x', nodes: 2, pods: 1, mode: 'tulle', underlayMtu: 600 })).toThrow(/invalid underlay MTU 600/);
+  });
+});
