@@ -17,6 +17,8 @@ import { flowHashV4 } from '../src/dataplane/flowhash.js';
 import { fold, l4ChecksumV4, sum16, verifyL4V4 } from '../src/wire/checksum.js';
 import { IPV4_MIN_HEADER_LEN } from '../src/wire/ipv4.js';
 import { UDP_CHECKSUM_OFF } from '../src/wire/udp.js';
+import { csumBatch, tcpSegment } from '../src/io/native.js';
+import { tcpSegmentJs } from '../src/dataplane/tcp-segment.js';
 import { LinearPeers, fnv1aFlowHash, sum32, sum32Halves, sumDataView, xorFlowHash } from './alternatives.js';
 import { SLOT_SIZE, dataplaneContext, peerEntries, peerTable, receiverContext, tunBatch, vxlanBatch } from './packets.js';
 
@@ -175,14 +177,50 @@ function checksumGroup(): Group {
     const each = (f: (off: number) => number) => () => {
       for (let p = 0; p < count; p++) sink += f(p * slot + L4_OFF);
     };
+    const offs = Int32Array.from({ length: count }, (_, p) => p * slot + L4_OFF);
+    const lens = new Int32Array(count).fill(size);
+    const sums = new Uint32Array(count);
+    csumBatch(buf, offs, lens, sums, count);
+    must(sums.every((v, p) => v === fold(sum16(buf, offs[p]!, size))), `csumBatch of ${size} B agrees`);
     cases.push(
       { name: `sum16 (16-bit words, bytes), ${size} B`, ops: count, bytesPerOp: size, fn: each((o) => sum16(buf, o, size)) },
       { name: `sum32 (Uint32Array LE, double acc), ${size} B`, ops: count, bytesPerOp: size, fn: each((o) => sum32(buf, words, o, size)) },
       { name: `sum32Halves (Uint32Array LE, 16-bit halves), ${size} B`, ops: count, bytesPerOp: size, fn: each((o) => sum32Halves(buf, words, o, size)) },
       { name: `sumDataView (getUint32 BE), ${size} B`, ops: count, bytesPerOp: size, fn: each((o) => sumDataView(buf, view, o, size)) },
+      { name: `csumBatch (addon, one call per batch), ${size} B`, ops: count, bytesPerOp: size, fn: () => void (sink += csumBatch(buf, offs, lens, sums, count)) },
     );
   }
   return { title: 'Internet checksum (unaligned start, as in a slot)', unit: 'packet', cases };
+}
+
+/** Cutting a TSO super-packet (44 × 1398-byte segments, TCP with timestamps) into complete segments. */
+function segmentGroup(): Group {
+  const mss = 1398;
+  const nseg = 44;
+  const thl = 32;
+  const payload = nseg * mss;
+  const ip = 64;
+  const out = 1 << 17;
+  const mem = new Uint8Array(out + nseg * (ENCAP_HEADROOM + 20 + thl) + payload + 64);
+  const fill = (m: Uint8Array) => {
+    m[ip] = 0x45;
+    m[ip + 9] = 6;
+    m[ip + 20 + 12] = (thl / 4) << 4;
+    m[ip + 20 + 13] = 0x18;
+    for (let i = 0; i < payload; i++) m[ip + 20 + thl + i] = (i * 2654435761) >>> 24;
+  };
+  fill(mem);
+  const other = new Uint8Array(mem.length);
+  fill(other);
+  const n = tcpSegment(mem, ip, 20, thl, payload, mss, out, ENCAP_HEADROOM);
+  must(n === tcpSegmentJs(other, ip, 20, thl, payload, mss, out, ENCAP_HEADROOM) && Buffer.compare(mem, other) === 0, 'segmenters agree byte for byte');
+  return {
+    title: `TCP segmentation (${nseg} × ${mss} B segments per call)`, unit: 'segment',
+    cases: [
+      { name: 'tcpSegment (addon: copy and sum in one pass)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += tcpSegment(mem, ip, 20, thl, payload, mss, out, ENCAP_HEADROOM)) },
+      { name: 'tcpSegmentJs (copyWithin + sum16)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += tcpSegmentJs(mem, ip, 20, thl, payload, mss, out, ENCAP_HEADROOM)) },
+    ],
+  };
 }
 
 function flowHashGroup(): Group {
@@ -234,7 +272,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(timeMs) || timeMs < 10 || timeMs > 60_000) throw new Error(`invalid --time ${JSON.stringify(values.time)} (10..60000 ms)`);
   console.log(`tulle micro benchmarks: Node ${process.version}, ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${timeMs} ms per alternative`);
   console.log('ns per packet (or lookup) = tinybench latency per call / items per call; p50 = median over samples');
-  for (const g of [await encapGroup(), await decapGroup(), await lookupGroup(), checksumGroup(), flowHashGroup()]) await runGroup(g, timeMs);
+  for (const g of [await encapGroup(), await decapGroup(), await lookupGroup(), checksumGroup(), segmentGroup(), flowHashGroup()]) await runGroup(g, timeMs);
   if (sink === 0.5) console.log(''); // keeps `sink` observable
 }
 
