@@ -17,6 +17,11 @@ import { ip } from './ip.js';
 /** Fail if the name exists (a TUNSETIFF flag, absent from older headers). */
 export const IFF_TUN_EXCL = 0x8000;
 export const L3_TUN_FLAGS = native.IFF_TUN | native.IFF_NO_PI | native.IFF_MULTI_QUEUE;
+/**
+ * Packets the kernel queues for each TUN queue before dropping. The default (500) overflows in
+ * a burst of small packets while a worker is busy with the other direction.
+ */
+export const TUN_TX_QUEUE_LEN = 10_000;
 
 export interface DeviceSpec {
   name: string;
@@ -75,7 +80,7 @@ export class TunDevice {
   /** Address, MTU, link up; call once workers have attached their queues. */
   async configure(): Promise<void> {
     const { name, mtu, address } = this.spec;
-    await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
+    await ip(['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(TUN_TX_QUEUE_LEN)]);
     await ip(['addr', 'add', `${formatIpv4(address)}/32`, 'dev', name]);
     await ip(['link', 'set', 'dev', name, 'up']);
   }
