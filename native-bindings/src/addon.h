@@ -7,6 +7,14 @@
 
 #include "fd.h"
 
+// UDP offload socket options (linux/udp.h), for C libraries whose headers predate them.
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
 namespace tulle {
 
 // Largest batch of one tunRead/tunWrite/udpRecv/udpSend call; per-call arrays live on the stack.

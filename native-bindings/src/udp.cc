@@ -12,12 +12,6 @@
 #include "addon.h"
 #include "args.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 namespace tulle {
 namespace {
