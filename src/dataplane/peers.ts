@@ -66,8 +66,9 @@ function pow2AtLeast(n: number): number {
   return p;
 }
 
+/** The netmask as a signed 32-bit value (stays a small integer in V8: no boxing per packet). */
 function maskOf(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return prefix === 0 ? 0 : 0xffffffff << (32 - prefix);
 }
 
 function hash(key: number, mask: number): number {
@@ -132,21 +133,22 @@ export class PeerTable {
     const base = half + HALF_HEADER_WORDS;
     for (let i = 0; i < n; i++) {
       const prefix = w[half + HALF_PREFIXES + i];
-      const net = (ip & maskOf(prefix)) >>> 0;
+      const net = ip & maskOf(prefix);
       let s = hash(net ^ prefix, m);
       for (;;) {
         const slot = base + s * SLOT_WORDS;
         const p = w[slot + SLOT_PREFIX];
         if (p === 0) break;
-        if (p === prefix + 1 && w[slot + SLOT_NET] === net) return slot;
+        if (p === prefix + 1 && (w[slot + SLOT_NET] | 0) === net) return slot;
         s = (s + 1) & m;
       }
     }
     return -1;
   }
 
+  /** The slot's VTEP address as a signed 32-bit value (store it into a Uint32Array as is). */
   vtepIP(slot: number): number {
-    return this.words[slot + SLOT_VTEP];
+    return this.words[slot + SLOT_VTEP] | 0;
   }
 
   /** Copies the slot's VTEP MAC into buf[off..off+6). */
