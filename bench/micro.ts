@@ -142,7 +142,7 @@ async function lookupGroup(): Promise<Group> {
     for (const d of dsts) {
       const s = table.lookup(half, d);
       const j = linear.lookup(d);
-      must(s >= 0 && j >= 0 && table.vtepIP(s) === linear.vteps[j], `lookup of ${d >>> 0} agrees (${n} peers)`);
+      must(s >= 0 && j >= 0 && (table.vtepIP(s) >>> 0) === linear.vteps[j], `lookup of ${d >>> 0} agrees (${n} peers)`);
     }
     table.endRead(0);
     cases.push({

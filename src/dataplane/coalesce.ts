@@ -130,38 +130,13 @@ export function coalesceBatch(
   let gSlot = -1;
   let gOpen = false;
 
-  const flush = (): void => {
-    if (g < 0) return;
-    const at = gOff - VNET_HDR_LEN;
-    if (gCount === 1) {
-      const ihl = ipv4Ihl(mem, gOff);
-      if (scratch.state[g] === CSUM_PARTIAL) {
-        writePartial(mem, at, ihl, protocol(mem, gOff) === IPPROTO_UDP ? UDP_CHECKSUM_OFF : TCP_CHECKSUM_OFF);
-      } else {
-        writeNone(mem, at);
-      }
-    } else {
-      setTotalLength(mem, gOff, gLen);
-      updateHeaderChecksum(mem, gOff);
-      const th = gOff + IPV4_MIN_HEADER_LEN;
-      const l4len = gLen - IPV4_MIN_HEADER_LEN;
-      setChecksum(mem, th, fold(pseudoHeaderSumV4(ipv4Src(mem, gOff), ipv4Dst(mem, gOff), IPPROTO_TCP, l4len)));
-      writeGso(mem, at, VNET_GSO_TCPV4, IPV4_MIN_HEADER_LEN + gThl, gMss, IPV4_MIN_HEADER_LEN, TCP_CHECKSUM_OFF);
-      c[C.tun_tx_super_packets]++;
-      c[C.tun_tx_coalesced_segments] += gCount;
-    }
-    out.offs[k] = at;
-    out.lens[k] = gLen + VNET_HDR_LEN;
-    k++;
-    g = -1;
-  };
-
   for (let p = 0; p < n; p++) {
     const ip = tun.offs[p];
     const len = tun.lens[p];
     const st = scratch.state[p];
     if (st === SUPER || st === DROP) {
-      flush();
+      if (g >= 0) k = emitGroup(ctx, mem, out, k, gOff, gLen, gCount, gMss, gThl, scratch.state[g]);
+      g = -1;
       if (st === DROP) {
         c[C.rx_drop_oversize]++;
         continue;
@@ -212,7 +187,7 @@ export function coalesceBatch(
         continue;
       }
     }
-    flush();
+    if (g >= 0) k = emitGroup(ctx, mem, out, k, gOff, gLen, gCount, gMss, gThl, scratch.state[g]);
     g = p;
     gOff = ip;
     gLen = len;
@@ -227,7 +202,39 @@ export function coalesceBatch(
       if ((tcpFlags(mem, th) & TCP_PSH) !== 0) gOpen = false;
     }
   }
-  flush();
+  if (g >= 0) k = emitGroup(ctx, mem, out, k, gOff, gLen, gCount, gMss, gThl, scratch.state[g]);
   out.count = k;
   return k;
+}
+
+/**
+ * Writes the virtio-net header of a group (its head packet at gOff, gLen bytes after joining
+ * gCount segments) and appends it to `out` at index k. Returns k + 1.
+ */
+function emitGroup(
+  ctx: DataplaneContext, mem: Uint8Array, out: WriteBatch, k: number,
+  gOff: number, gLen: number, gCount: number, gMss: number, gThl: number, headState: number,
+): number {
+  const c = ctx.counters;
+  const at = gOff - VNET_HDR_LEN;
+  if (gCount === 1) {
+    const ihl = ipv4Ihl(mem, gOff);
+    if (headState === CSUM_PARTIAL) {
+      writePartial(mem, at, ihl, protocol(mem, gOff) === IPPROTO_UDP ? UDP_CHECKSUM_OFF : TCP_CHECKSUM_OFF);
+    } else {
+      writeNone(mem, at);
+    }
+  } else {
+    setTotalLength(mem, gOff, gLen);
+    updateHeaderChecksum(mem, gOff);
+    const th = gOff + IPV4_MIN_HEADER_LEN;
+    const l4len = gLen - IPV4_MIN_HEADER_LEN;
+    setChecksum(mem, th, fold(pseudoHeaderSumV4(ipv4Src(mem, gOff), ipv4Dst(mem, gOff), IPPROTO_TCP, l4len)));
+    writeGso(mem, at, VNET_GSO_TCPV4, IPV4_MIN_HEADER_LEN + gThl, gMss, IPV4_MIN_HEADER_LEN, TCP_CHECKSUM_OFF);
+    c[C.tun_tx_super_packets]++;
+    c[C.tun_tx_coalesced_segments] += gCount;
+  }
+  out.offs[k] = at;
+  out.lens[k] = gLen + VNET_HDR_LEN;
+  return k + 1;
 }
