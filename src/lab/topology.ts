@@ -64,6 +64,8 @@ export interface LabOptions {
   pods: number;
   /** Where agents get peers: the config (default) or an etcd the lab runs. */
   store?: LabStore;
+  /** etcd store: the agents' subnet lease TTL (default: flannel's 24 h). */
+  leaseTTLSeconds?: number;
   mode: LabMode;
   /** Per-node override (index 0 = node 1): mixes 'tulle' and 'kernel-vxlan' nodes. */
   nodeModes?: readonly NodeMode[];
@@ -103,6 +105,7 @@ export interface LabState {
   switchNs: string;
   store?: LabStore;
   etcd?: LabEtcd;
+  leaseTTLSeconds?: number;
   /** Pods per node (nodes added later get as many). */
   podsPerNode?: number;
   /** Every namespace the lab creates, recorded before creation. */
@@ -153,6 +156,7 @@ export function planLab(o: LabOptions): LabState {
   const switchNs = `${p}-sw`;
   return {
     version: 1, name: o.name, mode: o.mode, createdAt: new Date().toISOString(), switchNs, store, podsPerNode: o.pods,
+    ...(o.leaseTTLSeconds !== undefined ? { leaseTTLSeconds: o.leaseTTLSeconds } : {}),
     namespaces: [switchNs, ...nodes.map((n) => n.ns), ...pods.map((q) => q.ns)], nodes, pods,
   };
 }
@@ -226,7 +230,10 @@ async function startAgent(s: LabState, n: LabNode): Promise<ChildProcess> {
     socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'),
   };
   const config = s.store === 'etcd' && s.etcd
-    ? { ...common, store: { type: 'etcd', endpoints: [s.etcd.endpoint], prefix: LAB_ETCD_PREFIX } }
+    ? {
+      ...common,
+      store: { type: 'etcd', endpoints: [s.etcd.endpoint], prefix: LAB_ETCD_PREFIX, ...(s.leaseTTLSeconds ? { leaseTTLSeconds: s.leaseTTLSeconds } : {}) },
+    }
     : {
       network: CLUSTER_NETWORK, subnet: n.subnet, vtepMAC: n.vtepMAC, vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT,
       ...common, peers: peersOf(s, n),
