@@ -86,11 +86,6 @@ export class Agent {
     if (native.ifNameToIndex(cfg.device) > 0) {
       throw new ConfigError('device', cfg.device, 'an interface of that name already exists (device busy)');
     }
-    if (cfg.network && (await routeExists(cfg.network.text))) {
-      throw new ConfigError('network', cfg.network.text, 'a route for it already exists in this namespace');
-    }
-    if (cfg.store.type === 'static') this.probePort(cfg.vtepIP, cfg.port);
-
     const api = new ApiServer(cfg.socket);
     this.registerRoutes(api);
     await api.listen();
@@ -98,17 +93,17 @@ export class Agent {
 
     this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
 
-    // The store settles the network and this node's subnet (etcd: leases it, waiting for etcd if need be).
+    // The store settles the network and this node's subnet (etcd: leases it, waiting for etcd if
+    // need be); the checks that need the network and port run before anything is leased.
     this.push(`close ${this.store.type} store`, () => this.store.close({ abandon: this.startFailed }));
-    const m = await this.store.join({ publicIP: cfg.vtepIP, vtepMAC: this.mac });
+    const m = await this.store.join({ publicIP: cfg.vtepIP, vtepMAC: this.mac }, async ({ network, port }) => {
+      if (await routeExists(network.text)) {
+        throw new ConfigError('network', network.text, 'a route for it already exists in this namespace');
+      }
+      this.probePort(cfg.vtepIP, port);
+    });
     const node: NodeConfig = { ...cfg, network: m.network, subnet: m.subnet, vni: m.vni, port: m.port };
     this.node = node;
-    if (cfg.store.type !== 'static') {
-      if (await routeExists(node.network.text)) {
-        throw new ConfigError('network', node.network.text, 'a route for it already exists in this namespace');
-      }
-      this.probePort(cfg.vtepIP, node.port);
-    }
 
     const oldForward = await setIpv4Sysctl('ip_forward', '1');
     this.log.info({ was: oldForward }, 'IPv4 forwarding enabled');

@@ -364,3 +364,28 @@ test('a lease taken by another node is reported, not fought over, and re-acquire
   await until('node 2 to route to node 1 again', async () => (await status(n2)).peers.some((p) => p.subnet === n1.subnet && p.vtepIP === n1.underlayIp), 2_000);
   expect(await pingAll(s.pods)).toEqual([]);
 }, 120_000);
+
+test('an agent that cannot start leaves etcd as it found it (its checks run before it leases)', async () => {
+  const s = await etcdLab(1, 1);
+  const [n1] = s.nodes as [LabNode];
+  const e = await labEtcd();
+  const before = await etcdctl(e, ['get', '--prefix', `${LAB_ETCD_PREFIX}/subnets/`]);
+  // A second agent in node 1's namespace: the cluster route is already there, so it must stop.
+  const dir = join('/run/tulle-lab', s.name, 'second');
+  const cfgFile = join(dir, 'agent.json');
+  await run('mkdir', ['-p', dir]);
+  await run('tee', [cfgFile], {
+    input: JSON.stringify({
+      vtepIP: n1.underlayIp, device: 'tulle9', workers: 1, socket: join(dir, 'tulle.sock'), dataDir: join(dir, 'data'),
+      subnetFile: join(dir, 'subnet.env'), store: { type: 'etcd', endpoints: [e.endpoint] },
+    }),
+  });
+  const agent = spawnInNs(n1.ns, process.execPath, [join('dist', 'src', 'cli', 'tulle.js'), 'agent', '--config', cfgFile]);
+  let out = '';
+  agent.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const code = await new Promise<number | null>((resolve) => agent.on('exit', resolve));
+  expect(code, out).toBe(1);
+  expect(out).toMatch(/config field \\"network\\": a route for it already exists/);
+  expect(await etcdctl(e, ['get', '--prefix', `${LAB_ETCD_PREFIX}/subnets/`])).toBe(before);
+  expect((await status(n1)).store.state).toBe('ok');
+}, 60_000);

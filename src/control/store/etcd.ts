@@ -47,7 +47,7 @@ import {
   BACKEND_VXLAN, decodeLease, encodeLease, freeSubnets, leasable, overlapsCidr, parseNetworkConfig, parseSubnetKey, subnetKey,
   subnetsPrefix, type LeaseAttrs, type NetworkConfig,
 } from './flannel.js';
-import { StoreError, type Membership, type PeerStore, type PublishPeers, type SelfAttrs } from './store.js';
+import { StoreError, type Membership, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
 
 /** How often the loop reads our key when nothing else is due. */
 export const CHECK_INTERVAL_MS = 5_000;
@@ -127,8 +127,10 @@ export class EtcdStore implements PeerStore {
 
   // ---- join: network config and our subnet ----
 
-  async join(self: SelfAttrs): Promise<Membership> {
+  async join(self: SelfAttrs, precheck: Precheck): Promise<Membership> {
     this.self = self;
+    let checked = false;
+    let precheckError: unknown;
     try {
       this.client = await openEtcd(this.scfg);
     } catch (e) {
@@ -140,6 +142,14 @@ export class EtcdStore implements PeerStore {
         const net = await this.readNetworkConfig();
         this.checkAgainstConfig(net);
         this.net = net;
+        if (!checked) {
+          // Its errors end the join as they are (a ConfigError stays one).
+          await precheck({ network: net.network, vni: net.vni, port: net.port }).catch((e: unknown) => {
+            precheckError = e;
+            throw e;
+          });
+          checked = true;
+        }
         await this.withLock(() => this.acquire());
         this.contact();
         this.backoff.reset();
@@ -148,7 +158,7 @@ export class EtcdStore implements PeerStore {
         const own = this.own!;
         return { network: net.network, subnet: own.subnet, vni: net.vni, port: net.port };
       } catch (e) {
-        if (e instanceof StoreError) throw e;
+        if (e instanceof StoreError || (precheckError !== undefined && e === precheckError)) throw e;
         const delay = this.backoff.next();
         this.lastError = (e as Error).message;
         this.log.warn({ err: (e as Error).message, attempt: this.backoff.failures, retryInMs: delay, endpoints: this.scfg.endpoints }, 'cannot join through etcd yet; retrying');
@@ -329,14 +339,9 @@ export class EtcdStore implements PeerStore {
       return;
     }
     if (!kv.value.equals(Buffer.from(own.value))) {
-      const attrs = tryDecode(kv.value);
-      if (attrs?.publicIP === this.self!.publicIP) {
-        // Our address, other bytes (e.g. edited by hand): write ours back.
-        await this.takeOver(own.subnet, kv, own.value, 'our lease held other attributes');
-        this.clearConflict();
-        return;
-      }
-      this.setConflict(attrs ? `PublicIP ${formatIpv4(attrs.publicIP)}` : `an unreadable value ${JSON.stringify(kv.value.toString('utf8').slice(0, 120))}`);
+      // Someone else wrote our key (even with our PublicIP: a second agent, a hand edit).
+      const a = tryDecode(kv.value);
+      this.setConflict(a ? `PublicIP ${formatIpv4(a.publicIP)}${a.vtepMAC ? ` (VTEP MAC ${formatMac(a.vtepMAC)})` : ''}` : `an unreadable value ${JSON.stringify(kv.value.toString('utf8').slice(0, 120))}`);
       return;
     }
     this.clearConflict();

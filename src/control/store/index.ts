@@ -5,7 +5,7 @@ import { EtcdStore } from './etcd.js';
 import { StaticStore } from './static.js';
 import type { PeerStore } from './store.js';
 
-export type { Membership, PeerStore, PublishPeers, SelfAttrs } from './store.js';
+export type { Membership, PeerStore, Precheck, PublishPeers, SelfAttrs } from './store.js';
 export { StoreError } from './store.js';
 
 export function openStore(cfg: AgentConfig, log: Logger): PeerStore {

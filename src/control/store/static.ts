@@ -4,16 +4,17 @@
  */
 import type { PeerEntry } from '../../dataplane/peers.js';
 import type { AgentConfig } from '../config.js';
-import { StoreError, type Membership, type PeerStore, type PublishPeers } from './store.js';
+import { StoreError, type Membership, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
 
 export class StaticStore implements PeerStore {
   readonly type = 'static' as const;
 
   constructor(private readonly cfg: AgentConfig) {}
 
-  async join(): Promise<Membership> {
+  async join(_self: SelfAttrs, precheck: Precheck): Promise<Membership> {
     const { network, subnet, vni, port } = this.cfg;
     if (!network || !subnet) throw new StoreError('ESTORECONFIG', 'the static store needs "network" and "subnet" in the config');
+    await precheck({ network, vni, port });
     return { network, subnet, vni, port };
   }
 

@@ -3,10 +3,12 @@
  * own, and who its peers are, and keeps telling it as peers come and go.
  *
  * Contract, in call order:
- * - `join(self)` once: settles the network and this node's subnet (the etcd
- *   store leases it and keeps the lease renewed from then on). It may wait
- *   (retrying) for the store to become reachable; it rejects only on a
- *   problem retrying cannot fix, such as a config that contradicts the store.
+ * - `join(self, precheck)` once: settles the network and this node's subnet
+ *   (the etcd store leases it and keeps the lease renewed from then on). It
+ *   may wait (retrying) for the store to become reachable; it rejects only on
+ *   a problem retrying cannot fix, such as a config that contradicts the
+ *   store. `precheck` runs once the network, VNI and port are known and
+ *   before anything is written to the store; whatever it throws rejects join.
  * - `follow(publish)` once, after join: resolves after the first complete
  *   peer set has been published; from then on `publish` is called with the
  *   complete set (never a delta) whenever it changes, one call at a time.
@@ -36,9 +38,12 @@ export interface Membership {
 
 export type PublishPeers = (peers: readonly PeerEntry[]) => Promise<void>;
 
+/** The agent's checks that need the network and port, run before a subnet is leased. */
+export type Precheck = (net: Omit<Membership, 'subnet'>) => Promise<void>;
+
 export interface PeerStore {
   readonly type: StoreType;
-  join(self: SelfAttrs): Promise<Membership>;
+  join(self: SelfAttrs, precheck: Precheck): Promise<Membership>;
   follow(publish: PublishPeers): Promise<void>;
   status(): Record<string, unknown>;
   close(opts?: { abandon?: boolean }): Promise<void>;
@@ -47,7 +52,7 @@ export interface PeerStore {
 /** Errors a store gives up on (retrying would not help); `code` is stable. */
 export class StoreError extends Error {
   constructor(
-    readonly code: 'ESTORECONFIG' | 'ESUBNETTAKEN' | 'ESTORECLOSED' | 'ENOSUBNET',
+    readonly code: 'ESTORECONFIG' | 'ESUBNETTAKEN' | 'ESTORECLOSED',
     message: string,
     options?: { cause?: unknown },
   ) {
