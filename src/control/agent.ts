@@ -170,6 +170,14 @@ export class Agent {
     }
   }
 
+  /**
+   * Cuts short a start-up that is waiting on its store: the store closes, start() fails and
+   * undoes what it did. A lease already taken is kept, as on any stop.
+   */
+  async abortStart(): Promise<void> {
+    if (!this.ready) await this.store.close();
+  }
+
   /** Stops workers, removes the route and device, closes the socket. */
   async stop(reason: string): Promise<void> {
     this.log.info({ reason }, 'stopping');
@@ -231,12 +239,28 @@ export async function runAgent(cfg: AgentConfig): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
+  // A start-up waiting for its store (etcd unreachable) must still end on a signal.
+  let starting = true;
+  let signalledDuringStart: string | undefined;
+  void signals.then((sig) => {
+    if (!starting) return;
+    signalledDuringStart = sig;
+    log.warn({ signal: sig }, 'signal during start-up; stopping');
+    void agent.abortStart();
+  });
   try {
     await agent.start();
   } catch (e) {
+    if (signalledDuringStart !== undefined) {
+      log.info({ signal: signalledDuringStart }, 'stopped during start-up; everything done so far is undone');
+      log.flush?.();
+      return 0;
+    }
     log.fatal({ err: errorInfo(e) }, 'agent failed to start');
     log.flush?.();
     return 1;
+  } finally {
+    starting = false;
   }
   const sig = await signals;
   await stop(sig);

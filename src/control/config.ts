@@ -108,11 +108,11 @@ export function contains(outer: Cidr, inner: Cidr): boolean {
   return ((inner.net & mask) >>> 0) === outer.net;
 }
 
-export function overlaps(a: Cidr, b: Cidr): boolean {
+function overlaps(a: Cidr, b: Cidr): boolean {
   return contains(a, b) || contains(b, a);
 }
 
-export function ipField(field: string, value: unknown): number {
+function ipField(field: string, value: unknown): number {
   try {
     if (typeof value !== 'string') throw new TypeError('not a string');
     const ip = parseIpv4(value);

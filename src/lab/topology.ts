@@ -394,6 +394,8 @@ export async function labAddNode(name: string): Promise<{ node: LabNode; pods: L
   await buildUnderlay(s, n);
   const child = await startAgent(s, n);
   await waitAgentReady(n, n.agent as LabAgent, child);
+  // etcd may have been restarted (labStartEtcd) while this node waited for it.
+  s.etcd = (await mustState(name)).etcd;
   await wireLeasedNode(s, n);
   return { node: n, pods: s.pods.filter((q) => q.node === k) };
 }

@@ -389,3 +389,52 @@ test('an agent that cannot start leaves etcd as it found it (its checks run befo
   expect(await etcdctl(e, ['get', '--prefix', `${LAB_ETCD_PREFIX}/subnets/`])).toBe(before);
   expect((await status(n1)).store.state).toBe('ok');
 }, 60_000);
+
+test('an agent started while etcd is down waits and says so, joins when etcd comes, and a signal ends the wait', async () => {
+  const s = await etcdLab(1, 1);
+  await labStopEtcd(s.name);
+  // Node 2 comes up while etcd is down.
+  const adding = labAddNode(s.name);
+  const sock2 = join('/run/tulle-lab', s.name, 'n2', 'tulle.sock');
+  const waiting = async () => {
+    try {
+      const st = (await request(sock2, 'GET', '/v1/status')) as AgentStatus & { store: { etcd: { lastError?: string } } };
+      return !st.ready && st.store.state === 'joining' && /UNAVAILABLE|ECONNREFUSED/.test(st.store.etcd.lastError ?? '');
+    } catch {
+      return false;
+    }
+  };
+  await until('node 2 to report it is waiting for etcd', waiting, 15_000, 100);
+  await labStartEtcd(s.name);
+  const { node: n2, pods: pods2 } = await adding;
+  expect((await status(n2)).store.state).toBe('ok');
+  expect(await pingAll([...s.pods, ...pods2])).toEqual([]);
+
+  // etcd down again; a third agent waiting to join ends promptly on SIGTERM, leaving nothing behind.
+  await labStopEtcd(s.name);
+  const dir = join('/run/tulle-lab', s.name, 'waiter');
+  await run('mkdir', ['-p', dir]);
+  const cfgFile = join(dir, 'agent.json');
+  await run('tee', [cfgFile], {
+    input: JSON.stringify({
+      vtepIP: s.nodes[0]!.underlayIp, device: 'tulle9', workers: 1, socket: join(dir, 'tulle.sock'), dataDir: join(dir, 'data'),
+      subnetFile: join(dir, 'subnet.env'), store: { type: 'etcd', endpoints: [(await labEtcd()).endpoint] },
+    }),
+  });
+  const agent = spawnInNs(s.nodes[0]!.ns, process.execPath, [join('dist', 'src', 'cli', 'tulle.js'), 'agent', '--config', cfgFile]);
+  let out = '';
+  agent.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  agent.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
+  await until('the waiting agent to answer', async () => (await request(join(dir, 'tulle.sock'), 'GET', '/v1/status').then(() => true, () => false)), 10_000, 100)
+    .catch((e: Error) => {
+      throw new Error(`${e.message}; agent output:\n${out}`);
+    });
+  const signalledAt = Date.now();
+  agent.kill('SIGTERM');
+  expect(await exited).toBe(0);
+  console.log(`agent waiting for etcd stopped ${Date.now() - signalledAt} ms after SIGTERM`);
+  expect(Date.now() - signalledAt).toBeLessThan(3_000);
+  await expect(run('ip', ['-n', s.nodes[0]!.ns, 'link', 'show', 'tulle9'])).rejects.toThrow(/does not exist/);
+  await expect(request(join(dir, 'tulle.sock'), 'GET', '/v1/status')).rejects.toThrow();
+}, 120_000);
