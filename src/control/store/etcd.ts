@@ -20,10 +20,14 @@
  *   minus the renew margin); re-creates the key for the same subnet when it
  *   is gone (expired during an outage, or revoked); and reports a conflict,
  *   without overwriting, when another node's lease holds our subnet.
- * - A prefix watch on `<prefix>/subnets/` keeps a map of every lease; each
- *   change schedules a publish of the complete peer set (coalesced, one at a
- *   time). After an outage, or when etcd cancels the watch (compaction), the
- *   map is re-listed and the watch restarted from the listing's revision.
+ * - The peers are followed by LeaseFollower (etcd-peers.ts): a prefix watch
+ *   and a publish of the complete peer set on every change. After an outage,
+ *   or when etcd cancels the watch (compaction), the loop has it re-list and
+ *   restart the watch from the listing's revision.
+ *
+ * The file runs past 500 lines on purpose: it holds the whole life of our own
+ * lease (choice, creation, take-over, renewal, loss, conflict, outage) in one
+ * place, where the order of those steps can be read.
  *
  * Nothing here stops forwarding: while etcd is unreachable the workers keep
  * the last published table, the loop retries with backoff, and `status()`
@@ -32,20 +36,20 @@
 import { join as joinPath } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import type { PeerEntry } from '../../dataplane/peers.js';
+import type { Etcd3 } from 'etcd3';
 import { formatIpv4 } from '../../wire/ipv4.js';
 import { formatMac } from '../../wire/mac.js';
-import { contains, parseCidr, type AgentConfig, type Cidr } from '../config.js';
+import { parseCidr, type AgentConfig, type Cidr } from '../config.js';
 import { writeFileAtomic } from '../state.js';
 import { Backoff, Sleeper } from './backoff.js';
 import type { EtcdStoreConfig } from './config.js';
 import {
   createKey, getKey, grantLease, keepAliveOnce, leaseHex, listPrefix, openEtcd, replaceKey, revokeLease, type Kv,
 } from './etcd-client.js';
+import { LeaseFollower } from './etcd-peers.js';
 import {
-  BACKEND_VXLAN, decodeLease, encodeLease, freeSubnets, leasable, overlapsCidr, parseNetworkConfig, parseSubnetKey, subnetKey,
-  subnetsPrefix, type LeaseAttrs, type NetworkConfig,
+  BACKEND_VXLAN, decodeLease, encodeLease, freeSubnets, leasable, parseNetworkConfig, parseSubnetKey, subnetKey, subnetsPrefix,
+  type LeaseAttrs, type NetworkConfig,
 } from './flannel.js';
 import { StoreError, type Membership, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
 
@@ -55,8 +59,6 @@ const RETRY_INITIAL_MS = 500;
 const RETRY_MAX_MS = 8_000;
 /** Put-if-absent races lost before giving up for this round (flannel: 10). */
 const MAX_CREATE_RACES = 10;
-const PUBLISH_RETRY_MS = 200;
-const WATCH_CANCEL_TIMEOUT_MS = 1_000;
 const RECENT_EVENTS = 20;
 /** While etcd stays unreachable, every this-many-th retry is logged at warn. */
 const LOG_EVERY_NTH_FAILURE = 10;
@@ -76,12 +78,6 @@ interface OwnLease {
   renewedAt: number;
 }
 
-interface LeaseEntry {
-  readonly subnet: Cidr;
-  readonly attrs?: LeaseAttrs;
-  readonly error?: string;
-}
-
 export class EtcdStore implements PeerStore {
   readonly type = 'etcd' as const;
   private readonly scfg: EtcdStoreConfig;
@@ -93,16 +89,8 @@ export class EtcdStore implements PeerStore {
   private state: State = 'joining';
   private closed = false;
   private conflict?: { holder: string; since: string };
-  private readonly leases = new Map<string, LeaseEntry>();
-  private publisher?: PublishPeers;
-  private publishing = false;
-  private dirty = false;
-  private published = new Map<string, string>();
-  private ignored = new Map<string, string>();
-  private watcher?: Watcher;
-  private watchConnected = false;
+  private readonly follower: LeaseFollower;
   private resyncNeeded = false;
-  private resyncs = 0;
   private readonly backoff = new Backoff(RETRY_INITIAL_MS, RETRY_MAX_MS);
   /** The supervision loop's sleep; woken to check our lease at once. */
   private readonly sleeper = new Sleeper();
@@ -123,6 +111,21 @@ export class EtcdStore implements PeerStore {
     if (cfg.store.type !== 'etcd') throw new TypeError('EtcdStore needs an etcd store config');
     this.scfg = cfg.store;
     this.log = log.child({ store: 'etcd' });
+    this.follower = new LeaseFollower({
+      prefix: this.scfg.prefix,
+      log: this.log,
+      client: () => this.etcd(),
+      net: () => this.net!,
+      self: () => this.self!,
+      own: () => this.own,
+      contact: () => this.contact(),
+      // Check our lease now rather than at the next interval.
+      ownKeyChanged: () => this.sleeper.wake(),
+      watchLost: () => {
+        this.resyncNeeded = true;
+        this.sleeper.wake();
+      },
+    });
   }
 
   // ---- join: network config and our subnet ----
@@ -309,7 +312,10 @@ export class EtcdStore implements PeerStore {
       try {
         await this.withLock(() => this.check());
         this.recovered();
-        if (this.resyncNeeded && this.publisher) await this.resync();
+        if (this.resyncNeeded && this.follower.started) {
+          await this.follower.resync();
+          this.resyncNeeded = false;
+        }
       } catch (e) {
         if (this.closed) break;
         this.failed(e as Error);
@@ -385,9 +391,8 @@ export class EtcdStore implements PeerStore {
     if (this.state !== 'unreachable') {
       this.unreachableSince = Date.now();
       this.state = 'unreachable';
-      this.watchConnected = false;
       this.note(`etcd unreachable: ${e.message}`);
-      this.log.warn({ err: e.message, peers: this.published.size, retryInMs: delay }, 'etcd unreachable; forwarding continues with the peers already known; retrying with backoff');
+      this.log.warn({ err: e.message, peers: this.follower.peerCount, retryInMs: delay }, 'etcd unreachable; forwarding continues with the peers already known; retrying with backoff');
     } else if (this.backoff.failures % LOG_EVERY_NTH_FAILURE === 0) {
       this.log.warn({ err: e.message, failures: this.backoff.failures, downForMs: Date.now() - (this.unreachableSince ?? Date.now()), retryInMs: delay }, 'etcd still unreachable');
     } else {
@@ -408,10 +413,9 @@ export class EtcdStore implements PeerStore {
     if (this.state === 'ok' && this.conflict) this.state = 'conflict';
   }
 
-  // ---- peers: list, watch, publish ----
+  // ---- peers ----
 
   async follow(publish: PublishPeers): Promise<void> {
-    this.publisher = publish;
     let listing: Awaited<ReturnType<typeof listPrefix>>;
     for (;;) {
       if (this.closed) throw new StoreError('ESTORECLOSED', 'the store was closed while listing peers');
@@ -423,127 +427,7 @@ export class EtcdStore implements PeerStore {
         await this.waiter.sleep(Math.max(0, this.retryAt - Date.now()));
       }
     }
-    this.fill(listing.kvs);
-    await publish(this.computePeers());
-    this.startWatch(listing.revision);
-  }
-
-  private fill(kvs: readonly Kv[]): void {
-    this.leases.clear();
-    for (const kv of kvs) this.setLease(kv.key, kv.value);
-  }
-
-  private setLease(key: string, value: Buffer): void {
-    const subnet = parseSubnetKey(this.scfg.prefix, key);
-    if (!subnet) return;
-    try {
-      this.leases.set(key, { subnet, attrs: decodeLease(value.toString('utf8')) });
-    } catch (e) {
-      this.leases.set(key, { subnet, error: (e as Error).message });
-    }
-  }
-
-  /** Watches the subnets prefix from just after `revision`. */
-  private startWatch(revision: string): void {
-    const w = this.etcd().watch().prefix(subnetsPrefix(this.scfg.prefix)).startRevision(String(BigInt(revision) + 1n)).watcher();
-    w.on('put', (kv: IKeyValue) => this.onWatch('put', kv));
-    w.on('delete', (kv: IKeyValue) => this.onWatch('delete', kv));
-    w.on('connected', () => (this.watchConnected = true));
-    w.on('disconnected', () => (this.watchConnected = false));
-    w.on('error', (e: Error) => {
-      if (this.watcher !== w || this.closed) return;
-      this.watchConnected = false;
-      this.log.warn({ err: e.message }, 'etcd cancelled the subnet watch; re-listing');
-      this.resyncNeeded = true;
-      this.sleeper.wake();
-    });
-    this.watcher = w;
-  }
-
-  private onWatch(type: 'put' | 'delete', kv: IKeyValue): void {
-    if (this.closed) return;
-    const key = kv.key.toString('utf8');
-    this.contact();
-    if (type === 'put') this.setLease(key, kv.value);
-    else this.leases.delete(key);
-    if (this.own && key === this.own.key && (type === 'delete' || !kv.value.equals(Buffer.from(this.own.value)))) {
-      this.sleeper.wake(); // check our lease now rather than at the next interval
-    }
-    this.schedulePublish();
-  }
-
-  private async resync(): Promise<void> {
-    const listing = await listPrefix(this.etcd(), subnetsPrefix(this.scfg.prefix));
-    const old = this.watcher;
-    this.watcher = undefined;
-    if (old) await Promise.race([old.cancel().catch(() => undefined), delay(WATCH_CANCEL_TIMEOUT_MS)]);
-    this.fill(listing.kvs);
-    this.resyncNeeded = false;
-    this.resyncs++;
-    this.startWatch(listing.revision);
-    this.schedulePublish();
-  }
-
-  private schedulePublish(): void {
-    if (!this.publisher || this.closed) return;
-    this.dirty = true;
-    if (this.publishing) return;
-    this.publishing = true;
-    setImmediate(() => void this.publishLoop());
-  }
-
-  private async publishLoop(): Promise<void> {
-    try {
-      while (this.dirty && !this.closed && this.publisher) {
-        this.dirty = false;
-        const peers = this.computePeers();
-        try {
-          await this.publisher(peers);
-        } catch (e) {
-          this.log.error({ err: (e as Error).message }, 'could not publish the peer table; retrying');
-          this.dirty = true;
-          await delay(PUBLISH_RETRY_MS);
-        }
-      }
-    } finally {
-      this.publishing = false;
-    }
-  }
-
-  /** The peer set from the lease map, logging what was added, removed or ignored. */
-  private computePeers(): PeerEntry[] {
-    const net = this.net!;
-    const own = this.own;
-    const self = this.self!;
-    const out: PeerEntry[] = [];
-    const subnets: Cidr[] = [];
-    const shown = new Map<string, string>();
-    const ignored = new Map<string, string>();
-    for (const [key, l] of [...this.leases].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (own && key === own.key) continue;
-      const a = l.attrs;
-      let why: string | undefined;
-      if (!a) why = l.error;
-      else if (a.backendType !== BACKEND_VXLAN) why = `backend type "${a.backendType}"`;
-      else if (a.vni !== undefined && a.vni !== net.vni) why = `VNI ${a.vni}, the network uses ${net.vni}`;
-      else if (!contains(net.network, l.subnet)) why = `outside Network ${net.network.text}`;
-      else if (own && overlapsCidr(own.subnet, l.subnet)) why = `overlaps this node's subnet ${own.subnet.text}`;
-      else if (a.publicIP === self.publicIP) why = "carries this node's PublicIP (a stale lease of this node)";
-      else if (subnets.some((s) => overlapsCidr(s, l.subnet))) why = 'overlaps another lease';
-      if (why !== undefined || !a || !a.vtepMAC) {
-        ignored.set(key, why ?? 'no VTEP MAC');
-        continue;
-      }
-      subnets.push(l.subnet);
-      out.push({ net: l.subnet.net, prefix: l.subnet.prefix, vtepIP: a.publicIP, vtepMAC: a.vtepMAC });
-      shown.set(l.subnet.text, `${formatIpv4(a.publicIP)} ${formatMac(a.vtepMAC)}`);
-    }
-    for (const [s, v] of shown) if (this.published.get(s) !== v) this.log.info({ subnet: s, vtep: v }, 'peer added');
-    for (const [s, v] of this.published) if (!shown.has(s)) this.log.info({ subnet: s, vtep: v }, 'peer removed');
-    for (const [k, why] of ignored) if (this.ignored.get(k) !== why) this.log.warn({ key: k, why }, 'lease ignored');
-    this.published = shown;
-    this.ignored = ignored;
-    return out;
+    await this.follower.start(listing, publish);
   }
 
   // ---- status and shutdown ----
@@ -575,10 +459,8 @@ export class EtcdStore implements PeerStore {
         nextRetryAt: this.state === 'unreachable' || this.state === 'joining' ? iso(this.retryAt) : undefined,
         lastError: this.lastError,
       },
-      watch: { connected: this.watchConnected, revision: this.watcher?.lastRevision() ?? undefined, resyncs: this.resyncs },
       conflict: this.conflict,
-      peers: this.published.size,
-      ignored: [...this.ignored].map(([key, why]) => ({ key, why })),
+      ...this.follower.status(),
       events: [...this.events],
     };
   }
@@ -590,9 +472,7 @@ export class EtcdStore implements PeerStore {
     this.sleeper.wake();
     this.waiter.wake();
     await this.loopDone?.catch(() => undefined);
-    const w = this.watcher;
-    this.watcher = undefined;
-    if (w) await Promise.race([w.cancel().catch(() => undefined), delay(WATCH_CANCEL_TIMEOUT_MS)]);
+    await this.follower.close();
     const own = this.own;
     if (opts.abandon && own?.created && own.leaseId !== '0' && this.client) {
       await revokeLease(this.client, own.leaseId).then(
@@ -633,8 +513,4 @@ function tryDecode(value: Buffer): LeaseAttrs | undefined {
   } catch {
     return undefined;
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
