@@ -438,3 +438,93 @@ test('an agent started while etcd is down waits and says so, joins when etcd com
   await expect(run('ip', ['-n', s.nodes[0]!.ns, 'link', 'show', 'tulle9'])).rejects.toThrow(/does not exist/);
   await expect(request(join(dir, 'tulle.sock'), 'GET', '/v1/status')).rejects.toThrow();
 }, 120_000);
+
+/*
+ * TLS and password auth (one namespace, no lab):
+ *
+ *   tl<lab>-n1: lo 127.0.0.1   etcd https://127.0.0.1:2379 (server cert for IP 127.0.0.1, client certs required,
+ *               d0 172.31.0.1  auth on: user "tulle" may read and write /coreos.com/network/ only)
+ *               (veth d0-d1)   tulle agent (caFile, certFile/keyFile, username + passwordFile), vtepIP on d0
+ */
+test('TLS with client certificates and password auth: the agent joins; a wrong password stops it with a clear error', async () => {
+  name = `e${randomBytes(3).toString('hex')}`;
+  const ns = `${labPrefix(name)}n1`;
+  const dir = join('/run/tulle-lab', name);
+  await run('mkdir', ['-p', dir]);
+  await createNetns(ns);
+  // The agent's underlay address, on a veth pair kept inside the namespace.
+  await run('ip', ['-n', ns, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1']);
+  await addAddress(ns, 'd0', '172.31.0.1/24');
+  await linkUp(ns, 'd1');
+  await linkUp(ns, 'd0');
+  const f = (x: string) => join(dir, x);
+  const ssl = (args: string[]) => run('openssl', args);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await ssl(['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=tulle test CA']);
+  for (const [who, ext] of [['server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth'], ['client', 'extendedKeyUsage=clientAuth']] as const) {
+    await run('tee', [f(`${who}.ext`)], { input: `${ext}\n` });
+    await ssl(['req', ...ec, '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=tulle-${who}`]);
+    await ssl(['x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.pem`), '-days', '1', '-extfile', f(`${who}.ext`)]);
+  }
+  const endpoint = 'https://127.0.0.1:2379';
+  spawnInNs(ns, 'etcd', [
+    '--name', 'tl', '--data-dir', f('etcd'), '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+    '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'tl=http://127.0.0.1:2380',
+    '--cert-file', f('server.pem'), '--key-file', f('server.key'), '--client-cert-auth', '--trusted-ca-file', f('ca.pem'),
+    '--logger', 'zap', '--log-outputs', 'stderr',
+  ], { logFile: f('etcd.log'), detached: true });
+  const ctl = (args: string[], user?: string) => nsRun(ns, 'etcdctl', [
+    '--endpoints', endpoint, '--cacert', f('ca.pem'), '--cert', f('client.pem'), '--key', f('client.key'), ...(user ? ['--user', user] : []), ...args,
+  ]);
+  await until('etcd with TLS to answer', () => ctl(['endpoint', 'health']).then(() => true, () => false), 20_000, 200);
+  await ctl(['user', 'add', 'root', '--new-user-password=rootpw']);
+  await ctl(['role', 'add', 'tulle']);
+  await ctl(['role', 'grant-permission', 'tulle', '--prefix=true', 'readwrite', `${LAB_ETCD_PREFIX}/`]);
+  await ctl(['user', 'add', 'tulle', '--new-user-password=s3cret']);
+  await ctl(['user', 'grant-role', 'tulle', 'tulle']);
+  await ctl(['auth', 'enable']);
+  await ctl(['put', `${LAB_ETCD_PREFIX}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}'], 'root:rootpw');
+
+  const startAgent = async (password: string, tag: string) => {
+    await run('tee', [f(`password-${tag}`)], { input: `${password}\n` });
+    const cfgFile = f(`agent-${tag}.json`);
+    await run('tee', [cfgFile], {
+      input: JSON.stringify({
+        vtepIP: '172.31.0.1', workers: 1, socket: f(`tulle-${tag}.sock`), dataDir: f(`data-${tag}`), subnetFile: f(`subnet-${tag}.env`),
+        store: {
+          type: 'etcd', endpoints: [endpoint], caFile: f('ca.pem'), certFile: f('client.pem'), keyFile: f('client.key'),
+          username: 'tulle', passwordFile: f(`password-${tag}`),
+        },
+      }),
+    });
+    const agent = spawnInNs(ns, process.execPath, [join('dist', 'src', 'cli', 'tulle.js'), 'agent', '--config', cfgFile]);
+    let out = '';
+    agent.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    agent.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
+    return { agent, exited, out: () => out, socket: f(`tulle-${tag}.sock`) };
+  };
+
+  const bad = await startAgent('wrong', 'bad');
+  expect(await bad.exited, bad.out()).toBe(1);
+  expect(bad.out()).toMatch(/etcd refused user \\"tulle\\"/);
+  expect(await ctl(['get', '--prefix', `${LAB_ETCD_PREFIX}/subnets/`, '--keys-only'], 'root:rootpw')).toBe('');
+
+  const good = await startAgent('s3cret', 'good');
+  try {
+    await until('the agent to join over TLS', async () => {
+      const st = (await request(good.socket, 'GET', '/v1/status').catch(() => undefined)) as AgentStatus | undefined;
+      return st?.ready === true;
+    }, 20_000, 100).catch((e: Error) => {
+      throw new Error(`${e.message}; agent output:\n${good.out()}`);
+    });
+    const st = (await request(good.socket, 'GET', '/v1/status')) as AgentStatus;
+    expect(st.store.state).toBe('ok');
+    expect(await ctl(['get', keyOf(st.node.subnet), '--print-value-only'], 'root:rootpw')).toBe(
+      `{"PublicIP":"172.31.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${st.node.vtepMAC}"}}\n`,
+    );
+  } finally {
+    good.agent.kill('SIGTERM');
+    await good.exited;
+  }
+}, 120_000);

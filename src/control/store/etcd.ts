@@ -36,7 +36,7 @@
 import { join as joinPath } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Etcd3 } from 'etcd3';
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, type Etcd3 } from 'etcd3';
 import { formatIpv4 } from '../../wire/ipv4.js';
 import { formatMac } from '../../wire/mac.js';
 import { parseCidr, type AgentConfig, type Cidr } from '../config.js';
@@ -162,6 +162,9 @@ export class EtcdStore implements PeerStore {
         return { network: net.network, subnet: own.subnet, vni: net.vni, port: net.port };
       } catch (e) {
         if (e instanceof StoreError || (precheckError !== undefined && e === precheckError)) throw e;
+        if (e instanceof EtcdAuthenticationFailedError || e instanceof EtcdUserNotFoundError || e instanceof EtcdPermissionDeniedError) {
+          throw new StoreError('ESTORECONFIG', `etcd refused ${this.scfg.username === undefined ? 'this client' : `user "${this.scfg.username}"`}: ${(e as Error).message}`, { cause: e });
+        }
         const delay = this.backoff.next();
         this.lastError = (e as Error).message;
         this.log.warn({ err: (e as Error).message, attempt: this.backoff.failures, retryInMs: delay, endpoints: this.scfg.endpoints }, 'cannot join through etcd yet; retrying');
