@@ -156,6 +156,7 @@ export class EtcdStore implements PeerStore {
         await this.withLock(() => this.acquire());
         this.contact();
         this.backoff.reset();
+        this.unreachableSince = undefined;
         this.state = 'ok';
         this.loopDone = this.superviseLoop();
         const own = this.own!;
@@ -167,6 +168,7 @@ export class EtcdStore implements PeerStore {
         }
         const delay = this.backoff.next();
         this.lastError = (e as Error).message;
+        this.unreachableSince ??= Date.now();
         this.log.warn({ err: (e as Error).message, attempt: this.backoff.failures, retryInMs: delay, endpoints: this.scfg.endpoints }, 'cannot join through etcd yet; retrying');
         this.retryAt = Date.now() + delay;
         await this.waiter.sleep(delay);
