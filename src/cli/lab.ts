@@ -1,12 +1,18 @@
 // `tulle lab ...`: a pod network in network namespaces on this machine (see src/lab/topology.ts).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { labDemo } from '../lab/demo.js';
-import { LAB_MODES, MAX_NODES, MAX_PODS, checkLabName, labDown, labUp, type LabMode, type LabState } from '../lab/topology.js';
+import {
+  LAB_MODES, LAB_STORES, MAX_NODES, MAX_PODS, checkLabName, labAddNode, labDown, labUp, type LabMode, type LabState, type LabStore,
+} from '../lab/topology.js';
 
 const HELP = `usage:
-  tulle lab up [--name N] [--nodes N] [--pods M] [--mode tulle|kernel-vxlan|plain]
+  tulle lab up [--name N] [--nodes N] [--pods M] [--mode tulle|kernel-vxlan|plain] [--store static|etcd]
       build a lab: nodes tl<name>-n<k> (underlay 172.31.0.<k>, pods 10.244.<k>.0/24) on a
       switch tl<name>-sw, M pods per node; defaults: --name lab --nodes 3 --pods 2 --mode tulle
+      --store static. With --store etcd the switch runs etcd (http://172.31.0.254:2379, flannel's
+      layout under /coreos.com/network) and each agent leases its pod subnet there.
+  tulle lab add-node [--name N]
+      (etcd labs) one more node joins through etcd, with as many pods as the others
   tulle lab down [--name N]
       stop the lab's agents and delete its namespaces and state (also after a crash)
   tulle lab demo
@@ -44,6 +50,14 @@ function labName(v: string | boolean | undefined): string {
   }
 }
 
+function store(v: string | boolean | undefined): LabStore {
+  if (v === undefined) return 'static';
+  if (typeof v !== 'string' || !(LAB_STORES as readonly string[]).includes(v)) {
+    throw new UsageError(`invalid --store value ${JSON.stringify(v)} (${LAB_STORES.join('|')})`);
+  }
+  return v as LabStore;
+}
+
 function mode(v: string | boolean | undefined): LabMode {
   if (v === undefined) return 'tulle';
   if (typeof v !== 'string' || !(LAB_MODES as readonly string[]).includes(v)) {
@@ -53,7 +67,7 @@ function mode(v: string | boolean | undefined): LabMode {
 }
 
 function summary(s: LabState): string {
-  const lines = [`lab "${s.name}" up (mode ${s.mode})`];
+  const lines = [`lab "${s.name}" up (mode ${s.mode}, store ${s.store ?? 'static'}${s.etcd ? ` at ${s.etcd.endpoint}, pid ${s.etcd.pid}` : ''})`];
   for (const n of s.nodes) {
     const agent = n.agent ? `, agent pid ${n.agent.pid}, log ${n.agent.logFile}` : '';
     lines.push(`  ${n.ns}: underlay ${n.underlayIp}, pods ${n.subnet} (${n.mode}${agent})`);
@@ -68,15 +82,22 @@ function summary(s: LabState): string {
 async function dispatch(cmd: string | undefined, rest: string[]): Promise<number> {
   switch (cmd) {
     case 'up': {
-      const v = parse(rest, { name: { type: 'string' }, nodes: { type: 'string' }, pods: { type: 'string' }, mode: { type: 'string' } });
+      const v = parse(rest, { name: { type: 'string' }, nodes: { type: 'string' }, pods: { type: 'string' }, mode: { type: 'string' }, store: { type: 'string' } });
       const state = await labUp({
         name: labName(v.name),
         nodes: count('nodes', v.nodes, 3, MAX_NODES),
         pods: count('pods', v.pods, 2, MAX_PODS),
         mode: mode(v.mode),
-        store: 'static',
+        store: store(v.store),
       });
       process.stdout.write(summary(state));
+      return 0;
+    }
+    case 'add-node': {
+      const v = parse(rest, { name: { type: 'string' } });
+      const { node, pods } = await labAddNode(labName(v.name));
+      process.stdout.write(`  ${node.ns}: underlay ${node.underlayIp}, pods ${node.subnet} (leased through etcd), agent pid ${node.agent?.pid}\n`);
+      for (const p of pods) process.stdout.write(`    ${p.ns}: ${p.ip}\n`);
       return 0;
     }
     case 'down': {
@@ -97,7 +118,7 @@ async function dispatch(cmd: string | undefined, rest: string[]): Promise<number
       process.stdout.write(HELP);
       return 0;
     case undefined:
-      throw new UsageError('expected up, down or demo');
+      throw new UsageError('expected up, add-node, down or demo');
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
   }

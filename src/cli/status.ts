@@ -12,7 +12,40 @@ interface Status {
     features?: { vnet: boolean; gso: boolean; gro: boolean };
   }[];
   peers: { subnet: string; vtepIP: string; vtepMAC: string }[];
+  store?: StoreStatus;
   counters: Record<string, number>;
+}
+
+interface StoreStatus {
+  type: string;
+  state: string;
+  endpoints?: string[];
+  prefix?: string;
+  lease?: { key: string; subnet: string; leaseId: string; renewDueAt?: string };
+  etcd?: { reachable: boolean; lastContact?: string; unreachableSince?: string; failures: number; nextRetryAt?: string; lastError?: string };
+  watch?: { connected: boolean; revision?: string; resyncs: number };
+  conflict?: { holder: string; since: string };
+  ignored?: { key: string; why: string }[];
+  events?: { at: string; event: string }[];
+}
+
+/** The store's lines: where peers come from and whether it is healthy. */
+function storeLines(st: StoreStatus): string[] {
+  if (st.type === 'static') return [`store    static (peers from the config)`];
+  const out = [`store    ${st.type} ${st.state.toUpperCase()} ${st.endpoints?.join(',') ?? ''} prefix ${st.prefix ?? ''}`];
+  if (st.lease) out.push(`  lease  ${st.lease.key} (etcd lease ${st.lease.leaseId}${st.lease.renewDueAt ? `, renew by ${st.lease.renewDueAt}` : ''})`);
+  const e = st.etcd;
+  if (e && !e.reachable) {
+    out.push(`  etcd   unreachable since ${e.unreachableSince ?? '?'} (${e.failures} failed tries, next ${e.nextRetryAt ?? '?'}): ${e.lastError ?? ''}`);
+    out.push('         forwarding continues with the peers below');
+  } else if (e) {
+    out.push(`  etcd   reachable, last contact ${e.lastContact ?? '-'}; watch ${st.watch?.connected ? 'connected' : 'reconnecting'} at revision ${st.watch?.revision ?? '-'}`);
+  }
+  if (st.conflict) out.push(`  CONFLICT since ${st.conflict.since}: our subnet is leased to ${st.conflict.holder} (see README, "The etcd store")`);
+  for (const i of st.ignored ?? []) out.push(`  ignored ${i.key}: ${i.why}`);
+  const recent = (st.events ?? []).slice(-5);
+  for (const ev of recent) out.push(`  event  ${ev.at} ${ev.event}`);
+  return out;
 }
 
 export async function statusMain(socket: string, json: boolean): Promise<number> {
@@ -29,8 +62,9 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   }
   const out: string[] = [];
   const n = s.node;
-  out.push(`node     ${n.subnet} on ${n.device} (overlay ${n.overlayAddress}, mtu ${n.mtu}) ready=${s.ready}`);
+  out.push(`node     ${n.subnet ?? "(joining)"} on ${n.device} (overlay ${n.overlayAddress}, mtu ${n.mtu}) ready=${s.ready}`);
   out.push(`vtep     ${n.vtepIP} ${n.vtepMAC} via ${n.underlay}, vni ${n.vni}, port ${n.port}`);
+  if (s.store) out.push(...storeLines(s.store));
   out.push(`workers  ${s.workers.length}`);
   for (const w of s.workers) {
     const f = w.features;

@@ -18,10 +18,11 @@ import { formatIpv4 } from '../wire/ipv4.js';
 import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
-import { type AgentConfig, ConfigError, describe, overlayAddress } from './config.js';
+import { type AgentConfig, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
 import { TunDevice } from './device.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
+import { openStore, type PeerStore } from './store/index.js';
 
 /** Peers the shared table can hold without being rebuilt. */
 export const PEER_CAPACITY = 4096;
@@ -36,7 +37,13 @@ export class Agent {
   private readonly undo: { what: string; run: Undo }[] = [];
   private supervisor?: Supervisor;
   private device?: TunDevice;
+  private readonly store: PeerStore;
+  /** The config with the network, subnet, VNI and port the store settled. */
+  private node?: NodeConfig;
   private table?: PeerTable;
+  /** The peer set last published to the workers. */
+  private peers: readonly PeerEntry[] = [];
+  private startFailed = false;
   private counterSab?: SharedArrayBuffer;
   private mac?: Uint8Array;
   private mtu = 0;
@@ -47,18 +54,21 @@ export class Agent {
   constructor(
     readonly cfg: AgentConfig,
     readonly log: Logger,
-  ) {}
+  ) {
+    this.store = openStore(cfg, log);
+  }
 
   async start(): Promise<void> {
     try {
       await this.startSteps();
     } catch (e) {
+      this.startFailed = true;
       this.log.error({ err: errorInfo(e), undoSteps: this.undo.map((u) => u.what).reverse() }, 'start-up failed; undoing what was done');
       await this.rollback();
       throw e;
     }
     this.ready = true;
-    this.log.info({ ...describe(this.cfg), mtu: this.mtu, underlay: this.underlay, vtepMAC: formatMac(this.mac!) }, 'agent ready');
+    this.log.info({ ...describe(this.node!), mtu: this.mtu, underlay: this.underlay, vtepMAC: formatMac(this.mac!) }, 'agent ready');
   }
 
   private async startSteps(): Promise<void> {
@@ -83,23 +93,36 @@ export class Agent {
     if (native.ifNameToIndex(cfg.device) > 0) {
       throw new ConfigError('device', cfg.device, 'an interface of that name already exists (device busy)');
     }
-    if (await routeExists(cfg.network.text)) {
-      throw new ConfigError('network', cfg.network.text, 'a route for it already exists in this namespace');
-    }
-    this.probePort(cfg.vtepIP, cfg.port);
 
     this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
+
+    // The store settles the network and this node's subnet (etcd: leases it, waiting for etcd if
+    // need be); the checks that need the network and port run before anything is leased.
+    this.push(`close ${this.store.type} store`, () => this.store.close({ abandon: this.startFailed }));
+    const m = await this.store.join({ publicIP: cfg.vtepIP, vtepMAC: this.mac }, async ({ network, port }) => {
+      if (await routeExists(network.text)) {
+        throw new ConfigError('network', network.text, 'a route for it already exists in this namespace');
+      }
+      this.probePort(cfg.vtepIP, port);
+    });
+    const node: NodeConfig = { ...cfg, network: m.network, subnet: m.subnet, vni: m.vni, port: m.port };
+    this.node = node;
 
     const oldForward = await setIpv4Sysctl('ip_forward', '1');
     this.log.info({ was: oldForward }, 'IPv4 forwarding enabled');
 
-    const device = TunDevice.create({ name: cfg.device, mtu: this.mtu, address: overlayAddress(cfg), route: cfg.network.text }, cfg.offloads);
+    const device = TunDevice.create({ name: cfg.device, mtu: this.mtu, address: overlayAddress(node), route: node.network.text }, cfg.offloads);
     this.push(`remove device ${cfg.device}`, () => device.destroy());
     this.device = device;
     if (device.offloadError) this.log.warn({ reason: device.offloadError }, 'TUN offloads unavailable; forwarding one packet per read');
 
-    this.table = new PeerTable(PEER_CAPACITY);
-    await this.table.publish(this.peerEntries());
+    const table = new PeerTable(PEER_CAPACITY);
+    this.table = table;
+    // First publish before the workers start; later ones swap the table under running workers.
+    await this.store.follow(async (peers) => {
+      await table.publish(peers);
+      this.peers = peers;
+    });
 
     this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
     const controlSab = new SharedArrayBuffer(controlBytes(cfg.workers));
@@ -109,8 +132,8 @@ export class Agent {
     for (let id = 0; id < cfg.workers; id++) {
       wakeFds.push(native.openEventfd());
       inits.push({
-        id, device: cfg.device, tunFlags: device.flags, vtepIP: cfg.vtepIP, port: cfg.port, vni: cfg.vni,
-        vtepMAC: this.mac, overlayIP: overlayAddress(cfg), mtu: this.mtu, flowSockets: FLOW_SOCKETS_PER_WORKER,
+        id, device: cfg.device, tunFlags: device.flags, vtepIP: cfg.vtepIP, port: node.port, vni: node.vni,
+        vtepMAC: this.mac, overlayIP: overlayAddress(node), mtu: this.mtu, flowSockets: FLOW_SOCKETS_PER_WORKER,
         batchSize: BATCH_SIZE, socketBufferBytes: SOCKET_BUFFER_BYTES, peerSab: this.table.sab,
         peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
       });
@@ -123,8 +146,8 @@ export class Agent {
     await device.configure();
     await device.addRoute();
 
-    const first = formatIpv4(cfg.subnet.net + 1);
-    await writeFileAtomic(cfg.subnetFile, subnetEnv(cfg.network.text, first, cfg.subnet.prefix, this.mtu));
+    const first = formatIpv4(node.subnet.net + 1);
+    await writeFileAtomic(cfg.subnetFile, subnetEnv(node.network.text, first, node.subnet.prefix, this.mtu));
   }
 
   /** Refuses early when the VXLAN port is taken (e.g. by a kernel VXLAN device). */
@@ -134,10 +157,6 @@ export class Agent {
       throw new ConfigError('port', port, `cannot bind ${formatIpv4(ip)}:${port}: ${new SysError(-r, 'bind', 'VXLAN port').code}`);
     }
     native.closeFd(r);
-  }
-
-  private peerEntries(): PeerEntry[] {
-    return this.cfg.peers.map((p) => ({ net: p.subnet.net, prefix: p.subnet.prefix, vtepIP: p.vtepIP, vtepMAC: p.vtepMAC }));
   }
 
   private push(what: string, run: Undo): void {
@@ -156,6 +175,14 @@ export class Agent {
     }
   }
 
+  /**
+   * Cuts short a start-up that is waiting on its store: the store closes, start() fails and
+   * undoes what it did. A lease already taken is kept, as on any stop.
+   */
+  async abortStart(): Promise<void> {
+    if (!this.ready) await this.store.close();
+  }
+
   /** Stops workers, removes the route and device, closes the socket. */
   async stop(reason: string): Promise<void> {
     this.log.info({ reason }, 'stopping');
@@ -165,22 +192,24 @@ export class Agent {
 
   status(): Record<string, unknown> {
     const cfg = this.cfg;
+    const node = this.node;
     const sab = this.counterSab;
     return {
       ready: this.ready,
       startedAt: this.startedAt.toISOString(),
       hostname: os.hostname(),
       node: {
-        ...describe(cfg),
+        ...describe(node ?? cfg),
         vtepMAC: this.mac ? formatMac(this.mac) : undefined,
         mtu: this.mtu,
         underlay: this.underlay,
-        overlayAddress: formatIpv4(overlayAddress(cfg)),
+        overlayAddress: node ? formatIpv4(overlayAddress(node)) : undefined,
         mode: 'l3',
         offloads: { requested: cfg.offloads, tun: this.device ? (this.device.flags & native.IFF_VNET_HDR) !== 0 : false, ...(this.device?.offloadError ? { error: this.device.offloadError } : {}) },
       },
       workers: this.supervisor?.status() ?? [],
-      peers: cfg.peers.map((p) => ({ subnet: p.subnet.text, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
+      store: this.store.status(),
+      peers: this.peers.map((p) => ({ subnet: `${formatIpv4(p.net)}/${p.prefix}`, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
       counters: sab ? totals(sab, cfg.workers) : {},
       workerCounters: sab ? Array.from({ length: cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
     };
@@ -205,7 +234,7 @@ export function errorInfo(e: unknown): Record<string, unknown> {
 
 /** `tulle agent --config FILE`: runs until SIGTERM/SIGINT. Returns the exit code. */
 export async function runAgent(cfg: AgentConfig): Promise<number> {
-  const log = pino({ level: cfg.logLevel, base: { pid: process.pid, node: cfg.subnet.text } });
+  const log = pino({ level: cfg.logLevel, base: { pid: process.pid, node: cfg.subnet?.text ?? formatIpv4(cfg.vtepIP) } });
   const agent = new Agent(cfg, log);
   let stopping: Promise<void> | undefined;
   const stop = (sig: string) => {
@@ -216,13 +245,29 @@ export async function runAgent(cfg: AgentConfig): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
+  // A start-up waiting for its store (etcd unreachable) must still end on a signal.
+  let starting = true;
+  let signalledDuringStart: string | undefined;
+  void signals.then((sig) => {
+    if (!starting) return;
+    signalledDuringStart = sig;
+    log.warn({ signal: sig }, 'signal during start-up; stopping');
+    void agent.abortStart();
+  });
   try {
     await agent.start();
   } catch (e) {
+    if (signalledDuringStart !== undefined) {
+      log.info({ signal: signalledDuringStart }, 'stopped during start-up; everything done so far is undone');
+      log.flush?.();
+      return 0;
+    }
     log.fatal({ err: errorInfo(e) }, 'agent failed to start');
     log.flush?.();
     process.stderr.write(`tulle agent: ${(e as Error).message}\n`);
     return e instanceof ConfigError ? 2 : 1;
+  } finally {
+    starting = false;
   }
   const sig = await signals;
   await stop(sig);

@@ -9,6 +9,7 @@ import { IPv4CidrRange, Validator } from 'ip-num';
 import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
 import { parseMac } from '../wire/mac.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI } from '../wire/vxlan.js';
+import { parseStoreConfig, type StoreConfig } from './store/config.js';
 
 export const DEFAULT_DEVICE = 'tulle0';
 export const DEFAULT_SOCKET = '/run/tulle/tulle.sock';
@@ -56,8 +57,16 @@ export interface PeerConfig {
 }
 
 export interface AgentConfig {
-  readonly network: Cidr;
-  readonly subnet: Cidr;
+  /**
+   * The cluster network. Required with the static store; with etcd it comes
+   * from `<prefix>/config` and, when given here too, must match it.
+   */
+  readonly network: Cidr | undefined;
+  /**
+   * This node's pod subnet. Required with the static store; with etcd it is
+   * leased (and kept across restarts), or, when given here, exactly this one.
+   */
+  readonly subnet: Cidr | undefined;
   readonly vtepIP: number;
   /** Absent: generated once and kept in `dataDir`. */
   readonly vtepMAC: Uint8Array | undefined;
@@ -74,12 +83,22 @@ export interface AgentConfig {
   /** Kernel offloads (TUN TSO + virtio-net header, UDP_SEGMENT, UDP_GRO) where the kernel has them. */
   readonly offloads: boolean;
   readonly peers: readonly PeerConfig[];
+  /** Where peers and this node's subnet come from (default: static). */
+  readonly store: StoreConfig;
+}
+
+/** The config once the store has settled the network and this node's subnet. */
+export interface NodeConfig extends AgentConfig {
+  readonly network: Cidr;
+  readonly subnet: Cidr;
 }
 
 const FIELDS = [
   'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
-  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'store',
 ] as const;
+/** Fields that the etcd store takes from `<prefix>/config` and the leases instead. */
+const STORE_OWNED_FIELDS = ['vni', 'port', 'peers'] as const;
 const PEER_FIELDS = ['vtepIP', 'vtepMAC', 'subnet'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
 
@@ -96,7 +115,7 @@ export function parseCidr(field: string, value: unknown): Cidr {
   return { net: Number(r.getFirst().getValue()) >>> 0, prefix, text: value };
 }
 
-function contains(outer: Cidr, inner: Cidr): boolean {
+export function contains(outer: Cidr, inner: Cidr): boolean {
   if (inner.prefix < outer.prefix) return false;
   const mask = (0xffffffff << (32 - outer.prefix)) >>> 0;
   return ((inner.net & mask) >>> 0) === outer.net;
@@ -129,14 +148,14 @@ function macField(field: string, value: unknown): Uint8Array {
   }
 }
 
-function intField(field: string, value: unknown, min: number, max: number): number {
+export function intField(field: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new ConfigError(field, value, `must be an integer ${min}..${max}`);
   }
   return value;
 }
 
-function pathField(field: string, value: unknown): string {
+export function pathField(field: string, value: unknown): string {
   if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0')) {
     throw new ConfigError(field, value, 'must be an absolute path');
   }
@@ -154,7 +173,7 @@ export function checkIfName(field: string, value: unknown): string {
   return value;
 }
 
-function rejectUnknown(obj: Record<string, unknown>, allowed: readonly string[], where: string): void {
+export function rejectUnknown(obj: Record<string, unknown>, allowed: readonly string[], where: string): void {
   for (const k of Object.keys(obj)) {
     if (!allowed.includes(k)) {
       throw new ConfigError(`${where}${k}`, obj[k], `unknown field; known fields: ${allowed.join(', ')}`);
@@ -162,7 +181,7 @@ function rejectUnknown(obj: Record<string, unknown>, allowed: readonly string[],
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
@@ -170,12 +189,19 @@ function isObject(v: unknown): v is Record<string, unknown> {
 export function validateConfig(raw: unknown): AgentConfig {
   if (!isObject(raw)) throw new ConfigError('(top level)', raw, 'must be a JSON object');
   rejectUnknown(raw, FIELDS, '');
-  for (const f of ['network', 'subnet', 'vtepIP'] as const) {
+  const store = parseStoreConfig(raw.store);
+  const required = store.type === 'static' ? (['network', 'subnet', 'vtepIP'] as const) : (['vtepIP'] as const);
+  for (const f of required) {
     if (raw[f] === undefined) throw new ConfigError(f, undefined, 'is required');
   }
-  const network = parseCidr('network', raw.network);
-  const subnet = parseCidr('subnet', raw.subnet);
-  if (!contains(network, subnet) || subnet.prefix === network.prefix) {
+  if (store.type !== 'static') {
+    for (const f of STORE_OWNED_FIELDS) {
+      if (raw[f] !== undefined) throw new ConfigError(f, raw[f], `comes from the ${store.type} store (${store.prefix}/config and the subnet leases); remove it`);
+    }
+  }
+  const network = raw.network === undefined ? undefined : parseCidr('network', raw.network);
+  const subnet = raw.subnet === undefined ? undefined : parseCidr('subnet', raw.subnet);
+  if (network && subnet && (!contains(network, subnet) || subnet.prefix === network.prefix)) {
     throw new ConfigError('subnet', raw.subnet, `must be a smaller subnet inside network ${network.text}`);
   }
   const vtepIP = ipField('vtepIP', raw.vtepIP);
@@ -201,9 +227,9 @@ export function validateConfig(raw: unknown): AgentConfig {
   const offloads = raw.offloads ?? true;
   const peersRaw = raw.peers === undefined ? [] : raw.peers;
   if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
-  const peers = peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP));
+  const peers = network && subnet ? peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP)) : [];
   checkPeerSet(peers);
-  return { network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, peers };
+  return { network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, peers, store };
 }
 
 function parsePeer(p: unknown, i: number, network: Cidr, own: Cidr, ownIP: number): PeerConfig {
@@ -251,20 +277,20 @@ export function loadConfig(path: string): AgentConfig {
 }
 
 /** The overlay address of this node: the subnet's network address, put on the TUN device as /32. */
-export function overlayAddress(cfg: AgentConfig): number {
+export function overlayAddress(cfg: NodeConfig): number {
   return cfg.subnet.net;
 }
 
 export function describe(cfg: AgentConfig): Record<string, unknown> {
   return {
-    network: cfg.network.text,
-    subnet: cfg.subnet.text,
+    network: cfg.network?.text,
+    subnet: cfg.subnet?.text,
     vtepIP: formatIpv4(cfg.vtepIP),
     vni: cfg.vni,
     port: cfg.port,
     device: cfg.device,
     workers: cfg.workers,
     offloads: cfg.offloads,
-    peers: cfg.peers.length,
+    store: cfg.store.type,
   };
 }

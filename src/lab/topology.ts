@@ -12,6 +12,12 @@
 // 'plain' routes each pod subnet via its node's underlay address (no encapsulation: the ceiling).
 // A lab may also mix tulle and kernel-vxlan nodes (`nodeModes`), which is how interop is tested.
 //
+// With the etcd store (`store: 'etcd'`) the switch namespace also runs a real etcd on br0
+// (172.31.0.254, src/lab/etcd.ts) holding flannel's network config; agents get no subnet, peers
+// or MAC in their configs but lease a subnet through etcd, and each node's pods are wired once
+// its agent says which subnet it got. Nodes can then join later (labAddNode), and agents and
+// etcd can be stopped and started again (restart and outage experiments).
+//
 // Everything a lab creates is named tl<name>-* and recorded in /run/tulle-lab/<name>/state.json,
 // written before anything is created; labDown works from that record and from `ip netns list`,
 // so it also cleans up after a crash half-way through labUp.
@@ -19,6 +25,9 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { attachPod } from '../control/attach.js';
+import { request as apiRequest } from '../control/api.js';
+import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
+import { LAB_ETCD_IP, etcdctl, startEtcd, stopEtcd, type LabEtcd } from './etcd.js';
 import { request } from 'node:http';
 import type { ChildProcess } from 'node:child_process';
 import { distScript, processArgv, spawnInNs, terminateProcesses } from '../util/exec.js';
@@ -28,6 +37,11 @@ import { addAddress, addBridge, addBridgePort, addVeth, createNetns, deleteNetns
 export type LabMode = 'tulle' | 'kernel-vxlan' | 'plain';
 export type NodeMode = LabMode;
 export const LAB_MODES: readonly LabMode[] = ['tulle', 'kernel-vxlan', 'plain'];
+
+export type LabStore = 'static' | 'etcd';
+export const LAB_STORES: readonly LabStore[] = ['static', 'etcd'];
+/** flannel's default etcd prefix, which the lab's agents use. */
+export const LAB_ETCD_PREFIX = '/coreos.com/network';
 
 export const LAB_STATE_ROOT = '/run/tulle-lab';
 export const MAX_NODES = 50;
@@ -51,7 +65,10 @@ export interface LabOptions {
   name: string;
   nodes: number;
   pods: number;
-  store?: 'static';
+  /** Where agents get peers: the config (default) or an etcd the lab runs. */
+  store?: LabStore;
+  /** etcd store: the agents' subnet lease TTL (default: flannel's 24 h). */
+  leaseTTLSeconds?: number;
   mode: LabMode;
   /** Per-node override (index 0 = node 1): mixes 'tulle' and 'kernel-vxlan' nodes. */
   nodeModes?: readonly NodeMode[];
@@ -103,6 +120,11 @@ export interface LabState {
   mode: LabMode;
   createdAt: string;
   switchNs: string;
+  store?: LabStore;
+  etcd?: LabEtcd;
+  leaseTTLSeconds?: number;
+  /** Pods per node (nodes added later get as many). */
+  podsPerNode?: number;
   /** Every namespace the lab creates, recorded before creation. */
   namespaces: string[];
   nodes: LabNode[];
@@ -140,7 +162,8 @@ export function planLab(o: LabOptions): LabState {
   checkCount('node', o.nodes, MAX_NODES);
   checkCount('pod', o.pods, MAX_PODS);
   if (!LAB_MODES.includes(o.mode)) throw new LabError(`invalid lab mode ${JSON.stringify(o.mode)} (${LAB_MODES.join('|')})`);
-  if (o.store !== undefined && o.store !== 'static') throw new LabError(`invalid store ${JSON.stringify(o.store)} (static)`);
+  const store = o.store ?? 'static';
+  if (!LAB_STORES.includes(store)) throw new LabError(`invalid store ${JSON.stringify(o.store)} (${LAB_STORES.join('|')})`);
   const underlayMtu = o.underlayMtu ?? DEFAULT_UNDERLAY_MTU;
   if (!Number.isInteger(underlayMtu) || underlayMtu < MIN_UNDERLAY_MTU || underlayMtu > MAX_UNDERLAY_MTU) {
     throw new LabError(`invalid underlay MTU ${JSON.stringify(o.underlayMtu)} (${MIN_UNDERLAY_MTU}..${MAX_UNDERLAY_MTU})`);
@@ -148,31 +171,45 @@ export function planLab(o: LabOptions): LabState {
   const owned = Object.keys(o.agent ?? {}).filter((k) => LAB_OWNED_AGENT_FIELDS.includes(k));
   if (owned.length > 0) throw new LabError(`agent overrides may not set ${owned.join(', ')} (the lab derives them)`);
   const modes = o.nodeModes ?? Array.from({ length: o.nodes }, () => o.mode);
+  if (store === 'etcd' && modes.some((m) => m !== 'tulle')) throw new LabError('the etcd store needs every node in mode "tulle"');
   if (modes.length !== o.nodes) throw new LabError(`nodeModes has ${modes.length} entries for ${o.nodes} nodes`);
   for (const m of modes) {
     if (!LAB_MODES.includes(m)) throw new LabError(`invalid node mode ${JSON.stringify(m)} (${LAB_MODES.join('|')})`);
     if (m === 'plain' && modes.some((x) => x !== 'plain')) throw new LabError(`mode "plain" cannot be mixed with overlay nodes`);
   }
   const p = `tl${o.name}`;
-  const nodes: LabNode[] = modes.map((mode, i) => {
-    const k = i + 1;
-    return {
-      index: k, ns: `${p}-n${k}`, mode, underlayIp: `172.31.0.${k}`, subnet: `10.244.${k}.0/24`, gateway: `10.244.${k}.1`,
-      vtepMAC: `02:aa:00:00:00:${k.toString(16).padStart(2, '0')}`,
-    };
-  });
-  const pods: LabPod[] = nodes.flatMap((n) =>
-    Array.from({ length: o.pods }, (_, i) => ({
-      ns: `${n.ns}-p${i + 1}`, node: n.index, index: i + 1, ip: `10.244.${n.index}.${i + 2}`, hostIfname: `veth-p${i + 1}`,
-    })),
-  );
+  const nodes: LabNode[] = modes.map((mode, i) => planNode(o.name, i + 1, mode, store));
+  const pods: LabPod[] = nodes.flatMap((n) => planPods(n, o.pods));
   const switchNs = `${p}-sw`;
   return {
-    version: 1, name: o.name, mode: o.mode, createdAt: new Date().toISOString(), switchNs,
+    version: 1, name: o.name, mode: o.mode, createdAt: new Date().toISOString(), switchNs, store, podsPerNode: o.pods,
+    ...(o.leaseTTLSeconds !== undefined ? { leaseTTLSeconds: o.leaseTTLSeconds } : {}),
     namespaces: [switchNs, ...nodes.map((n) => n.ns), ...pods.map((q) => q.ns)], nodes, pods, underlayMtu,
     ...(o.agent === undefined ? {} : { agent: { ...o.agent } }),
     ...(o.kernelTxChecksumOff !== undefined ? { kernelTxChecksumOff: o.kernelTxChecksumOff } : {}),
   };
+}
+
+/** Node k: underlay 172.31.0.k; with the static store also pods 10.244.k.0/24 and a fixed MAC. */
+function planNode(name: string, k: number, mode: NodeMode, store: LabStore): LabNode {
+  const ns = `tl${name}-n${k}`;
+  if (store === 'etcd') return { index: k, ns, mode, underlayIp: `172.31.0.${k}`, subnet: '', gateway: '', vtepMAC: '' };
+  return {
+    index: k, ns, mode, underlayIp: `172.31.0.${k}`, subnet: `10.244.${k}.0/24`, gateway: `10.244.${k}.1`,
+    vtepMAC: `02:aa:00:00:00:${k.toString(16).padStart(2, '0')}`,
+  };
+}
+
+/** Pods of node n: names now, addresses (.2, .3, ...) once the node's subnet is known. */
+function planPods(n: LabNode, count: number): LabPod[] {
+  return Array.from({ length: count }, (_, i) => ({
+    ns: `${n.ns}-p${i + 1}`, node: n.index, index: i + 1, ip: n.subnet === '' ? '' : hostInSubnet(n.subnet, i + 2), hostIfname: `veth-p${i + 1}`,
+  }));
+}
+
+/** The `offset`-th address of a subnet, e.g. ('10.244.7.0/24', 2) → '10.244.7.2'. */
+function hostInSubnet(subnet: string, offset: number): string {
+  return formatIpv4((parseIpv4(subnet.split('/')[0] ?? '') + offset) >>> 0);
 }
 
 async function saveState(s: LabState): Promise<void> {
@@ -191,12 +228,21 @@ export async function readLabState(name: string): Promise<LabState | null> {
 const underlayMtuOf = (s: LabState): number => s.underlayMtu ?? DEFAULT_UNDERLAY_MTU;
 
 async function buildNode(s: LabState, n: LabNode, podMtu: number): Promise<void> {
+  await buildUnderlay(s, n);
+  await attachPods(s, n, podMtu);
+}
+
+/** The node's namespace, plugged into the switch with its underlay address. */
+async function buildUnderlay(s: LabState, n: LabNode): Promise<void> {
   await createNetns(n.ns);
   await addVeth({ ns: n.ns, ifname: 'eth0', peerNs: s.switchNs, peerIfname: `n${n.index}`, mtu: underlayMtuOf(s) });
   await addBridgePort(s.switchNs, BRIDGE, `n${n.index}`);
   await addAddress(n.ns, 'eth0', `${n.underlayIp}/24`);
   await linkUp(n.ns, 'eth0');
   await sysctl(n.ns, 'net.ipv4.ip_forward', '1');
+}
+
+async function attachPods(s: LabState, n: LabNode, podMtu: number): Promise<void> {
   for (const pod of s.pods.filter((q) => q.node === n.index)) {
     await createNetns(pod.ns);
     await attachPod({ nodeNs: n.ns, podNetns: pod.ns, ifname: 'eth0', hostIfname: pod.hostIfname, podIp: pod.ip, gatewayIp: n.gateway, mtu: podMtu });
@@ -210,13 +256,26 @@ async function startAgent(s: LabState, n: LabNode): Promise<ChildProcess> {
   const dir = join(labStateDir(s.name), `n${n.index}`);
   await mkdir(join(dir, 'data'), { recursive: true });
   const agent: LabAgent = { pid: 0, configFile: join(dir, 'agent.json'), logFile: join(dir, 'agent.log'), socket: join(dir, 'tulle.sock') };
-  const config = {
-    network: CLUSTER_NETWORK, subnet: n.subnet, vtepIP: n.underlayIp, vtepMAC: n.vtepMAC,
-    vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT, device: TUN_DEVICE, mtu: underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4,
+  const common = {
+    vtepIP: n.underlayIp, device: TUN_DEVICE, mtu: underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4,
     socket: agent.socket, dataDir: join(dir, 'data'), subnetFile: join(dir, 'subnet.env'),
-    peers: peersOf(s, n), ...s.agent,
+    ...s.agent,
   };
+  const config = s.store === 'etcd' && s.etcd
+    ? {
+      ...common,
+      store: { type: 'etcd', endpoints: [s.etcd.endpoint], prefix: LAB_ETCD_PREFIX, ...(s.leaseTTLSeconds ? { leaseTTLSeconds: s.leaseTTLSeconds } : {}) },
+    }
+    : {
+      network: CLUSTER_NETWORK, subnet: n.subnet, vtepMAC: n.vtepMAC, vni: FLANNEL_DEFAULT_VNI, port: FLANNEL_DEFAULT_PORT,
+      ...common, peers: peersOf(s, n),
+    };
   await writeFile(agent.configFile, JSON.stringify(config, null, 2) + '\n');
+  return spawnAgent(s, n, agent);
+}
+
+/** Starts (or restarts) the agent of node n from its config file, appending to its log. */
+async function spawnAgent(s: LabState, n: LabNode, agent: LabAgent): Promise<ChildProcess> {
   const child = spawnInNs(n.ns, process.execPath, [distScript(AGENT_SCRIPT), 'agent', '--config', agent.configFile], {
     logFile: agent.logFile,
     detached: true,
@@ -279,6 +338,10 @@ export async function labUp(o: LabOptions): Promise<LabState> {
   try {
     await createNetns(s.switchNs);
     await addBridge(s.switchNs, BRIDGE);
+    if (s.store === 'etcd') {
+      await upWithEtcd(s);
+      return s;
+    }
     const podMtu = s.nodes.every((n) => n.mode === 'plain') ? underlayMtuOf(s) : underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4;
     await Promise.all(s.nodes.map((n) => buildNode(s, n, podMtu)));
     const mixed = s.nodes.some((n) => n.mode === 'tulle') && s.nodes.some((n) => n.mode === 'kernel-vxlan');
@@ -304,6 +367,104 @@ export async function labUp(o: LabOptions): Promise<LabState> {
   }
 }
 
+/** The flannel network config the lab writes to `<prefix>/config`. */
+export const LAB_NETWORK_CONFIG = JSON.stringify({
+  Network: CLUSTER_NETWORK, SubnetLen: 24, Backend: { Type: 'vxlan', VNI: FLANNEL_DEFAULT_VNI, Port: FLANNEL_DEFAULT_PORT },
+});
+
+/** etcd on the switch, flannel's network config in it, then every node joins through it. */
+async function upWithEtcd(s: LabState): Promise<void> {
+  await addAddress(s.switchNs, BRIDGE, `${LAB_ETCD_IP}/24`);
+  s.etcd = await startEtcd({ ns: s.switchNs, ip: LAB_ETCD_IP, dataDir: join(labStateDir(s.name), 'etcd'), logFile: join(labStateDir(s.name), 'etcd.log') });
+  await saveState(s);
+  await etcdctl(s.etcd, ['put', `${LAB_ETCD_PREFIX}/config`, LAB_NETWORK_CONFIG]);
+  await Promise.all(s.nodes.map((n) => buildUnderlay(s, n)));
+  const agents = [];
+  for (const n of s.nodes) agents.push({ node: n, child: await startAgent(s, n) });
+  await Promise.all(agents.map(({ node, child }) => waitAgentReady(node, node.agent as LabAgent, child)));
+  for (const n of s.nodes) await wireLeasedNode(s, n);
+}
+
+/** Records the subnet and MAC the node's agent leased, then wires its pods in that subnet. */
+async function wireLeasedNode(s: LabState, n: LabNode): Promise<void> {
+  const st = (await apiRequest((n.agent as LabAgent).socket, 'GET', '/v1/status')) as { node: { subnet: string; vtepMAC: string } };
+  n.subnet = st.node.subnet;
+  n.gateway = hostInSubnet(n.subnet, 1);
+  n.vtepMAC = st.node.vtepMAC;
+  s.pods = [...s.pods.filter((q) => q.node !== n.index), ...planPods(n, s.podsPerNode ?? 0)];
+  await saveState(s);
+  await attachPods(s, n, underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4);
+}
+
+async function mustState(name: string): Promise<LabState> {
+  const s = await readLabState(name);
+  if (!s) throw new LabError(`no lab ${JSON.stringify(name)} (run "tulle lab up --name ${name}" first)`);
+  return s;
+}
+
+function nodeOf(s: LabState, index: number): LabNode {
+  const n = s.nodes.find((m) => m.index === index);
+  if (!n) throw new LabError(`lab ${JSON.stringify(s.name)} has no node ${index}`);
+  return n;
+}
+
+/**
+ * Adds node n<k+1> to a running etcd lab: its agent leases a subnet through etcd and every
+ * other node learns of it from its watch. Returns the node, with its pods wired.
+ */
+export async function labAddNode(name: string): Promise<{ node: LabNode; pods: LabPod[] }> {
+  const s = await mustState(name);
+  if (s.store !== 'etcd' || !s.etcd) throw new LabError(`lab ${JSON.stringify(name)} does not use the etcd store; nodes can join only through etcd`);
+  const k = Math.max(0, ...s.nodes.map((n) => n.index)) + 1;
+  checkCount('node', k, MAX_NODES);
+  const n = planNode(name, k, 'tulle', 'etcd');
+  const pods = planPods(n, s.podsPerNode ?? 0);
+  s.nodes.push(n);
+  s.pods.push(...pods);
+  s.namespaces.push(n.ns, ...pods.map((q) => q.ns));
+  await saveState(s);
+  await buildUnderlay(s, n);
+  const child = await startAgent(s, n);
+  await waitAgentReady(n, n.agent as LabAgent, child);
+  // etcd may have been restarted (labStartEtcd) while this node waited for it.
+  s.etcd = (await mustState(name)).etcd;
+  await wireLeasedNode(s, n);
+  return { node: n, pods: s.pods.filter((q) => q.node === k) };
+}
+
+/** Stops node k's agent (SIGTERM: it removes its device, and keeps its lease for a restart). */
+export async function labStopAgent(name: string, index: number): Promise<void> {
+  const s = await mustState(name);
+  const a = nodeOf(s, index).agent;
+  if (a && processArgv(a.pid)?.includes(a.configFile)) await terminateProcesses([a.pid]);
+}
+
+/** Starts node k's agent again with the same config and data directory; waits until ready. */
+export async function labStartAgent(name: string, index: number): Promise<LabAgent> {
+  const s = await mustState(name);
+  const n = nodeOf(s, index);
+  if (!n.agent) throw new LabError(`node ${index} of lab ${JSON.stringify(name)} has no agent`);
+  const child = await spawnAgent(s, n, n.agent);
+  await waitAgentReady(n, n.agent, child);
+  return n.agent;
+}
+
+/** Stops the lab's etcd (its data stays); agents keep forwarding meanwhile. */
+export async function labStopEtcd(name: string): Promise<void> {
+  const s = await mustState(name);
+  if (!s.etcd) throw new LabError(`lab ${JSON.stringify(name)} runs no etcd`);
+  await stopEtcd(s.etcd);
+}
+
+/** Starts the lab's etcd again on its data directory. */
+export async function labStartEtcd(name: string): Promise<LabEtcd> {
+  const s = await mustState(name);
+  if (!s.etcd) throw new LabError(`lab ${JSON.stringify(name)} runs no etcd`);
+  s.etcd = await startEtcd({ ns: s.etcd.ns, ip: LAB_ETCD_IP, dataDir: s.etcd.dataDir, logFile: s.etcd.logFile });
+  await saveState(s);
+  return s.etcd;
+}
+
 /**
  * Tears a lab down: agents get SIGTERM (SIGKILL after 5 s), then any process still inside a lab
  * namespace is ended the same way (only lab code runs there), then every tl<name>-* namespace is
@@ -320,6 +481,7 @@ export async function labDown({ name }: { name: string }): Promise<void> {
   for (const n of state?.nodes ?? []) {
     if (n.agent && processArgv(n.agent.pid)?.includes(n.agent.configFile)) pids.add(n.agent.pid);
   }
+  if (state?.etcd && processArgv(state.etcd.pid)?.includes(state.etcd.dataDir)) pids.add(state.etcd.pid);
   for (const ns of names) {
     const inside = await netnsPids(ns).catch((e: Error) => (errors.push(e.message), []));
     inside.forEach((pid) => pids.add(pid));

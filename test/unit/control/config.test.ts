@@ -34,7 +34,8 @@ describe('validateConfig', () => {
     expect(c.mtu).toBeUndefined();
     expect(c.vtepMAC).toBeUndefined();
     expect(c.workers).toBeGreaterThanOrEqual(1);
-    expect(c.subnet.net).toBe(0x0af40100);
+    expect(c.subnet?.net).toBe(0x0af40100);
+    expect(c.store).toEqual({ type: 'static' });
     expect(c.peers[0].subnet.prefix).toBe(24);
   });
 
@@ -70,5 +71,61 @@ describe('validateConfig', () => {
       delete c[f];
       expect(() => validateConfig(c)).toThrow(new RegExp(`"${f}": is required`));
     }
+  });
+});
+
+describe('validateConfig: store', () => {
+  const etcdBase = { vtepIP: '172.31.0.1', store: { type: 'etcd', endpoints: ['http://172.31.0.254:2379'] } };
+
+  it('takes an etcd store without network, subnet or peers, with flannel defaults', () => {
+    const c = validateConfig(etcdBase);
+    expect(c.network).toBeUndefined();
+    expect(c.subnet).toBeUndefined();
+    expect(c.peers).toEqual([]);
+    expect(c.store).toMatchObject({
+      type: 'etcd', endpoints: ['http://172.31.0.254:2379'], prefix: '/coreos.com/network', leaseTTLSeconds: 86400, renewMarginSeconds: 3600,
+    });
+    const d = validateConfig({ ...etcdBase, network: '10.244.0.0/16', subnet: '10.244.7.0/24', store: { ...etcdBase.store, prefix: '/x/net/', leaseTTLSeconds: 10 } });
+    expect(d.subnet?.text).toBe('10.244.7.0/24');
+    expect(d.store).toMatchObject({ prefix: '/x/net', leaseTTLSeconds: 10, renewMarginSeconds: 5 });
+    expect(validateConfig({ ...base, store: { type: 'static' } }).store).toEqual({ type: 'static' });
+  });
+
+  it('names the field and value of each bad store input', () => {
+    const bad = (store: Record<string, unknown>, field: string, value: string) => {
+      let err: unknown;
+      try {
+        validateConfig({ ...etcdBase, store: { ...etcdBase.store, ...store } });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).field).toBe(field);
+      expect((err as ConfigError).message).toContain(value);
+    };
+    bad({ type: 'consul' }, 'store.type', 'consul');
+    bad({ endpoints: [] }, 'store.endpoints', '[]');
+    bad({ endpoints: ['172.31.0.254:2379'] }, 'store.endpoints[0]', '172.31.0.254:2379');
+    bad({ endpoints: ['http://a:2379', 'https://b:2379'] }, 'store.endpoints', 'https://b:2379');
+    bad({ prefix: 'coreos.com' }, 'store.prefix', 'coreos.com');
+    bad({ leaseTTLSeconds: 1 }, 'store.leaseTTLSeconds', '1');
+    bad({ leaseTTLSeconds: 60, renewMarginSeconds: 60 }, 'store.renewMarginSeconds', '60');
+    bad({ certFile: '/etc/tulle/cert.pem' }, 'store.keyFile', 'undefined');
+    bad({ caFile: '/etc/tulle/ca.pem' }, 'store.endpoints', 'http://172.31.0.254:2379');
+    bad({ username: 'tulle' }, 'store.passwordFile', 'undefined');
+    bad({ token: 'x' }, 'store.token', 'x');
+    rejects({ store: { type: 'static', endpoints: [] } }, 'store.endpoints', '[]');
+  });
+
+  it('refuses what the etcd store owns, and requires network and subnet for static', () => {
+    for (const [f, v] of [['vni', 2], ['port', 4789], ['peers', []]] as const) {
+      expect(() => validateConfig({ ...etcdBase, [f]: v })).toThrow(new RegExp(`"${f}": comes from the etcd store`));
+    }
+    expect(() => validateConfig({ vtepIP: '172.31.0.1' })).toThrow(/"network": is required/);
+    const tls = validateConfig({
+      ...etcdBase,
+      store: { type: 'etcd', endpoints: ['https://e1:2379', 'https://e2:2379'], caFile: '/etc/tulle/ca.pem', certFile: '/c', keyFile: '/k', username: 'u', passwordFile: '/p' },
+    });
+    expect(tls.store).toMatchObject({ endpoints: ['https://e1:2379', 'https://e2:2379'], caFile: '/etc/tulle/ca.pem', username: 'u' });
   });
 });
