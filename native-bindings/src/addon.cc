@@ -37,6 +37,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterPoll(env, exports, constants);
   RegisterTun(env, exports, constants);
   RegisterUdp(env, exports, constants);
+  RegisterLock(env, exports, constants);
   constants.Freeze();
   exports.Set("constants", constants);
   return exports;

@@ -31,6 +31,7 @@ void RegisterIface(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterPoll(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterTun(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterUdp(Napi::Env env, Napi::Object exports, Napi::Object constants);
+void RegisterLock(Napi::Env env, Napi::Object exports, Napi::Object constants);
 
 inline void SetConstant(Napi::Object obj, const char* name, int32_t value) {
   obj.Set(name, Napi::Number::New(obj.Env(), value));
