@@ -10,6 +10,7 @@ interface Status {
   workers: { id: number; state: string; restarts: number; threadId: number; sourcePorts: number[]; lastExit?: string }[];
   peers: { subnet: string; vtepIP: string; vtepMAC: string }[];
   counters: Record<string, number>;
+  endpoints?: { containerID: string; ifname: string; ip: string; mac: string; hostIfname: string; network: string; netns: string }[];
 }
 
 export async function statusMain(socket: string, json: boolean): Promise<number> {
@@ -34,6 +35,11 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   }
   out.push(`peers    ${s.peers.length}`);
   for (const p of s.peers) out.push(`  ${p.subnet.padEnd(18)} via ${p.vtepIP} ${p.vtepMAC}`);
+  const eps = s.endpoints ?? [];
+  out.push(`endpoints ${eps.length}`);
+  for (const e of eps) {
+    out.push(`  ${e.ip.padEnd(18)} ${e.mac} ${e.ifname} <-> ${e.hostIfname}  ${e.containerID.slice(0, 12)} (${e.network}) ${e.netns}`);
+  }
   out.push('counters');
   for (const [k, v] of Object.entries(s.counters)) {
     if (v !== 0) out.push(`  ${k.padEnd(28)} ${v}`);

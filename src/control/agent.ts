@@ -20,6 +20,7 @@ import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
 import { type AgentConfig, ConfigError, describe, overlayAddress } from './config.js';
 import { L3_TUN_FLAGS, TunDevice } from './device.js';
+import { Endpoints } from './endpoints.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 
@@ -35,6 +36,7 @@ type Undo = () => Promise<void> | void;
 export class Agent {
   private readonly undo: { what: string; run: Undo }[] = [];
   private supervisor?: Supervisor;
+  private endpoints?: Endpoints;
   private table?: PeerTable;
   private counterSab?: SharedArrayBuffer;
   private mac?: Uint8Array;
@@ -83,8 +85,13 @@ export class Agent {
 
     const api = new ApiServer(cfg.socket);
     this.registerRoutes(api);
+    const endpoints = new Endpoints({ dataDir: cfg.dataDir, log: this.log, node: () => ({ subnet: cfg.subnet, mtu: this.mtu, ready: this.ready }) });
+    endpoints.register(api);
     await api.listen();
     this.push('close API socket', () => api.close());
+    await endpoints.load();
+    this.push('close endpoint store', () => endpoints.close());
+    this.endpoints = endpoints;
 
     this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
 
@@ -177,6 +184,7 @@ export class Agent {
       workers: this.supervisor?.status() ?? [],
       peers: cfg.peers.map((p) => ({ subnet: p.subnet.text, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
       counters: sab ? totals(sab, cfg.workers) : {},
+      endpoints: this.endpoints?.list() ?? [],
       workerCounters: sab ? Array.from({ length: cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
     };
   }
