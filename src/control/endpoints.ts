@@ -284,7 +284,9 @@ export class Endpoints {
         for (const u of undo.reverse()) {
           await u.run().catch((err: Error) => this.o.log.error({ step: u.what, err: err.message }, 'undoing a failed ADD step failed'));
         }
-        throw addError(e);
+        const err = addError(e);
+        this.o.log.warn({ containerID: req.containerID, ifname: req.ifname, netns: netns.path, err: err.message }, 'ADD failed; undone');
+        throw err;
       }
     });
   }
@@ -303,7 +305,7 @@ export class Endpoints {
       const gateway = v4.gateway !== undefined && isIPv4(v4.gateway) ? parseIpv4(v4.gateway) : nodeGateway;
       const routes: PodRoute[] = (req.delegated.routes ?? [])
         .filter((r: CniRoute) => !r.dst.includes(':'))
-        .map((r: CniRoute) => ({ dst: r.dst, gw: r.gw }));
+        .map((r: CniRoute) => ({ dst: r.dst, gw: r.gw ?? formatIpv4(gateway) }));
       return { addr, prefix, gateway, routes, ipam: 'delegated' as const };
     }
     let requested: number | undefined;
