@@ -255,6 +255,7 @@ export class Endpoints {
     const netns = checkNetnsRef(req.netns);
     const node = this.o.node();
     if (!node.ready) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent is starting; try again');
+    const started = performance.now();
     return this.exclusive(req, async () => {
       const old = this.records.get(keyOf(req));
       if (old) {
@@ -278,7 +279,8 @@ export class Endpoints {
         };
         await writeFileAtomic(this.recordFile(rec), `${JSON.stringify(rec, null, 2)}\n`, 0o600);
         this.records.set(keyOf(rec), rec);
-        this.o.log.info({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip, hostIfname, netns: rec.netns }, 'endpoint added');
+        const ms = Math.round(performance.now() - started);
+        this.o.log.info({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip, hostIfname, netns: rec.netns, ms }, 'endpoint added');
         return resultOf(rec, req.dns);
       } catch (e) {
         for (const u of undo.reverse()) {
@@ -324,10 +326,12 @@ export class Endpoints {
   async del(body: unknown): Promise<void> {
     checkAttachment(body);
     const req = body as unknown as DelRequest;
+    const started = performance.now();
     await this.exclusive(req, async () => {
       const rec = this.records.get(keyOf(req));
       await this.remove(rec ?? { containerID: req.containerID, ifname: req.ifname });
-      this.o.log.info({ containerID: req.containerID, ifname: req.ifname, ip: rec?.ip, known: rec !== undefined }, 'endpoint deleted');
+      const ms = Math.round(performance.now() - started);
+      this.o.log.info({ containerID: req.containerID, ifname: req.ifname, ip: rec?.ip, known: rec !== undefined, ms }, 'endpoint deleted');
     });
   }
 
