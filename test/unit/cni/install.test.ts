@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
-import { installCni } from '../../../src/cli/install-cni.js';
-import { SUPPORTED_VERSIONS } from '../../../src/cni/spec.js';
+import { DEFAULT_CONF_VERSION, DEFAULT_NETWORK, conflist, installCni } from '../../../src/cli/install-cni.js';
+import { DEFAULT_AGENT_SOCKET, SUPPORTED_VERSIONS } from '../../../src/cni/spec.js';
 
 const root = mkdtempSync(join(tmpdir(), 'tulle-install-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -51,4 +51,15 @@ test('install-cni writes the launcher, the modules and the conflist; the plugin 
   // Reinstalling over a live installation is fine (atomic renames).
   await installCni({ binDir, confDir: undefined });
   expect(readdirSync(binDir).sort()).toEqual(['tulle', 'tulle.d']);
+});
+
+test('deploy/10-tulle.conflist is what install-cni writes by default', () => {
+  expect(JSON.parse(readFileSync(join('deploy', '10-tulle.conflist'), 'utf8'))).toEqual(
+    conflist({ network: DEFAULT_NETWORK, cniVersion: DEFAULT_CONF_VERSION, socket: DEFAULT_AGENT_SOCKET, portmap: true }),
+  );
+});
+
+test("the plugin's default socket is the agent's default socket", async () => {
+  const { DEFAULT_SOCKET } = await import('../../../src/control/config.js');
+  expect(DEFAULT_AGENT_SOCKET).toBe(DEFAULT_SOCKET);
 });
