@@ -8,37 +8,40 @@
  * host-local style directory per node subnet, `<dataDir>/ipam/<net>-<prefix>/` (ipam.ts): one
  * directory for every CNI network of type tulle on the node, since they share the node's subnet.
  *
- * The host end of a pod's veth is named `tlv` + 12 hex digits of sha256(containerID, ifname): DEL
- * finds it even when the record is lost, and two attachments never collide by accident.
- *
  * ADD undoes its own steps when a later one fails (address, veth pair, record); DEL succeeds when
  * the veth, the netns or the record is already gone and always releases the address. Operations
  * on one (containerID, ifname) never overlap; the address directory serialises allocations.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import * as native from '../io/native.js';
 import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
 import { formatMac, randomLocalMac } from '../wire/mac.js';
-import { ERR, ID_RE, ifnameProblem } from '../cni/spec.js';
+import { ERR } from '../cni/spec.js';
 import type { CniResult, CniRoute } from '../cni/result.js';
 import {
   API_ADD, API_CHECK, API_DEL, API_GC,
-  type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse, type NetnsRef,
+  type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse,
 } from '../cni/protocol.js';
-import { type ApiServer, HttpError } from './api.js';
-import { AttachError, attachPod, detachPod, inspectPod, type PodRoute } from './attach.js';
-import { type Cidr } from './config.js';
-import { ip } from './ip.js';
-import { HostLocalStore, IpamError } from './ipam.js';
+import type { ApiServer } from './api.js';
+import { attachPod, detachPod, type PodRoute } from './attach.js';
+import type { Cidr } from './config.js';
+import { compareEndpoint } from './endpoint-check.js';
+import { type EndpointRecord, digest, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
+import {
+  CniApiError, addError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
+} from './endpoint-requests.js';
+import { HostLocalStore } from './ipam.js';
 import { writeFileAtomic } from './state.js';
+
+export type { EndpointRecord } from './endpoint-record.js';
+export { CniApiError } from './endpoint-requests.js';
+export { hostIfnameFor } from './endpoint-record.js';
 
 export const ENDPOINTS_DIR = 'endpoints';
 export const IPAM_DIR = 'ipam';
-export const HOST_IFNAME_PREFIX = 'tlv';
 
 /** What the endpoints need to know about the node, read at each request. */
 export interface NodeView {
@@ -53,114 +56,6 @@ export interface EndpointsOptions {
   dataDir: string;
   log: Logger;
   node: () => NodeView;
-}
-
-export interface EndpointRecord {
-  network: string;
-  containerID: string;
-  ifname: string;
-  /** "address/prefix" on the pod interface. */
-  ip: string;
-  gateway: string;
-  mac: string;
-  hostIfname: string;
-  hostMac: string;
-  mtu: number;
-  /** CNI_NETNS as the runtime gave it. */
-  netns: string;
-  /** Who allocated the address: the agent's own store, or a delegated ipam plugin. */
-  ipam: 'agent' | 'delegated';
-  /** Pod routes besides the default route. */
-  routes: PodRoute[];
-  createdAt: string;
-}
-
-/** An API error carrying the CNI error code the plugin reports. */
-export class CniApiError extends HttpError {
-  constructor(
-    status: number,
-    readonly code: number,
-    message: string,
-  ) {
-    super(status, message);
-  }
-}
-
-function digest(a: Attachment): string {
-  return createHash('sha256').update(`${a.containerID}\n${a.ifname}`).digest('hex');
-}
-
-/** The host end's name for an attachment: "tlv" + 12 hex digits. */
-export function hostIfnameFor(a: Attachment): string {
-  return HOST_IFNAME_PREFIX + digest(a).slice(0, 12);
-}
-
-const keyOf = (a: Attachment): string => `${a.containerID}\n${a.ifname}`;
-const PROC_FD_RE = /^\/proc\/\d+\/fd\/\d+$/;
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function checkAttachment(body: unknown): asserts body is Attachment & Record<string, unknown> {
-  if (!isObject(body)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'request body must be a JSON object');
-  const { containerID, ifname } = body;
-  if (typeof containerID !== 'string' || !ID_RE.test(containerID)) {
-    throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_CONTAINERID ${JSON.stringify(containerID)}`);
-  }
-  if (typeof ifname !== 'string' || ifnameProblem(ifname)) {
-    throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(ifname)}`);
-  }
-}
-
-function checkNetwork(v: unknown): string {
-  if (typeof v !== 'string' || !ID_RE.test(v)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `invalid network name ${JSON.stringify(v)}`);
-  return v;
-}
-
-function checkNetnsRef(v: unknown): NetnsRef {
-  if (!isObject(v) || typeof v.path !== 'string' || typeof v.proc !== 'string' || !PROC_FD_RE.test(v.proc) || typeof v.ino !== 'number') {
-    throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `invalid netns reference ${JSON.stringify(v)}`);
-  }
-  return { path: v.path, proc: v.proc, ino: v.ino };
-}
-
-/**
- * A path to the pod's netns usable from the agent: the plugin's open fd via /proc, else the path
- * itself (same mount namespace), whichever leads to the namespace the plugin opened.
- */
-async function resolveNetns(ref: NetnsRef): Promise<string> {
-  for (const p of [ref.proc, ref.path]) {
-    const st = await stat(p).catch(() => undefined);
-    if (st?.ino === ref.ino) return p;
-  }
-  throw new CniApiError(404, ERR.UNKNOWN_CONTAINER,
-    `network namespace ${JSON.stringify(ref.path)} is not reachable from the agent (through ${ref.proc} or the path; ` +
-    'the agent must share the PID namespace of the runtime)');
-}
-
-function cidrParts(where: string, cidr: string): { ip: number; prefix: number } {
-  const m = /^([0-9.]+)\/(\d{1,2})$/.exec(cidr);
-  if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `${where}: invalid CIDR ${JSON.stringify(cidr)}`);
-  return { ip: parseIpv4(m[1]!), prefix: Number(m[2]) };
-}
-
-function inSubnet(ipAddr: number, s: Cidr): boolean {
-  const mask = (0xffffffff << (32 - s.prefix)) >>> 0;
-  return ((ipAddr & mask) >>> 0) === s.net;
-}
-
-/** Maps a failure inside ADD to the error the plugin reports. */
-function addError(e: unknown): Error {
-  if (e instanceof HttpError) return e;
-  if (e instanceof IpamError) {
-    return e.reason === 'busy' ? new CniApiError(503, ERR.TRY_AGAIN_LATER, e.message) : new CniApiError(409, ERR.ADDRESS_UNAVAILABLE, e.message);
-  }
-  if (e instanceof AttachError) {
-    if (e.failure === 'netns') return new CniApiError(404, ERR.UNKNOWN_CONTAINER, e.message);
-    return new CniApiError(e.failure === 'other' ? 500 : 409, ERR.ATTACH_FAILED, e.message);
-  }
-  return new CniApiError(500, ERR.INTERNAL, (e as Error).message);
 }
 
 export class Endpoints {
@@ -364,54 +259,13 @@ export class Endpoints {
       const rec = this.records.get(keyOf(req));
       const what = `container ${req.containerID} interface ${req.ifname}`;
       if (!rec) throw new CniApiError(404, ERR.CHECK_FAILED, `CHECK ${what}: the agent has no such endpoint`);
-      const problems = await this.compare(rec, prev, await resolveNetns(netns));
+      const store = rec.ipam === 'agent' ? await this.store(this.o.node().subnet) : undefined;
+      const problems = await compareEndpoint(rec, prev, await resolveNetns(netns), store);
       if (problems.length > 0) throw new CniApiError(409, ERR.CHECK_FAILED, `CHECK ${what}: ${problems.join('; ')}`);
     });
   }
 
   /** Everything that differs between the record, prevResult and the kernel; empty when all agree. */
-  private async compare(rec: EndpointRecord, prev: CniResult, nsPath: string): Promise<string[]> {
-    const problems: string[] = [];
-    const podIdx = prev.interfaces.findIndex((i) => i.name === rec.ifname && !!i.sandbox);
-    if (podIdx < 0) problems.push(`prevResult lists no interface "${rec.ifname}" with a sandbox`);
-    else if (prev.interfaces[podIdx]!.mac !== undefined && prev.interfaces[podIdx]!.mac !== rec.mac) {
-      problems.push(`prevResult gives MAC ${prev.interfaces[podIdx]!.mac} for "${rec.ifname}", the agent attached ${rec.mac}`);
-    }
-    const prevIps = prev.ips.filter((x) => x.interface === podIdx || x.interface === undefined).map((x) => x.address);
-    if (!prevIps.includes(rec.ip)) problems.push(`prevResult lacks address ${rec.ip} (has ${JSON.stringify(prevIps)})`);
-    const wantRoutes = [{ dst: '0.0.0.0/0', gw: rec.gateway }, ...rec.routes.map((r) => ({ dst: r.dst, gw: r.gw ?? rec.gateway }))];
-    for (const r of wantRoutes) {
-      if (!prev.routes.some((p) => p.dst === r.dst && (p.gw === undefined || p.gw === r.gw))) problems.push(`prevResult lacks route ${r.dst} via ${r.gw}`);
-    }
-    const st = await inspectPod({ podNetnsPath: nsPath, ifname: rec.ifname });
-    if (!st) {
-      problems.push(`interface "${rec.ifname}" does not exist in ${rec.netns}`);
-    } else {
-      if (st.mac !== rec.mac) problems.push(`"${rec.ifname}" has MAC ${st.mac}, expected ${rec.mac}`);
-      if (st.mtu !== rec.mtu) problems.push(`"${rec.ifname}" has MTU ${st.mtu}, expected ${rec.mtu}`);
-      if (!st.up) problems.push(`"${rec.ifname}" is down`);
-      for (const a of prevIps.filter((x) => !x.includes(':'))) {
-        if (!st.addresses.includes(a)) problems.push(`"${rec.ifname}" lacks address ${a} (has ${JSON.stringify(st.addresses)})`);
-      }
-      for (const r of wantRoutes) {
-        if (!st.routes.some((k) => k.dst === r.dst && k.gw === r.gw)) problems.push(`route ${r.dst} via ${r.gw} is missing in the pod`);
-      }
-    }
-    if (native.ifNameToIndex(rec.hostIfname) === 0) problems.push(`host veth ${rec.hostIfname} does not exist`);
-    else {
-      const podIp = rec.ip.split('/')[0]!;
-      const routes = JSON.parse(await ip(['-j', '-4', 'route', 'show', 'exact', `${podIp}/32`])) as { dev?: string }[];
-      if (!routes.some((r) => r.dev === rec.hostIfname)) problems.push(`node route ${podIp}/32 dev ${rec.hostIfname} is missing`);
-    }
-    if (rec.ipam === 'agent') {
-      const store = await this.store(this.o.node().subnet);
-      if (!(await store.isOwnedBy(parseIpv4(rec.ip.split('/')[0]!), rec.containerID, rec.ifname))) {
-        problems.push(`address ${rec.ip} is not reserved for this container in ${store.dir}`);
-      }
-    }
-    return problems;
-  }
-
   /** Releases every endpoint of `network` and every unrecorded address not in `valid`. */
   async gc(body: unknown): Promise<GcResponse> {
     if (!isObject(body)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'request body must be a JSON object');
@@ -443,18 +297,4 @@ export class Endpoints {
     if (errors.length > 0) throw new CniApiError(500, ERR.INTERNAL, `GC of network ${network}: ${errors.join('; ')}`);
     return { released };
   }
-}
-
-/** The ADD result for an endpoint: host veth (no sandbox), pod interface (sandbox), its address. */
-export function resultOf(rec: EndpointRecord, dns?: CniResult['dns']): CniResult {
-  const r: CniResult = {
-    interfaces: [
-      { name: rec.hostIfname, mac: rec.hostMac, mtu: rec.mtu },
-      { name: rec.ifname, mac: rec.mac, mtu: rec.mtu, sandbox: rec.netns },
-    ],
-    ips: [{ address: rec.ip, gateway: rec.gateway, interface: 1 }],
-    routes: [{ dst: '0.0.0.0/0', gw: rec.gateway }, ...rec.routes.map((x) => (x.gw ? { dst: x.dst, gw: x.gw } : { dst: x.dst }))],
-  };
-  if (dns) r.dns = dns;
-  return r;
 }

@@ -301,6 +301,35 @@ describe.each(SUPPORTED_VERSIONS.filter((v) => compareVersions(v, '1.0.0') <= 0)
   });
 });
 
+test('a half-done ADD (node side fails after the veth exists) is undone; requested addresses are honoured', async () => {
+  const c = await container();
+  try {
+    // Something else already routes 10.244.1.77 on the node: the host side's /32 route fails.
+    await run('ip', ['-n', node().ns, 'route', 'add', '10.244.1.77/32', 'dev', 'lo']);
+    const before = { files: addressFiles(), veths: await hostVeths(), records: records() };
+    const e = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, args: 'IgnoreUnknown=1;IP=10.244.1.77', config: conf('1.0.0') }));
+    expect(e.code).toBe(ERR.ATTACH_FAILED);
+    expect(e.msg).toContain('File exists');
+    expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
+    expect(await run('ip', ['-n', c.ns, 'link', 'show'])).not.toContain('eth0');
+    await run('ip', ['-n', node().ns, 'route', 'del', '10.244.1.77/32', 'dev', 'lo']);
+    const viaArgs = ok(await call({ command: 'ADD', containerID: c.id, netns: c.netns, args: 'IgnoreUnknown=1;IP=10.244.1.77', config: conf('1.0.0') })) as Result;
+    expect(viaArgs.ips[0]!.address).toBe('10.244.1.77/24');
+    const taken = errorOf(await call({ command: 'ADD', containerID: `${c.id}x`, netns: c.netns, ifname: 'eth1', config: conf('1.0.0', { runtimeConfig: { ips: ['10.244.1.77/24'] } }) }));
+    expect(taken).toMatchObject({ code: ERR.ADDRESS_UNAVAILABLE, msg: `requested IP 10.244.1.77 is already allocated to container "${c.id}"` });
+    ok(await call({ command: 'DEL', containerID: c.id, netns: c.netns, config: conf('1.0.0') }));
+    expect(addressFiles()).toEqual(before.files);
+  } finally {
+    await deleteNetns(c.ns);
+  }
+});
+
+test("the agent writes flannel's subnet.env", () => {
+  expect(readFileSync(join(labStateDir(name), 'n1', 'subnet.env'), 'utf8')).toBe(
+    'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+  );
+});
+
 test('ADD while the agent is starting answers code 11 (try again later)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tulle-starting-'));
   const socket = join(dir, 'agent.sock');
