@@ -11,9 +11,11 @@
  *   add, del      one pod after another (like a kubelet starting pods one by one)
  *   add/del xN    N calls in flight at once (pods/s under concurrency)
  *
- * Reports p50, p99, mean and max per call, and pods per second (pods / wall time).
+ * Reports p50, p99, mean and max per call, and pods per second (pods / wall time); and, from the
+ * agent's log, the agent's own share of each sequential ADD and DEL (request to answer).
  */
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cniCall, type CniCall, type CniReply } from '../src/lab/cni.js';
@@ -60,6 +62,24 @@ async function timed(calls: CniCall[], concurrency: number): Promise<{ ms: numbe
   return { ms, wallMs: performance.now() - t0 };
 }
 
+/** The agent's `ms` for the first `n` ADDs and DELs of the benchmark's pods (the sequential runs). */
+async function agentShare(logFile: string, prefix: string, n: number): Promise<Row[]> {
+  const add: number[] = [];
+  const del: number[] = [];
+  for (const line of (await readFile(logFile, 'utf8')).split('\n')) {
+    if (!line.includes(prefix)) continue;
+    const e = JSON.parse(line) as { msg?: string; ms?: number; containerID?: string };
+    if (!e.containerID?.startsWith(`${prefix}b`) || typeof e.ms !== 'number') continue;
+    if (e.msg === 'endpoint added' && add.length < n) add.push(e.ms);
+    if (e.msg === 'endpoint deleted' && del.length < n) del.push(e.ms);
+  }
+  const none = (scenario: string): Row => ({ scenario, calls: 0, p50Ms: NaN, p99Ms: NaN, meanMs: NaN, maxMs: NaN, perSecond: NaN });
+  return [
+    add.length ? { ...row('  agent share of add', add, 1), perSecond: NaN } : none('  agent share of add'),
+    del.length ? { ...row('  agent share of del', del, 1), perSecond: NaN } : none('  agent share of del'),
+  ];
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { pods: { type: 'string' }, parallel: { type: 'string' }, json: { type: 'boolean' } } });
   const pods = Number(values.pods ?? 100);
@@ -88,6 +108,7 @@ async function main(): Promise<void> {
     const delN = await timed(namespaces.map((ns) => call('DEL', ns)), parallel);
     rows.push(row(`del x${parallel}`, delN.ms, delN.wallMs));
     for (const ns of namespaces) await deleteNetns(ns);
+    rows.push(...(await agentShare(node.agent!.logFile, labPrefix(name), pods)));
   } finally {
     await labDown({ name });
   }
@@ -98,7 +119,7 @@ async function main(): Promise<void> {
   process.stdout.write(`tulle-cni latency, ${pods} pods, one node (${new Date().toISOString()})\n`);
   process.stdout.write(`${'scenario'.padEnd(26)}${'calls'.padStart(6)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'max ms'.padStart(9)}${'pods/s'.padStart(9)}\n`);
   for (const r of rows) {
-    process.stdout.write(`${r.scenario.padEnd(26)}${String(r.calls).padStart(6)}${r.p50Ms.toFixed(1).padStart(9)}${r.p99Ms.toFixed(1).padStart(9)}${r.meanMs.toFixed(1).padStart(9)}${r.maxMs.toFixed(1).padStart(9)}${r.perSecond.toFixed(1).padStart(9)}\n`);
+    process.stdout.write(`${r.scenario.padEnd(26)}${String(r.calls).padStart(6)}${r.p50Ms.toFixed(1).padStart(9)}${r.p99Ms.toFixed(1).padStart(9)}${r.meanMs.toFixed(1).padStart(9)}${r.maxMs.toFixed(1).padStart(9)}${(Number.isNaN(r.perSecond) ? '-' : r.perSecond.toFixed(1)).padStart(9)}\n`);
   }
 }
 
