@@ -38,7 +38,7 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   const eps = s.endpoints ?? [];
   out.push(`endpoints ${eps.length}`);
   for (const e of eps) {
-    out.push(`  ${e.ip.padEnd(18)} ${e.mac} ${e.ifname} <-> ${e.hostIfname}  ${e.containerID.slice(0, 12)} (${e.network}) ${e.netns}`);
+    out.push(`  ${e.ip.padEnd(18)} ${e.mac} ${e.ifname} <-> ${e.hostIfname}  ${e.containerID.length > 24 ? e.containerID.slice(0, 12) : e.containerID} (${e.network}) ${e.netns}`);
   }
   out.push('counters');
   for (const [k, v] of Object.entries(s.counters)) {
