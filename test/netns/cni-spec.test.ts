@@ -324,6 +324,27 @@ test('a half-done ADD (node side fails after the veth exists) is undone; request
   }
 });
 
+test('ADD after an earlier plugin of the chain appends to its prevResult', async () => {
+  const c = await container();
+  try {
+    const prevResult = {
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'dummy0', mac: '02:00:00:00:00:09' }],
+      ips: [{ address: '192.0.2.9/24', interface: 0 }],
+      routes: [{ dst: '192.0.2.0/24' }],
+      dns: { nameservers: ['192.0.2.53'] },
+    };
+    const res = ok(await call({ command: 'ADD', containerID: c.id, netns: c.netns, config: conf('1.0.0', { prevResult }) })) as Result & { dns: unknown };
+    expect(res.interfaces.map((i) => i.name)).toEqual(['dummy0', expect.stringMatching(/^tlv/), 'eth0']);
+    expect(res.ips).toEqual([prevResult.ips[0], { address: expect.stringMatching(/^10\.244\.1\./), gateway: '10.244.1.1', interface: 2 }]);
+    expect(res.routes).toEqual([{ dst: '192.0.2.0/24' }, { dst: '0.0.0.0/0', gw: '10.244.1.1' }]);
+    expect(res.dns).toEqual({ nameservers: ['192.0.2.53'] });
+    ok(await call({ command: 'DEL', containerID: c.id, netns: c.netns, config: conf('1.0.0') }));
+  } finally {
+    await deleteNetns(c.ns);
+  }
+});
+
 test("the agent writes flannel's subnet.env", () => {
   expect(readFileSync(join(labStateDir(name), 'n1', 'subnet.env'), 'utf8')).toBe(
     'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
