@@ -10,6 +10,7 @@
         "src/args.cc",
         "src/fd.cc",
         "src/iface.cc",
+        "src/lock.cc",
         "src/offload.cc",
         "src/poll.cc",
         "src/segment.cc",

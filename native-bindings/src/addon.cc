@@ -39,6 +39,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterUdp(env, exports, constants);
   RegisterOffload(env, exports, constants);
   RegisterSegment(env, exports, constants);
+  RegisterLock(env, exports, constants);
   constants.Freeze();
   exports.Set("constants", constants);
   return exports;

@@ -14,6 +14,7 @@ interface Status {
   peers: { subnet: string; vtepIP: string; vtepMAC: string }[];
   store?: StoreStatus;
   counters: Record<string, number>;
+  endpoints?: { containerID: string; ifname: string; ip: string; mac: string; hostIfname: string; network: string; netns: string }[];
 }
 
 interface StoreStatus {
@@ -73,6 +74,11 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   }
   out.push(`peers    ${s.peers.length}`);
   for (const p of s.peers) out.push(`  ${p.subnet.padEnd(18)} via ${p.vtepIP} ${p.vtepMAC}`);
+  const eps = s.endpoints ?? [];
+  out.push(`endpoints ${eps.length}`);
+  for (const e of eps) {
+    out.push(`  ${e.ip.padEnd(18)} ${e.mac} ${e.ifname} <-> ${e.hostIfname}  ${e.containerID.length > 24 ? e.containerID.slice(0, 12) : e.containerID} (${e.network}) ${e.netns}`);
+  }
   out.push('counters');
   for (const [k, v] of Object.entries(s.counters)) {
     if (v !== 0) out.push(`  ${k.padEnd(28)} ${v}`);

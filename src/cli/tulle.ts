@@ -13,10 +13,11 @@ const HELP = `tulle: a userspace VXLAN overlay for pod networks
 usage:
   tulle agent --config FILE          run a node agent in the foreground (JSON logs on stdout)
   tulle status [--socket PATH] [--json]
-                                     show the running agent's peers, workers and counters
+                                     show the running agent's peers, workers, endpoints, counters
   tulle debug kill-worker N [--socket PATH]
                                      end worker N as a crash would (the supervisor restarts it)
   tulle lab up|down|demo [options]   a cluster in network namespaces (see: tulle lab --help)
+  tulle install-cni [options]        install the CNI plugin and its conflist (see: --help)
   tulle help                         this text
 
 The agent config is JSON; see deploy/agent.example.json and the README.
@@ -53,6 +54,10 @@ async function main(argv: string[]): Promise<number> {
       await request(values.socket ?? DEFAULT_SOCKET, 'POST', `/v1/workers/${positionals[1]}/kill`);
       process.stdout.write(`worker ${positionals[1]} killed\n`);
       return 0;
+    }
+    case 'install-cni': {
+      const { installCniMain } = await import('./install-cni.js');
+      return installCniMain(rest);
     }
     case 'lab': {
       const { labMain } = await import('./lab.js');

@@ -20,6 +20,7 @@ import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
 import { type AgentConfig, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
 import { TunDevice } from './device.js';
+import { Endpoints } from './endpoints.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 import { openStore, type PeerStore } from './store/index.js';
@@ -40,6 +41,7 @@ export class Agent {
   private readonly store: PeerStore;
   /** The config with the network, subnet, VNI and port the store settled. */
   private node?: NodeConfig;
+  private endpoints?: Endpoints;
   private table?: PeerTable;
   /** The peer set last published to the workers. */
   private peers: readonly PeerEntry[] = [];
@@ -76,6 +78,10 @@ export class Agent {
     // The socket first: another agent answering on it explains any later conflict.
     const api = new ApiServer(cfg.socket);
     this.registerRoutes(api);
+    // CNI requests are answered from the start; until the endpoints are loaded and the agent
+    // is ready they get CNI code 11 (try again).
+    const endpoints = new Endpoints({ dataDir: cfg.dataDir, log: this.log, node: () => ({ subnet: this.node?.subnet, mtu: this.mtu, ready: this.ready }) });
+    endpoints.register(api);
     await api.listen();
     this.push('close API socket', () => api.close());
 
@@ -107,6 +113,10 @@ export class Agent {
     });
     const node: NodeConfig = { ...cfg, network: m.network, subnet: m.subnet, vni: m.vni, port: m.port };
     this.node = node;
+
+    await endpoints.load();
+    this.push('close endpoint store', () => endpoints.close());
+    this.endpoints = endpoints;
 
     const oldForward = await setIpv4Sysctl('ip_forward', '1');
     this.log.info({ was: oldForward }, 'IPv4 forwarding enabled');
@@ -211,6 +221,7 @@ export class Agent {
       store: this.store.status(),
       peers: this.peers.map((p) => ({ subnet: `${formatIpv4(p.net)}/${p.prefix}`, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
       counters: sab ? totals(sab, cfg.workers) : {},
+      endpoints: this.endpoints?.list() ?? [],
       workerCounters: sab ? Array.from({ length: cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
     };
   }

@@ -2,8 +2,9 @@
  * The agent's local API: HTTP/1.1 over a Unix socket (mode 0600), JSON in
  * and out. `tulle status` and the CNI plugin are its clients.
  *
- *   GET  /v1/status               node, workers, peers, counters
+ *   GET  /v1/status               node, workers, peers, endpoints, counters
  *   POST /v1/workers/<id>/kill    end a worker as a crash would (fault injection)
+ *   POST /v1/cni/{add,del,check,gc}, GET /v1/endpoints   the CNI plugin's (src/control/endpoints.ts)
  */
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import http from 'node:http';

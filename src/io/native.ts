@@ -45,6 +45,8 @@ export const MAX_BATCH = 256;
 export const MAX_POLL_FDS = 64;
 /** Interface names are at most IFNAMSIZ - 1 bytes. */
 export const IFNAMSIZ = 16;
+/** Paths are at most PATH_MAX - 1 bytes. */
+export const PATH_MAX = 4096;
 
 /** TUNSETIFF flags (include/uapi/linux/if_tun.h). */
 export const IFF_TUN = 0x0001;
@@ -96,6 +98,7 @@ export interface NativeConstants {
   readonly POLLERR: number;
   readonly POLLHUP: number;
   readonly POLLNVAL: number;
+  readonly PATH_MAX: number;
 }
 
 /** The addon's exports. Contracts are on the validating wrappers below, which share the names. */
@@ -128,6 +131,9 @@ export interface NativeAddon {
   close(fd: number): number;
   ifNameToIndex(name: string): number;
   ifMtu(name: string): number;
+  lockOpen(path: string): number;
+  flock(fd: number, exclusive: boolean, nonBlocking: boolean): number;
+  funlock(fd: number): number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,13 +153,13 @@ function packageRoot(start: string): string {
 const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
   MAX_BATCH, MAX_POLL_FDS, IFNAMSIZ, IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR,
   TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
-  POLLIN, POLLERR, POLLHUP, POLLNVAL,
+  POLLIN, POLLERR, POLLHUP, POLLNVAL, PATH_MAX,
 };
 
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
   'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'eventfdSignal',
-  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment',
+  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment', 'lockOpen', 'flock', 'funlock',
 ];
 
 function loadAddon(): NativeAddon {
@@ -485,6 +491,41 @@ export function ifMtu(name: string): number {
 }
 
 // ---------------------------------------------------------------------------------------------
+// File locks.
+
+/**
+ * Opens (creating with mode 0600) a lock file read-write and close-on-exec; the fd belongs to this
+ * thread like any other. Returns the fd or -errno.
+ */
+export function lockOpen(path: string): number {
+  if (typeof path !== 'string') throw new TypeError(`lockOpen: path must be a string, got ${describe(path)}`);
+  const bytes = Buffer.byteLength(path, 'utf8');
+  if (bytes === 0 || bytes >= PATH_MAX || path.includes('\0')) {
+    throw new RangeError(`lockOpen: path must be 1..${PATH_MAX - 1} bytes without NUL, got ${JSON.stringify(path)}`);
+  }
+  return nativeAddon.lockOpen(path);
+}
+
+/**
+ * flock(2) on `fd`: an exclusive or shared lock on the open file, held until `funlock` or close.
+ * With `nonBlocking` it returns -EAGAIN (EWOULDBLOCK) at once when another open file holds a
+ * conflicting lock; without, it blocks this thread until granted, so the main thread should only
+ * use `nonBlocking`. Returns 0 or -errno.
+ */
+export function flock(fd: number, exclusive: boolean, nonBlocking: boolean): number {
+  fdArg('flock', fd);
+  bool('flock', 'exclusive', exclusive);
+  bool('flock', 'nonBlocking', nonBlocking);
+  return nativeAddon.flock(fd, exclusive, nonBlocking);
+}
+
+/** Releases the lock `flock` took on `fd`. Returns 0 or -errno. */
+export function funlock(fd: number): number {
+  fdArg('funlock', fd);
+  return nativeAddon.funlock(fd);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Control path: the same calls, throwing SysError.
 
 function ipv4String(ip: number): string {
@@ -519,6 +560,11 @@ export function openEventfd(): number {
 /** close, throwing SysError. */
 export function closeFd(fd: number): void {
   check(close(fd), 'close', `fd ${fd}`);
+}
+
+/** lockOpen, throwing SysError (`open lock file "/var/lib/tulle/ipam/lock": EACCES (...)`). */
+export function openLockFile(path: string): number {
+  return check(lockOpen(path), 'open', `lock file "${path}"`);
 }
 
 /** ifMtu, throwing SysError. */

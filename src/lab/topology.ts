@@ -4,8 +4,8 @@
 //            n1 ┌────────────┴──────────────┐ n2  ...
 //   tl<name>-n1 eth0 172.31.0.1/24     tl<name>-n2 eth0 172.31.0.2/24      (MTU 1500 unless underlayMtu)
 //     pods 10.244.1.0/24, gw .1          pods 10.244.2.0/24, gw .1
-//     veth-p1 ── tl<name>-n1-p1 eth0 10.244.1.2/32 (ptp wiring, src/control/attach.ts)
-//     veth-p2 ── tl<name>-n1-p2 eth0 10.244.1.3/32
+//     tlv…  ── tl<name>-n1-p1 eth0 10.244.1.2 (ptp wiring, src/control/attach.ts)
+//     tlv…  ── tl<name>-n1-p2 eth0 10.244.1.3
 //
 // How nodes reach each other's pods is the mode: 'tulle' runs an agent per node (the agent owns
 // its TUN device and the cluster route); 'kernel-vxlan' configures flannel.1 the way flannel does;
@@ -18,16 +18,24 @@
 // its agent says which subnet it got. Nodes can then join later (labAddNode), and agents and
 // etcd can be stopped and started again (restart and outage experiments).
 //
+// Pods of tulle nodes are attached through the CNI plugin exactly as a runtime attaches them: the
+// lab installs `tulle-cni` into its own CNI bin directory (`tulle install-cni`), writes each
+// node's conflist, and runs the plugin in the node's namespace with CNI_* variables and the
+// config on stdin; the node's agent allocates the address and wires the veth. Nodes without an
+// agent (kernel-vxlan, plain) are wired directly with the same ptp layout (veth-p<i>, /32).
+//
 // Everything a lab creates is named tl<name>-* and recorded in /run/tulle-lab/<name>/state.json,
 // written before anything is created; labDown works from that record and from `ip netns list`,
 // so it also cleans up after a crash half-way through labUp.
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { attachPod } from '../control/attach.js';
 import { request as apiRequest } from '../control/api.js';
 import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
 import { LAB_ETCD_IP, etcdctl, startEtcd, stopEtcd, type LabEtcd } from './etcd.js';
+import { installCni, conflist } from '../cli/install-cni.js';
+import { cniRun, requestConfig } from './cni.js';
 import { request } from 'node:http';
 import type { ChildProcess } from 'node:child_process';
 import { distScript, processArgv, spawnInNs, terminateProcesses } from '../util/exec.js';
@@ -60,6 +68,8 @@ const AGENT_READY_TIMEOUT_MS = 30_000;
 const AGENT_POLL_MS = 100;
 const LOG_TAIL_CHARS = 1_500;
 const LAB_NAME_RE = /^[a-z0-9]{1,16}$/;
+/** The conflist version the lab writes: what podman 4.3 and Debian's plugins accept too. */
+const LAB_CNI_VERSION = '1.0.0';
 
 export interface LabOptions {
   name: string;
@@ -97,6 +107,8 @@ export interface LabAgent {
 
 export interface LabNode {
   index: number;
+  /** tulle nodes: the conflist the node's pods are attached with. */
+  cniConflist?: string;
   ns: string;
   mode: NodeMode;
   underlayIp: string;
@@ -107,6 +119,7 @@ export interface LabNode {
 }
 
 export interface LabPod {
+  /** Also the pod's CNI_CONTAINERID. */
   ns: string;
   node: number;
   index: number;
@@ -127,6 +140,8 @@ export interface LabState {
   podsPerNode?: number;
   /** Every namespace the lab creates, recorded before creation. */
   namespaces: string[];
+  /** The CNI bin directory holding the lab's `tulle` plugin (when it has tulle nodes). */
+  cniBin?: string;
   nodes: LabNode[];
   pods: LabPod[];
   kernelTxChecksumOff?: boolean;
@@ -245,7 +260,33 @@ async function buildUnderlay(s: LabState, n: LabNode): Promise<void> {
 async function attachPods(s: LabState, n: LabNode, podMtu: number): Promise<void> {
   for (const pod of s.pods.filter((q) => q.node === n.index)) {
     await createNetns(pod.ns);
-    await attachPod({ nodeNs: n.ns, podNetns: pod.ns, ifname: 'eth0', hostIfname: pod.hostIfname, podIp: pod.ip, gatewayIp: n.gateway, mtu: podMtu });
+    // tulle nodes' pods are attached through the CNI plugin once the agent runs.
+    if (n.mode !== 'tulle') {
+      await attachPod({ nodeNs: n.ns, podNetns: pod.ns, ifname: 'eth0', hostIfname: pod.hostIfname, podIp: pod.ip, gatewayIp: n.gateway, mtu: podMtu });
+    }
+  }
+}
+
+/** Writes the node's conflist (tulle only; the lab does not publish ports) and returns its path. */
+async function writeNodeConflist(s: LabState, n: LabNode): Promise<string> {
+  const file = join(labStateDir(s.name), `n${n.index}`, 'net.d', '10-tulle.conflist');
+  await mkdir(dirname(file), { recursive: true });
+  const list = conflist({ network: `tl${s.name}`, cniVersion: LAB_CNI_VERSION, socket: n.agent!.socket, portmap: false });
+  await writeFile(file, JSON.stringify(list, null, 2) + '\n');
+  return file;
+}
+
+/** CNI ADD for each pod of a tulle node, one after another as a kubelet would; records the results. */
+async function attachThroughCni(s: LabState, n: LabNode): Promise<void> {
+  n.cniConflist = await writeNodeConflist(s, n);
+  const list = JSON.parse(await readFile(n.cniConflist, 'utf8')) as { name: string; cniVersion: string; plugins: Record<string, unknown>[] };
+  for (const pod of s.pods.filter((q) => q.node === n.index)) {
+    const result = (await cniRun({
+      plugin: join(s.cniBin!, 'tulle'), command: 'ADD', nodeNs: n.ns, containerID: pod.ns, netns: `/run/netns/${pod.ns}`,
+      ifname: 'eth0', path: [s.cniBin!], args: `IgnoreUnknown=1;K8S_POD_NAME=${pod.ns}`, config: requestConfig(list, list.plugins[0]!),
+    })) as { interfaces: { name: string; sandbox?: string }[]; ips: { address: string; interface?: number }[] };
+    pod.ip = result.ips[0]!.address.split('/')[0]!;
+    pod.hostIfname = result.interfaces.find((i) => !i.sandbox)!.name;
   }
 }
 
@@ -334,8 +375,10 @@ export async function labUp(o: LabOptions): Promise<LabState> {
     throw new LabError(`lab ${JSON.stringify(s.name)} already exists (${existing[0] ?? labStateDir(s.name)}); run "tulle lab down --name ${s.name}" first`);
   }
   await mkdir(labStateDir(s.name), { recursive: true });
+  if (s.nodes.some((n) => n.mode === 'tulle')) s.cniBin = join(labStateDir(s.name), 'cni', 'bin');
   await saveState(s);
   try {
+    if (s.cniBin) await installCni({ binDir: s.cniBin });
     await createNetns(s.switchNs);
     await addBridge(s.switchNs, BRIDGE);
     if (s.store === 'etcd') {
@@ -357,6 +400,7 @@ export async function labUp(o: LabOptions): Promise<LabState> {
     const agents = [];
     for (const n of s.nodes) if (n.mode === 'tulle') agents.push({ node: n, child: await startAgent(s, n) });
     await Promise.all(agents.map(({ node, child }) => waitAgentReady(node, node.agent as LabAgent, child)));
+    await Promise.all(agents.map(({ node }) => attachThroughCni(s, node)));
     await saveState(s);
     return s;
   } catch (e) {
@@ -394,6 +438,8 @@ async function wireLeasedNode(s: LabState, n: LabNode): Promise<void> {
   s.pods = [...s.pods.filter((q) => q.node !== n.index), ...planPods(n, s.podsPerNode ?? 0)];
   await saveState(s);
   await attachPods(s, n, underlayMtuOf(s) - VXLAN_OVERHEAD_IPV4);
+  await attachThroughCni(s, n);
+  await saveState(s);
 }
 
 async function mustState(name: string): Promise<LabState> {

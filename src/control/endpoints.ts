@@ -1,0 +1,309 @@
+/**
+ * The agent's side of the CNI plugin: the local endpoints (one per attached pod interface), their
+ * addresses and their veths, behind the routes of protocol.ts on the agent's API.
+ *
+ * Each endpoint is kept as a JSON record in `<dataDir>/endpoints/<key>.json` (container ID,
+ * ifname, address, MACs, host veth, netns, network), written before ADD answers and removed by
+ * DEL, so `tulle status` and CHECK/GC/DEL work across agent restarts. Addresses live in a
+ * host-local style directory per node subnet, `<dataDir>/ipam/<net>-<prefix>/` (ipam.ts): one
+ * directory for every CNI network of type tulle on the node, since they share the node's subnet.
+ *
+ * ADD undoes its own steps when a later one fails (address, veth pair, record); DEL succeeds when
+ * the veth, the netns or the record is already gone and always releases the address. Operations
+ * on one (containerID, ifname) never overlap; the address directory serialises allocations.
+ */
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isIPv4 } from 'node:net';
+import type { Logger } from 'pino';
+import * as native from '../io/native.js';
+import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
+import { formatMac, randomLocalMac } from '../wire/mac.js';
+import { ERR } from '../cni/spec.js';
+import type { CniResult, CniRoute } from '../cni/result.js';
+import {
+  API_ADD, API_CHECK, API_DEL, API_GC,
+  type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse,
+} from '../cni/protocol.js';
+import type { ApiServer } from './api.js';
+import { attachPod, detachPod, type PodRoute } from './attach.js';
+import type { Cidr } from './config.js';
+import { compareEndpoint } from './endpoint-check.js';
+import { type EndpointRecord, digest, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
+import {
+  CniApiError, addError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
+} from './endpoint-requests.js';
+import { HostLocalStore } from './ipam.js';
+import { writeFileAtomic } from './state.js';
+
+export type { EndpointRecord } from './endpoint-record.js';
+export { CniApiError } from './endpoint-requests.js';
+export { hostIfnameFor } from './endpoint-record.js';
+
+export const ENDPOINTS_DIR = 'endpoints';
+export const IPAM_DIR = 'ipam';
+
+/** What the endpoints need to know about the node, read at each request. */
+export interface NodeView {
+  /** Absent until the store has settled it (etcd: until the subnet is leased). */
+  subnet: Cidr | undefined;
+  /** Overlay MTU: every pod veth gets it. */
+  mtu: number;
+  /** False while the agent starts or stops: ADD is refused with CNI code 11. */
+  ready: boolean;
+}
+
+export interface EndpointsOptions {
+  dataDir: string;
+  log: Logger;
+  node: () => NodeView;
+}
+
+export class Endpoints {
+  private readonly records = new Map<string, EndpointRecord>();
+  private readonly busy = new Set<string>();
+  private readonly stores = new Map<string, HostLocalStore>();
+
+  private loaded = false;
+
+  /** Routes can be registered at once; requests wait for `load` (until then they get code 11). */
+  constructor(private readonly o: EndpointsOptions) {}
+
+  /** The node's subnet, or CNI code 11 (try again) while the agent has not settled it yet. */
+  private subnet(): Cidr {
+    const subnet = this.o.node().subnet;
+    if (!subnet) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent has no subnet yet (its store is still joining); try again');
+    return subnet;
+  }
+
+  /** Loads the records kept in `dataDir` and drops those whose host veth is gone (pod deleted without DEL). */
+  async load(): Promise<void> {
+    const o = this.o;
+    await mkdir(this.recordDir, { recursive: true });
+    for (const name of await readdir(this.recordDir)) {
+      if (!name.endsWith('.json')) continue;
+      try {
+        const rec = JSON.parse(await readFile(join(this.recordDir, name), 'utf8')) as EndpointRecord;
+        this.records.set(keyOf(rec), rec);
+      } catch (err) {
+        o.log.warn({ file: name, err: (err as Error).message }, 'unreadable endpoint record ignored');
+      }
+    }
+    for (const rec of [...this.records.values()]) {
+      if (native.ifNameToIndex(rec.hostIfname) > 0) continue;
+      o.log.warn({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip }, 'host veth gone since the last run; releasing the endpoint');
+      await this.remove(rec).catch((err: Error) => o.log.error({ err: err.message }, 'releasing a vanished endpoint failed'));
+    }
+    this.loaded = true;
+  }
+
+  close(): void {
+    for (const s of this.stores.values()) s.close();
+    this.stores.clear();
+  }
+
+  /** The endpoints, oldest first. */
+  list(): EndpointRecord[] {
+    return [...this.records.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  register(api: ApiServer): void {
+    const when = <T>(fn: (body: unknown) => Promise<T>) => (_req: unknown, body: unknown): Promise<T> => {
+      if (!this.loaded) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent is starting; try again');
+      return fn(body);
+    };
+    api.on('POST', new RegExp(`^${API_ADD}$`), when((b) => this.add(b)));
+    api.on('POST', new RegExp(`^${API_DEL}$`), when(async (b) => (await this.del(b), {})));
+    api.on('POST', new RegExp(`^${API_CHECK}$`), when(async (b) => (await this.check(b), {})));
+    api.on('POST', new RegExp(`^${API_GC}$`), when((b) => this.gc(b)));
+    api.on('GET', /^\/v1\/endpoints$/, () => this.list());
+  }
+
+  private get recordDir(): string {
+    return join(this.o.dataDir, ENDPOINTS_DIR);
+  }
+
+  private recordFile(a: Attachment): string {
+    return join(this.recordDir, `${digest(a).slice(0, 32)}.json`);
+  }
+
+  private async store(subnet: Cidr): Promise<HostLocalStore> {
+    let s = this.stores.get(subnet.text);
+    if (!s) {
+      const dir = join(this.o.dataDir, IPAM_DIR, `${formatIpv4(subnet.net)}-${subnet.prefix}`);
+      s = await HostLocalStore.open(dir, { net: subnet.net, prefix: subnet.prefix });
+      this.stores.set(subnet.text, s);
+    }
+    return s;
+  }
+
+  /** Runs `fn` with the attachment marked busy; a concurrent operation on it gets code 11. */
+  private async exclusive<T>(a: Attachment, fn: () => Promise<T>): Promise<T> {
+    const key = keyOf(a);
+    if (this.busy.has(key)) {
+      throw new CniApiError(409, ERR.TRY_AGAIN_LATER, `another operation on container ${a.containerID} interface ${a.ifname} is in progress`);
+    }
+    this.busy.add(key);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(key);
+    }
+  }
+
+  async add(body: unknown): Promise<CniResult> {
+    checkAttachment(body);
+    const req = body as unknown as AddRequest;
+    const network = checkNetwork(req.network);
+    const netns = checkNetnsRef(req.netns);
+    const node = this.o.node();
+    if (!node.ready) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent is starting; try again');
+    const started = performance.now();
+    return this.exclusive(req, async () => {
+      const old = this.records.get(keyOf(req));
+      if (old) {
+        throw new CniApiError(409, ERR.ADDRESS_UNAVAILABLE,
+          `container ${req.containerID} interface ${req.ifname} is already attached (${old.ip}); duplicate allocation is not allowed, DEL it first`);
+      }
+      const undo: { what: string; run: () => Promise<unknown> }[] = [];
+      try {
+        const nsPath = await resolveNetns(netns);
+        const { addr, prefix, gateway, routes, ipam } = await this.address(req, node, undo);
+        const hostIfname = hostIfnameFor(req);
+        const wired = await attachPod({
+          podNetnsPath: nsPath, ifname: req.ifname, hostIfname, podIp: formatIpv4(addr), prefixLen: prefix,
+          gatewayIp: formatIpv4(gateway), mtu: node.mtu, podMac: formatMac(randomLocalMac()), hostMac: formatMac(randomLocalMac()), routes,
+        });
+        undo.push({ what: `delete veth ${hostIfname}`, run: () => detachPod({ ifname: req.ifname, hostIfname }) });
+        const rec: EndpointRecord = {
+          network, containerID: req.containerID, ifname: req.ifname, ip: `${formatIpv4(addr)}/${prefix}`, gateway: formatIpv4(gateway),
+          mac: wired.podMac, hostIfname, hostMac: wired.hostMac, mtu: node.mtu, netns: netns.path, ipam, routes,
+          createdAt: new Date().toISOString(),
+        };
+        await writeFileAtomic(this.recordFile(rec), `${JSON.stringify(rec, null, 2)}\n`, 0o600);
+        this.records.set(keyOf(rec), rec);
+        const ms = Math.round(performance.now() - started);
+        this.o.log.info({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip, hostIfname, netns: rec.netns, ms }, 'endpoint added');
+        return resultOf(rec, req.dns);
+      } catch (e) {
+        for (const u of undo.reverse()) {
+          await u.run().catch((err: Error) => this.o.log.error({ step: u.what, err: err.message }, 'undoing a failed ADD step failed'));
+        }
+        const err = addError(e);
+        this.o.log.warn({ containerID: req.containerID, ifname: req.ifname, netns: netns.path, err: err.message }, 'ADD failed; undone');
+        throw err;
+      }
+    });
+  }
+
+  /** The pod's address: the delegated plugin's, or one from the node's store (pushing its release). */
+  private async address(req: AddRequest, view: NodeView, undo: { what: string; run: () => Promise<unknown> }[]) {
+    const node = { ...view, subnet: this.subnet() };
+    const nodeGateway = (node.subnet.net + 1) >>> 0;
+    if (req.delegated) {
+      const v4 = (req.delegated.ips ?? []).find((x) => !x.address.includes(':'));
+      if (!v4) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'the ipam plugin returned no IPv4 address');
+      const { ip: addr, prefix } = cidrParts('ipam result', v4.address);
+      if (!inSubnet(addr, node.subnet)) {
+        throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG,
+          `address ${v4.address} from the ipam plugin is outside this node's subnet ${node.subnet.text}; the overlay routes only that subnet here`);
+      }
+      const gateway = v4.gateway !== undefined && isIPv4(v4.gateway) ? parseIpv4(v4.gateway) : nodeGateway;
+      const routes: PodRoute[] = (req.delegated.routes ?? [])
+        .filter((r: CniRoute) => !r.dst.includes(':'))
+        .map((r: CniRoute) => ({ dst: r.dst, gw: r.gw ?? formatIpv4(gateway) }));
+      return { addr, prefix, gateway, routes, ipam: 'delegated' as const };
+    }
+    let requested: number | undefined;
+    const want = (req.requestedIPs ?? []).find((s) => !s.includes(':'));
+    if (want !== undefined) {
+      const text = want.split('/')[0]!;
+      if (!isIPv4(text)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `requested IP ${JSON.stringify(want)} is not an IPv4 address`);
+      requested = parseIpv4(text);
+    }
+    const store = await this.store(node.subnet);
+    const addr = await store.allocate(req.containerID, req.ifname, requested);
+    undo.push({ what: `release ${formatIpv4(addr)}`, run: () => store.release(req.containerID, req.ifname, addr) });
+    return { addr, prefix: node.subnet.prefix, gateway: nodeGateway, routes: [] as PodRoute[], ipam: 'agent' as const };
+  }
+
+  async del(body: unknown): Promise<void> {
+    checkAttachment(body);
+    const req = body as unknown as DelRequest;
+    const started = performance.now();
+    await this.exclusive(req, async () => {
+      const rec = this.records.get(keyOf(req));
+      await this.remove(rec ?? { containerID: req.containerID, ifname: req.ifname });
+      const ms = Math.round(performance.now() - started);
+      this.o.log.info({ containerID: req.containerID, ifname: req.ifname, ip: rec?.ip, known: rec !== undefined, ms }, 'endpoint deleted');
+    });
+  }
+
+  /** Deletes the host veth (with it the pod end and the /32 route), releases the address, forgets the record. */
+  private async remove(a: Attachment & Partial<EndpointRecord>): Promise<string[]> {
+    const hostIfname = a.hostIfname ?? hostIfnameFor(a);
+    await detachPod({ ifname: a.ifname, hostIfname });
+    let released: string[] = [];
+    if (a.ipam !== 'delegated') {
+      const hint = a.ip ? parseIpv4(a.ip.split('/')[0]!) : undefined;
+      const store = await this.store(this.subnet());
+      released = (await store.release(a.containerID, a.ifname, hint)).map(formatIpv4);
+    }
+    await unlink(this.recordFile(a)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+    this.records.delete(keyOf(a));
+    return released;
+  }
+
+  async check(body: unknown): Promise<void> {
+    checkAttachment(body);
+    const req = body as unknown as CheckRequest;
+    const netns = checkNetnsRef(req.netns);
+    const prev = req.prevResult;
+    if (!isObject(prev) || !Array.isArray(prev.interfaces) || !Array.isArray(prev.ips) || !Array.isArray(prev.routes)) {
+      throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'CHECK needs prevResult with interfaces, ips and routes');
+    }
+    await this.exclusive(req, async () => {
+      const rec = this.records.get(keyOf(req));
+      const what = `container ${req.containerID} interface ${req.ifname}`;
+      if (!rec) throw new CniApiError(404, ERR.CHECK_FAILED, `CHECK ${what}: the agent has no such endpoint`);
+      const store = rec.ipam === 'agent' ? await this.store(this.subnet()) : undefined;
+      const problems = await compareEndpoint(rec, prev, await resolveNetns(netns), store);
+      if (problems.length > 0) throw new CniApiError(409, ERR.CHECK_FAILED, `CHECK ${what}: ${problems.join('; ')}`);
+    });
+  }
+
+  /** Everything that differs between the record, prevResult and the kernel; empty when all agree. */
+  /** Releases every endpoint of `network` and every unrecorded address not in `valid`. */
+  async gc(body: unknown): Promise<GcResponse> {
+    if (!isObject(body)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'request body must be a JSON object');
+    const req = body as unknown as GcRequest;
+    const network = checkNetwork(req.network);
+    if (!Array.isArray(req.valid)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'GC needs the list of valid attachments');
+    const valid = new Set(req.valid.filter(isObject).map((a) => keyOf(a as unknown as Attachment)));
+    const released: GcResponse['released'] = [];
+    const errors: string[] = [];
+    const drop = async (a: Attachment & Partial<EndpointRecord>): Promise<void> => {
+      try {
+        await this.exclusive(a, async () => {
+          const ip = (await this.remove(a))[0] ?? a.ip?.split('/')[0];
+          released.push(ip === undefined ? { containerID: a.containerID, ifname: a.ifname } : { containerID: a.containerID, ifname: a.ifname, ip });
+        });
+      } catch (e) {
+        errors.push(`${a.containerID}/${a.ifname}: ${(e as Error).message}`);
+      }
+    };
+    for (const rec of this.list()) {
+      if (rec.network === network && !valid.has(keyOf(rec))) await drop(rec);
+    }
+    // Addresses without any record (an agent crash between allocation and record): stale unless valid.
+    const store = await this.store(this.subnet());
+    for (const a of await store.list()) {
+      if (!valid.has(keyOf(a)) && !this.records.has(keyOf(a))) await drop({ containerID: a.containerID, ifname: a.ifname });
+    }
+    if (released.length > 0) this.o.log.info({ network, released }, 'GC released stale endpoints');
+    if (errors.length > 0) throw new CniApiError(500, ERR.INTERNAL, `GC of network ${network}: ${errors.join('; ')}`);
+    return { released };
+  }
+}

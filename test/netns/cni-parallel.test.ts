@@ -1,0 +1,115 @@
+/*
+ * Many pods at once on one node, and an agent restart, through tulle-cni (root).
+ *
+ *   tl<lab>-n1  tulle agent (10.244.1.0/24)
+ *     ├ tlv… ── tl<lab>-n1-p1     (the lab's pod, 10.244.1.2)
+ *     └ tlv… ── tl<lab>-c1 .. c50 (ADDed all at once)
+ *
+ * The lab and every tl<lab>-c* namespace are deleted afterwards, also on failure.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { cniCall, type CniReply } from '../../src/lab/cni.js';
+import { createNetns, deleteNetns, listNetns } from '../../src/lab/netns.js';
+import { labDown, labPrefix, labStateDir, labUp, type LabState } from '../../src/lab/topology.js';
+import { distScript, nsRun, processAlive, run, spawnInNs, terminateProcesses } from '../../src/util/exec.js';
+
+const PARALLEL = 50;
+let lab: LabState;
+let name: string;
+
+beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
+  name = `cp${randomBytes(3).toString('hex')}`;
+  lab = await labUp({ name, nodes: 1, pods: 1, mode: 'tulle' });
+}, 60_000);
+
+afterAll(async () => {
+  if (name === undefined) return;
+  await labDown({ name });
+  expect(await listNetns(labPrefix(name))).toEqual([]);
+});
+
+const node = () => lab.nodes[0]!;
+const ipamDir = () => join(labStateDir(name), 'n1', 'data', 'ipam', '10.244.1.0-24');
+const addressFiles = () => readdirSync(ipamDir()).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)).sort();
+const records = () => readdirSync(join(labStateDir(name), 'n1', 'data', 'endpoints')).sort();
+const hostVeths = async () => (JSON.parse(await run('ip', ['-n', node().ns, '-j', 'link', 'show', 'type', 'veth'])) as { ifname: string }[]).map((l) => l.ifname).sort();
+const hostRoutes = async () => (await run('ip', ['-n', node().ns, '-4', 'route', 'show'])).trim().split('\n').sort();
+const conf = () => ({ cniVersion: '1.0.0', name: `tl${name}`, type: 'tulle', socket: node().agent!.socket });
+
+function call(command: 'ADD' | 'DEL', ns: string): Promise<CniReply> {
+  return cniCall({
+    plugin: join(lab.cniBin!, 'tulle'), command, nodeNs: node().ns, containerID: ns, netns: `/run/netns/${ns}`,
+    ifname: 'eth0', path: [lab.cniBin!], config: conf(), timeoutMs: 120_000,
+  });
+}
+
+test(`${PARALLEL} parallel ADDs get ${PARALLEL} distinct addresses; ${PARALLEL} parallel DELs leave no address file, veth or route`, async () => {
+  const before = { files: addressFiles(), veths: await hostVeths(), routes: await hostRoutes(), records: records() };
+  const pods = Array.from({ length: PARALLEL }, (_, i) => `${labPrefix(name)}c${i + 1}`);
+  try {
+    await Promise.all(pods.map((ns) => createNetns(ns)));
+    const adds = await Promise.all(pods.map((ns) => call('ADD', ns)));
+    expect(adds.filter((r) => r.exitCode !== 0).map((r) => r.stdout)).toEqual([]);
+    const ips = adds.map((r) => (r.json as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!);
+    expect(new Set(ips).size).toBe(PARALLEL);
+    expect(new Set([...ips, ...before.files]).size).toBe(PARALLEL + before.files.length);
+    expect(addressFiles()).toHaveLength(before.files.length + PARALLEL);
+    expect(await hostVeths()).toHaveLength(before.veths.length + PARALLEL);
+    // Each pod has its address and reaches the lab's pod through the node.
+    for (const [i, ns] of pods.entries()) {
+      expect(await run('ip', ['-n', ns, '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).toContain(`${ips[i]}/24`);
+    }
+    await nsRun(pods[PARALLEL - 1]!, 'ping', ['-c', '1', '-W', '2', lab.pods[0]!.ip]);
+
+    const dels = await Promise.all(pods.map((ns) => call('DEL', ns)));
+    expect(dels.filter((r) => r.exitCode !== 0).map((r) => r.stdout)).toEqual([]);
+    expect({ files: addressFiles(), veths: await hostVeths(), routes: await hostRoutes(), records: records() }).toEqual(before);
+  } finally {
+    await Promise.all(pods.map((ns) => deleteNetns(ns)));
+  }
+}, 180_000);
+
+test('addresses and endpoints survive an agent restart; one whose pod vanished meanwhile is released; allocation continues without reuse', async () => {
+  const pods = [1, 2, 3].map((i) => `${labPrefix(name)}r${i}`);
+  try {
+    await Promise.all(pods.map((ns) => createNetns(ns)));
+    const first: string[] = [];
+    for (const ns of pods.slice(0, 2)) {
+      const r = await call('ADD', ns);
+      expect(r.exitCode, r.stdout).toBe(0);
+      first.push((r.json as { ips: { address: string }[] }).ips[0]!.address);
+    }
+    const agent = node().agent!;
+    await terminateProcesses([agent.pid]);
+    expect(processAlive(agent.pid)).toBe(false);
+    // While the agent is down, the second pod goes away without a DEL (its veth goes with it).
+    await deleteNetns(pods[1]!);
+    const child = spawnInNs(node().ns, process.execPath, [distScript('src/cli/tulle.js'), 'agent', '--config', agent.configFile], { logFile: agent.logFile, detached: true });
+    agent.pid = child.pid!;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const s = await run(process.execPath, [distScript('src/cli/tulle.js'), 'status', '--socket', agent.socket, '--json']).catch(() => '');
+      if (s && JSON.parse(s).ready === true) {
+        const eps = (JSON.parse(s).endpoints as { containerID: string; ip: string }[]).filter((e) => pods.includes(e.containerID));
+        expect(eps.map((e) => e.ip)).toEqual([first[0]]);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`agent did not come back on ${agent.socket}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(addressFiles()).toEqual([lab.pods[0]!.ip, first[0]!.split('/')[0]!].sort());
+    const third = await call('ADD', pods[2]!);
+    expect(third.exitCode, third.stdout).toBe(0);
+    const ip3 = (third.json as { ips: { address: string }[] }).ips[0]!.address;
+    expect(first).not.toContain(ip3);
+    await nsRun(pods[2]!, 'ping', ['-c', '1', '-W', '2', first[0]!.split('/')[0]!]);
+    for (const ns of pods) expect((await call('DEL', ns)).exitCode).toBe(0);
+    expect(addressFiles()).toEqual([lab.pods[0]!.ip]);
+  } finally {
+    await Promise.all(pods.map((ns) => deleteNetns(ns)));
+  }
+}, 120_000);
