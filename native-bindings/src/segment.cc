@@ -45,11 +45,22 @@ uint64_t SumBE(const uint8_t* p, size_t len, uint64_t sum) {
 }
 
 // Copies len bytes from src to dst and returns their big-endian one's-complement sum (unfolded).
-// Reads 8 bytes at a time: the sum of the four big-endian 16-bit words of a native little-endian
-// 64-bit load equals, after folding and one byte swap, the big-endian sum.
+// Sums native-endian 32-bit halves of 8-byte loads: folded and byte-swapped once at the end, that
+// is the big-endian sum (the one's-complement sum does not depend on byte order but for a swap).
 uint64_t CopySum(uint8_t* dst, const uint8_t* src, size_t len) {
-  uint64_t acc = 0;  // native-order 32-bit halves
+  // Four independent accumulators over 32-byte blocks keep the adds off one dependency chain.
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   size_t i = 0;
+  for (; i + 32 <= len; i += 32) {
+    uint64_t v[4];
+    std::memcpy(v, src + i, 32);
+    std::memcpy(dst + i, v, 32);
+    a0 += (v[0] & 0xffffffffu) + (v[0] >> 32);
+    a1 += (v[1] & 0xffffffffu) + (v[1] >> 32);
+    a2 += (v[2] & 0xffffffffu) + (v[2] >> 32);
+    a3 += (v[3] & 0xffffffffu) + (v[3] >> 32);
+  }
+  uint64_t acc = a0 + a1 + a2 + a3;
   for (; i + 8 <= len; i += 8) {
     uint64_t v;
     std::memcpy(&v, src + i, 8);

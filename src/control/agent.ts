@@ -148,7 +148,7 @@ export class Agent {
         peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
       });
     }
-    const sup = new Supervisor(distPath('src/worker/main.js'), inits, this.table, this.log);
+    const sup = new Supervisor(distPath('src/worker/main.js'), inits, this.table, this.log, (reason) => this.fatal(reason));
     this.push('stop workers', () => sup.stop());
     await sup.start();
     this.supervisor = sup;
@@ -168,6 +168,12 @@ export class Agent {
     }
     native.closeFd(r);
   }
+
+  private fatal!: (reason: string) => void;
+  /** Resolves with a reason when the agent cannot go on (its TUN device vanished). */
+  readonly failed = new Promise<string>((resolve) => {
+    this.fatal = resolve;
+  });
 
   private push(what: string, run: Undo): void {
     this.undo.push({ what, run });
@@ -280,8 +286,14 @@ export async function runAgent(cfg: AgentConfig): Promise<number> {
   } finally {
     starting = false;
   }
-  const sig = await signals;
-  await stop(sig);
+  const ended = await Promise.race([signals.then((sig) => ({ sig })), agent.failed.then((reason) => ({ reason }))]);
+  if ('reason' in ended) {
+    await stop(`fatal: ${ended.reason}`);
+    log.flush?.();
+    process.stderr.write(`tulle agent: ${ended.reason}\n`);
+    return 1;
+  }
+  await stop(ended.sig);
   log.flush?.();
   return 0;
 }

@@ -34,13 +34,6 @@ import { CONTROL_STOP, CONTROL_WORDS, type Features } from './init.js';
 
 /** How long an idle worker sleeps in poll before it looks at its stop flag. */
 export const POLL_TIMEOUT_MS = 250;
-/**
- * After traffic, a worker keeps polling without sleeping for this long before it blocks: the
- * answer to what it just forwarded usually comes back within it, and catching it without a
- * thread wake-up (tens of microseconds on a virtual machine) is what keeps tulle's round trip
- * near the kernel's. Idle workers do not spin.
- */
-export const SPIN_US = 60;
 /** Batches per direction drained after one wake-up before polling again. */
 export const MAX_BATCHES_PER_WAKE = 32;
 /** Largest IPv4 packet (and so TUN super-packet) plus the virtio-net header. */
@@ -52,6 +45,21 @@ const TUN_BATCH_NO_GSO = 4;
 const GRO_SLOT = 0x10000;
 const GRO_BATCH = 32;
 const ESEGMENT_IO = 5; // EIO
+
+/** poll() bits that mean the fd will not deliver again (the device went away, the socket broke). */
+const POLL_BROKEN = native.POLLERR | native.POLLHUP | native.POLLNVAL;
+
+/**
+ * The TUN device went away under the worker (deleted by someone, or its namespace removed). A
+ * new worker could only create a new, unconfigured device, so the supervisor stops the agent.
+ */
+export class DeviceGoneError extends Error {
+  readonly code = 'EDEVICEGONE';
+  constructor(worker: number) {
+    super(`the TUN device went away under worker ${worker}`);
+    this.name = 'DeviceGoneError';
+  }
+}
 
 export interface LoopResources {
   readonly tunFd: number;
@@ -171,22 +179,15 @@ export class ForwardLoop {
   run(onFallback: (what: string) => void): void {
     const table = this.ctx.table;
     const c = this.ctx.counters;
-    let spinUntil = 0;
     for (;;) {
       table.endRead(this.id);
       if (Atomics.load(this.control, CONTROL_STOP) !== 0) return;
-      const spinning = spinUntil > 0 && performance.now() < spinUntil;
-      const ready = native.poll(this.pollFds, this.revents, 3, spinning ? 0 : POLL_TIMEOUT_MS);
-      if (ready < 0) throw new SysError(-ready, 'poll', 'worker fds');
-      if (ready === 0) {
-        if (!spinning) {
-          c[C.loop_polls]++;
-          spinUntil = 0;
-        }
-        continue;
-      }
+      const ready = native.poll(this.pollFds, this.revents, 3, POLL_TIMEOUT_MS);
       c[C.loop_polls]++;
-      spinUntil = performance.now() + SPIN_US / 1000;
+      if (ready < 0) throw new SysError(-ready, 'poll', 'worker fds');
+      if (ready === 0) continue;
+      if ((this.revents[0] & POLL_BROKEN) !== 0) throw new DeviceGoneError(this.id);
+      if ((this.revents[1] & POLL_BROKEN) !== 0) throw new SysError(5, 'poll', `VXLAN socket of worker ${this.id} reports an error`);
       if (this.revents[2] !== 0) native.eventfdDrain(this.io.wakeFd);
       let tun = this.revents[0] !== 0;
       let udp = this.revents[1] !== 0;

@@ -54,11 +54,16 @@ export class Supervisor {
   private readonly control: Int32Array;
   private stopping = false;
 
+  /**
+   * `onFatal` is called, instead of a restart, when a worker ends because its TUN device is gone
+   * (a restart could only create a new, unconfigured device).
+   */
   constructor(
     private readonly script: string,
     private readonly inits: readonly WorkerInit[],
     private readonly table: PeerTable,
     private readonly log: Logger,
+    private readonly onFatal: (reason: string) => void = () => undefined,
   ) {
     this.slots = inits.map((i) => ({ id: i.id, state: 'stopped', restarts: 0, rapidFailures: 0, startedAt: 0, sourcePorts: [] }));
     this.control = new Int32Array(inits[0].controlSab);
@@ -118,6 +123,13 @@ export class Supervisor {
         }
         if (this.stopping || slot.state === 'stopped') {
           slot.state = 'stopped';
+          return;
+        }
+        if (lastError?.name === 'DeviceGoneError') {
+          slot.state = 'stopped';
+          slot.lastExit = why;
+          this.log.fatal({ worker: slot.id, reason: why }, 'TUN device gone; not restarting');
+          this.onFatal(why);
           return;
         }
         this.log.error({ worker: slot.id, reason: why, restarts: slot.restarts }, 'worker died; restarting');

@@ -22,6 +22,8 @@ import { distPath } from '../../src/util/paths.js';
 
 let ns = '';
 let dir = '';
+/** Agents started by the current test; any still running are ended in afterEach. */
+let started: Run[] = [];
 const TULLE = () => distPath('src/cli/tulle.js');
 
 beforeAll(() => {
@@ -39,6 +41,15 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  for (const r of started) {
+    try {
+      process.kill(r.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await r.exit;
+  }
+  started = [];
   await deleteNetns(ns);
   await rm(dir, { recursive: true, force: true });
 });
@@ -73,7 +84,9 @@ async function startAgent(cfg: Record<string, unknown>): Promise<Run> {
   const exit = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
     child.on('exit', (code) => resolve({ code, out, err })),
   );
-  return { pid: child.pid!, exit };
+  const run = { pid: child.pid!, exit };
+  started.push(run);
+  return run;
 }
 
 async function waitReady(socket: string, run: Run): Promise<Record<string, unknown>> {
@@ -201,5 +214,21 @@ describe('agent lifecycle', () => {
     expect(await links()).not.toContain('tulle1');
     process.kill(run.pid, 'SIGTERM');
     expect((await run.exit).code).toBe(0);
+  });
+});
+
+describe('agent failure', () => {
+  test('a TUN device deleted under a running agent stops the agent with an error', async () => {
+    const cfg = config();
+    const run = await startAgent(cfg);
+    await waitReady(cfg.socket as string, run);
+    const t0 = Date.now();
+    await nsRun(ns, 'ip', ['link', 'del', 'tulle0']);
+    const { code, err, out } = await run.exit;
+    expect(code).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(err).toContain('TUN device went away');
+    expect(out).toContain('not restarting');
+    expect(await routes()).not.toContain('10.244.0.0/16');
   });
 });
