@@ -1,7 +1,10 @@
 /**
  * Ingress with offloads: inner packets decapsulated from one UDP_GRO receive are written to the TUN
  * device (IFF_VNET_HDR) with a virtio-net header, and consecutive TCP segments of one flow are
- * first joined into one super-packet, so the kernel takes one write instead of dozens.
+ * first joined into one super-packet, so the kernel takes one write instead of dozens. Consecutive
+ * UDP datagrams of one flow (same addresses, ports, TOS, TTL, DF; none larger than the first; a
+ * shorter one ends the run) are joined the same way into a UDP_L4 GSO packet, which the kernel
+ * cuts back into the original datagrams on its way to the pod.
  *
  * Segments join only when the result is exactly what the sender's stack cut up: same addresses,
  * ports, ACK number, TCP header length and option bytes, TOS, TTL and DF; contiguous sequence
@@ -27,7 +30,7 @@ import {
   headerLen as tcpHeaderLen, seq as tcpSeq, setChecksum, setFlags,
 } from '../wire/tcp.js';
 import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN } from '../wire/udp.js';
-import { VNET_GSO_TCPV4, VNET_HDR_LEN, writeGso, writeNone, writePartial } from '../wire/vnet.js';
+import { VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeGso, writeNone, writePartial } from '../wire/vnet.js';
 
 export const MAX_COALESCE = 64;
 const MAX_IPV4_LEN = 0xffff;
@@ -39,6 +42,10 @@ const CSUM_VERIFY = 2;
 const SUPER = 3;
 /** Larger than the MTU but not a TCP super-packet: dropped. */
 const DROP = 4;
+
+/** What a packet may join: a TCP segment run, or a UDP datagram run (written as UDP_L4 GSO). */
+const CAND_TCP = 1;
+const CAND_UDP = 2;
 
 function fold(s: number): number {
   s = (s & 0xffff) + (s >>> 16);
@@ -95,25 +102,36 @@ export function coalesceBatch(
       continue;
     }
     if (isFragment(mem, ip)) continue;
+    // Only packets that share their receive slot (one UDP_GRO message) with a neighbour can join
+    // anything; a packet alone is written as it came and the kernel verifies its checksum.
+    const slotNo = (ip / slot) | 0;
+    const shared = (p > 0 && ((tun.offs[p - 1] / slot) | 0) === slotNo) || (p + 1 < n && ((tun.offs[p + 1] / slot) | 0) === slotNo);
     if (proto === IPPROTO_TCP && checkTcp(mem, l4, l4len)) {
       const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_TCP, l4len));
-      if (tcpChecksum(mem, l4) === ps) {
-        scratch.state[p] = CSUM_PARTIAL;
-      } else {
+      const partial = tcpChecksum(mem, l4) === ps;
+      if (partial) scratch.state[p] = CSUM_PARTIAL;
+      const f = tcpFlags(mem, l4);
+      if (!shared || ihl !== IPV4_MIN_HEADER_LEN || (f !== TCP_ACK && f !== (TCP_ACK | TCP_PSH)) || l4len <= tcpHeaderLen(mem, l4)) continue;
+      if (!partial) {
         const j = jobs.add(l4, l4len, ps, -1, false);
         if (j < 0) continue;
         scratch.state[p] = CSUM_VERIFY;
         scratch.job[p] = j;
       }
-      const f = tcpFlags(mem, l4);
-      if (ihl === IPV4_MIN_HEADER_LEN && (f === TCP_ACK || f === (TCP_ACK | TCP_PSH)) && l4len > tcpHeaderLen(mem, l4)) {
-        scratch.candidate[p] = 1;
-      }
-    } else if (proto === IPPROTO_UDP && l4len >= UDP_HEADER_LEN) {
+      scratch.candidate[p] = CAND_TCP;
+    } else if (proto === IPPROTO_UDP && l4len > UDP_HEADER_LEN) {
       const field = (mem[l4 + UDP_CHECKSUM_OFF] << 8) | mem[l4 + UDP_CHECKSUM_OFF + 1];
-      if (field !== 0 && field === fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_UDP, l4len))) {
-        scratch.state[p] = CSUM_PARTIAL;
+      const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_UDP, l4len));
+      if (field === ps) scratch.state[p] = CSUM_PARTIAL;
+      if (!shared || ihl !== IPV4_MIN_HEADER_LEN || ((mem[l4 + 4] << 8) | mem[l4 + 5]) !== l4len) continue;
+      if (field !== ps && field !== 0) {
+        const j = jobs.add(l4, l4len, ps, -1, false);
+        if (j < 0) continue;
+        scratch.state[p] = CSUM_VERIFY;
+        scratch.job[p] = j;
       }
+      // A zero checksum means none was sent (RFC 768): joined, the kernel computes one per segment.
+      scratch.candidate[p] = CAND_UDP;
     }
   }
   jobs.run(mem);
@@ -129,6 +147,7 @@ export function coalesceBatch(
   let gThl = 0;
   let gSlot = -1;
   let gOpen = false;
+  let gKind = 0;
 
   for (let p = 0; p < n; p++) {
     const ip = tun.offs[p];
@@ -158,8 +177,24 @@ export function coalesceBatch(
     if (st === CSUM_PARTIAL) c[C.rx_inner_csum_partial]++;
     let ok = st !== CSUM_VERIFY || jobs.total(scratch.job[p]) === 0xffff;
     if (!ok) c[C.rx_inner_csum_bad]++;
-    ok = ok && scratch.candidate[p] === 1;
-    if (ok && g >= 0 && gOpen && ((ip / slot) | 0) === gSlot && gCount < MAX_COALESCE) {
+    const kind = ok ? scratch.candidate[p] : 0;
+    ok = kind !== 0;
+    if (kind === CAND_UDP && g >= 0 && gOpen && gKind === CAND_UDP && ((ip / slot) | 0) === gSlot && gCount < MAX_COALESCE) {
+      const plen = len - IPV4_MIN_HEADER_LEN - UDP_HEADER_LEN;
+      if (
+        plen <= gMss && gLen + plen <= MAX_IPV4_LEN &&
+        same(mem, ip + 12, gOff + 12, 12) && // addresses, ports
+        mem[ip + 1] === mem[gOff + 1] && mem[ip + 8] === mem[gOff + 8] && // TOS, TTL
+        (mem[ip + 6] & 0x40) === (mem[gOff + 6] & 0x40) // DF
+      ) {
+        mem.copyWithin(gOff + gLen, ip + IPV4_MIN_HEADER_LEN + UDP_HEADER_LEN, ip + len);
+        gLen += plen;
+        gCount++;
+        if (plen < gMss) gOpen = false;
+        continue;
+      }
+    }
+    if (kind === CAND_TCP && g >= 0 && gOpen && gKind === CAND_TCP && ((ip / slot) | 0) === gSlot && gCount < MAX_COALESCE) {
       const th = ip + IPV4_MIN_HEADER_LEN;
       const gth = gOff + IPV4_MIN_HEADER_LEN;
       const thl = tcpHeaderLen(mem, th);
@@ -194,7 +229,11 @@ export function coalesceBatch(
     gCount = 1;
     gSlot = (ip / slot) | 0;
     gOpen = ok;
-    if (ok) {
+    gKind = kind;
+    if (kind === CAND_UDP) {
+      gThl = UDP_HEADER_LEN;
+      gMss = len - IPV4_MIN_HEADER_LEN - UDP_HEADER_LEN;
+    } else if (ok) {
       const th = ip + IPV4_MIN_HEADER_LEN;
       gThl = tcpHeaderLen(mem, th);
       gMss = len - IPV4_MIN_HEADER_LEN - gThl;
@@ -224,6 +263,20 @@ function emitGroup(
     } else {
       writeNone(mem, at);
     }
+  } else if (protocol(mem, gOff) === IPPROTO_UDP) {
+    // Joined UDP datagrams: one UDP_L4 GSO packet the kernel cuts back into gMss-byte datagrams.
+    setTotalLength(mem, gOff, gLen);
+    updateHeaderChecksum(mem, gOff);
+    const uh = gOff + IPV4_MIN_HEADER_LEN;
+    const l4len = gLen - IPV4_MIN_HEADER_LEN;
+    mem[uh + 4] = l4len >>> 8;
+    mem[uh + 5] = l4len & 0xff;
+    const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, gOff), ipv4Dst(mem, gOff), IPPROTO_UDP, l4len));
+    mem[uh + UDP_CHECKSUM_OFF] = ps >>> 8;
+    mem[uh + UDP_CHECKSUM_OFF + 1] = ps & 0xff;
+    writeGso(mem, at, VNET_GSO_UDP_L4, IPV4_MIN_HEADER_LEN + UDP_HEADER_LEN, gMss, IPV4_MIN_HEADER_LEN, UDP_CHECKSUM_OFF);
+    c[C.tun_tx_super_packets]++;
+    c[C.tun_tx_coalesced_segments] += gCount;
   } else {
     setTotalLength(mem, gOff, gLen);
     updateHeaderChecksum(mem, gOff);

@@ -191,3 +191,53 @@ describe('tcpSegment (addon) and tcpSegmentJs agree byte for byte', () => {
     expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 69000, 22)).toBe(-22);
   });
 });
+
+describe('UDP datagrams of one flow', () => {
+  it('join into one UDP_L4 GSO write; another flow or a shorter datagram ends the run', async () => {
+    const b = await ctxFor(MAC_B, '10.244.2.0', '10.244.1.0', VTEP_A, MAC_A);
+    const slot = 0x10000;
+    const rx = new Uint8Array(slot);
+    // Five VXLAN datagrams in one receive slot: flow X 100 B, 100 B, 60 B (ends the run), 100 B; then flow Y.
+    const sizes = [100, 100, 60, 100, 100];
+    const sports = [5000, 5000, 5000, 5000, 6000];
+    const offs: number[] = [];
+    const lens: number[] = [];
+    let at = 0;
+    sizes.forEach((payload, i) => {
+      const dg = at;
+      rx.set([0x08, 0, 0, 0, 0, 0, 1, 0], dg);
+      rx.set(MAC_B, dg + 8);
+      rx.set(MAC_A, dg + 14);
+      rx.set([0x08, 0x00], dg + 20);
+      const ip = dg + 22;
+      const len = 28 + payload;
+      rx.set([0x45, 0, len >> 8, len & 0xff, 0, i, 0x40, 0, 64, 17, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2], ip);
+      updateHeaderChecksum(rx, ip);
+      rx.set([sports[i]! >> 8, sports[i]! & 0xff, 0x13, 0x88, (8 + payload) >> 8, (8 + payload) & 0xff, 0, 0], ip + 20);
+      for (let j = 0; j < payload; j++) rx[ip + 28 + j] = (i * 31 + j) & 0xff;
+      offs.push(dg);
+      lens.push(22 + len);
+      at += 22 + len;
+    });
+    const tun = new WriteBatch(8);
+    const n = sizes.length;
+    expect(decapBatch(b, b.table.beginRead(0), rx, Int32Array.from(offs), Int32Array.from(lens), slot, new Uint32Array(n).fill(VTEP_A), n, tun, new SendBatch(4))).toBe(n);
+    const expected = [...rx.slice(offs[0]! + 50, offs[0]! + 150), ...rx.slice(offs[1]! + 50, offs[1]! + 150), ...rx.slice(offs[2]! + 50, offs[2]! + 110)];
+    const fin = new WriteBatch(8);
+    expect(coalesceBatch(b, rx, slot, tun, fin, new ChecksumJobs(8), new CoalesceScratch(8))).toBe(3);
+    const first = fin.offs[0]!;
+    expect(vnet.gsoType(rx, first)).toBe(vnet.VNET_GSO_UDP_L4);
+    expect(vnet.gsoSize(rx, first)).toBe(100);
+    expect(vnet.csumOffset(rx, first)).toBe(6);
+    const ip = first + 10;
+    expect(fin.lens[0]).toBe(10 + 28 + 260);
+    expect(headerChecksumValid(rx, ip)).toBe(true);
+    expect((rx[ip + 24]! << 8) | rx[ip + 25]!).toBe(8 + 260);
+    expect((rx[ip + 26]! << 8) | rx[ip + 27]!).toBe(fold(pseudoHeaderSumV4(SRC, DST, 17, 268)));
+    expect([...rx.slice(ip + 28, ip + 28 + 260)]).toEqual(expected);
+    // The 4th datagram starts a new run but is alone before flow Y: both written as they are.
+    expect(vnet.gsoType(rx, fin.offs[1]!)).toBe(vnet.VNET_GSO_NONE);
+    expect(vnet.gsoType(rx, fin.offs[2]!)).toBe(vnet.VNET_GSO_NONE);
+    expect(b.counters[C.tun_tx_coalesced_segments]).toBe(3);
+  });
+});
