@@ -75,8 +75,9 @@ describe('no allocation per packet', () => {
     };
     run(200);
     expect(tun.count).toBe(N);
-    // 1.28 million packets each way: 16 bytes per packet would be 20 MB, more than a young generation.
-    expect(await gcsDuring(() => run(20_000))).toBe(0);
+    // 2.56 million packets each way: 16 bytes per packet would be 40 MB, more than two full-size
+    // young generations; as above, up to two collections are left to the test runner.
+    expect(await gcsDuring(() => run(40_000))).toBeLessThanOrEqual(2);
   });
 
   it('offloaded segmentation and coalescing', async () => {
@@ -125,7 +126,9 @@ describe('no allocation per packet', () => {
     };
     run(100);
     expect(fin.count).toBe(1);
-    // 1.76 million segments each way: 16 bytes per segment would be 28 MB of garbage.
-    expect(await gcsDuring(() => run(40_000))).toBe(0);
+    // 3.5 million segments each way: 16 bytes per segment would be 56 MB of garbage, at least four
+    // collections of a full-size young generation. Up to two are left to the test runner's own
+    // bookkeeping, which may share the heap.
+    expect(await gcsDuring(() => run(80_000))).toBeLessThanOrEqual(2);
   });
 });
