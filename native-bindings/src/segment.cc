@@ -99,16 +99,18 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   const int32_t hlen = ihl + thl;
-  if (ip < 0 || out < 0 || ihl < 20 || ihl > 60 || thl < 20 || thl > 60 || payload < 1 || mss < 1 || prefix < 0 ||
-      static_cast<size_t>(ip) + hlen + payload > mem.len) {
+  // Bounds in 64-bit arithmetic, with every operand capped first, so nothing below can overflow.
+  if (ip < 0 || out < 0 || ihl < 20 || ihl > 60 || thl < 20 || thl > 60 || payload < 1 || payload > 0xffff ||
+      mss < 1 || mss > 0xffff || prefix < 0 || prefix > 256 ||
+      static_cast<uint64_t>(ip) + hlen + payload > mem.len) {
     return Int(a.env(), -EINVAL);
   }
   const int32_t nseg = (payload + mss - 1) / mss;
-  const size_t need = static_cast<size_t>(nseg) * (prefix + hlen) + payload;
-  if (static_cast<size_t>(out) + need > mem.len) return Int(a.env(), -EINVAL);
+  const uint64_t need = static_cast<uint64_t>(nseg) * static_cast<uint64_t>(prefix + hlen) + static_cast<uint64_t>(payload);
+  if (static_cast<uint64_t>(out) + need > mem.len) return Int(a.env(), -EINVAL);
   // The output must not overlap the input.
-  if (!(static_cast<size_t>(out) >= static_cast<size_t>(ip) + hlen + payload ||
-        static_cast<size_t>(out) + need <= static_cast<size_t>(ip))) {
+  if (!(static_cast<uint64_t>(out) >= static_cast<uint64_t>(ip) + hlen + payload ||
+        static_cast<uint64_t>(out) + need <= static_cast<uint64_t>(ip))) {
     return Int(a.env(), -EINVAL);
   }
   uint8_t* base = mem.data;

@@ -90,7 +90,9 @@ int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int m
 
 // tunRead(fd, buf, slotSize, headroom, lens, max) -> count | -errno.
 // Packet i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes; lens[i] is what
-// read() returned (a packet longer than that is cut to it silently).
+// read() returned. A packet longer than the room is cut, and read() may report either the room or
+// the packet's full length: callers size slots one byte larger than any packet they accept and
+// drop any lens[i] >= slotSize - headroom.
 Napi::Value TunRead(const Napi::CallbackInfo& info) {
   Args a(info, "tunRead");
   int32_t fd, slot, headroom, max;

@@ -52,6 +52,10 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
     if (r == 0) r = SetBuffer(fd.get(), SO_SNDBUFFORCE, SO_SNDBUF, buf_bytes);
     if (r < 0) return Int(env, r);
   }
+  // RFC 7348 section 4.3: VTEPs must not fragment. A datagram over the path MTU fails with
+  // EMSGSIZE (counted by the caller) instead of leaving as IP fragments.
+  const int pmtu = IP_PMTUDISC_DO;
+  if (setsockopt(fd.get(), IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) return Int(env, NegErrno());
   struct sockaddr_in sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;

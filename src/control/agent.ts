@@ -142,7 +142,7 @@ export class Agent {
     for (let id = 0; id < cfg.workers; id++) {
       wakeFds.push(native.openEventfd());
       inits.push({
-        id, device: cfg.device, tunFlags: device.flags, vtepIP: cfg.vtepIP, port: node.port, vni: node.vni,
+        id, device: cfg.device, tunFlags: device.flags, tunUso: device.uso, vtepIP: cfg.vtepIP, port: node.port, vni: node.vni,
         vtepMAC: this.mac, overlayIP: overlayAddress(node), mtu: this.mtu, flowSockets: FLOW_SOCKETS_PER_WORKER,
         batchSize: BATCH_SIZE, socketBufferBytes: SOCKET_BUFFER_BYTES, peerSab: this.table.sab,
         peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
@@ -221,7 +221,7 @@ export class Agent {
         underlay: this.underlay,
         overlayAddress: node ? formatIpv4(overlayAddress(node)) : undefined,
         mode: 'l3',
-        offloads: { requested: cfg.offloads, tun: this.device ? (this.device.flags & native.IFF_VNET_HDR) !== 0 : false, ...(this.device?.offloadError ? { error: this.device.offloadError } : {}) },
+        offloads: { requested: cfg.offloads, tun: this.device ? (this.device.flags & native.IFF_VNET_HDR) !== 0 : false, uso: this.device?.uso ?? false, ...(this.device?.offloadError ? { error: this.device.offloadError } : {}) },
       },
       workers: this.supervisor?.status() ?? [],
       store: this.store.status(),

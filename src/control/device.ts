@@ -40,6 +40,8 @@ export class TunDevice {
   private routed = false;
   /** IFF_* flags every queue of this device is opened with. */
   flags = L3_TUN_FLAGS;
+  /** The kernel took UDP segmentation offload (USO, Linux 6.2+): UDP_L4 GSO writes are accepted. */
+  uso = false;
   /** Why offloads are off although asked for, if they are. */
   offloadError: string | undefined;
 
@@ -54,7 +56,9 @@ export class TunDevice {
     const d = new TunDevice(spec);
     if (offloads) {
       const fd = native.openTun(spec.name, L3_TUN_FLAGS | native.IFF_VNET_HDR | IFF_TUN_EXCL);
-      const r = native.tunSetOffload(fd, TUN_OFFLOADS);
+      // USO first (the kernel only enables it with both bits); without it, TSO and checksums.
+      d.uso = native.tunSetOffload(fd, TUN_OFFLOADS | native.TUN_F_USO4 | native.TUN_F_USO6) === 0;
+      const r = d.uso ? 0 : native.tunSetOffload(fd, TUN_OFFLOADS);
       if (r === 0) {
         d.flags = L3_TUN_FLAGS | native.IFF_VNET_HDR;
         d.adopt(fd);

@@ -22,8 +22,8 @@ import type { WriteBatch } from './batch.js';
 import type { ChecksumJobs } from './csum-jobs.js';
 import { pseudoHeaderSumV4 } from '../wire/checksum.js';
 import {
-  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, ihl as ipv4Ihl, isFragment, protocol,
-  setTotalLength, src as ipv4Src, updateHeaderChecksum,
+  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, headerChecksumValid, ihl as ipv4Ihl, isFragment,
+  protocol, setTotalLength, src as ipv4Src, updateHeaderChecksum,
 } from '../wire/ipv4.js';
 import {
   TCP_ACK, TCP_CHECKSUM_OFF, TCP_PSH, check as checkTcp, checksum as tcpChecksum, flags as tcpFlags,
@@ -42,6 +42,8 @@ const CSUM_VERIFY = 2;
 const SUPER = 3;
 /** Larger than the MTU but not a TCP super-packet: dropped. */
 const DROP = 4;
+/** A whole TCP super-packet whose complete checksum must verify before it is passed on. */
+const SUPER_VERIFY = 5;
 
 /** What a packet may join: a TCP segment run, or a UDP datagram run (written as UDP_L4 GSO). */
 const CAND_TCP = 1;
@@ -82,6 +84,7 @@ export function coalesceBatch(
   out: WriteBatch,
   jobs: ChecksumJobs,
   scratch: CoalesceScratch,
+  joinUdp: boolean,
 ): number {
   const c = ctx.counters;
   const n = tun.count;
@@ -97,8 +100,22 @@ export function coalesceBatch(
     const l4 = ip + ihl;
     const l4len = len - ihl;
     if (tun.gsoSizes[p] !== 0) {
-      const ok = proto === IPPROTO_TCP && !isFragment(mem, ip) && checkTcp(mem, l4, l4len) && l4len > tcpHeaderLen(mem, l4);
+      const ok = proto === IPPROTO_TCP && !isFragment(mem, ip) && headerChecksumValid(mem, ip) &&
+        checkTcp(mem, l4, l4len) && l4len > tcpHeaderLen(mem, l4);
       scratch.state[p] = ok ? SUPER : DROP;
+      if (!ok) continue;
+      // Passed on with NEEDS_CSUM, the pod's kernel will not check it: a complete checksum is
+      // verified here first; an unfinished one (the pseudo-header sum) is the sender's offload.
+      const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_TCP, l4len));
+      if (tcpChecksum(mem, l4) !== ps) {
+        const j = jobs.add(l4, l4len, ps, -1, false);
+        if (j < 0) {
+          scratch.state[p] = DROP;
+          continue;
+        }
+        scratch.state[p] = SUPER_VERIFY;
+        scratch.job[p] = j;
+      }
       continue;
     }
     if (isFragment(mem, ip)) continue;
@@ -111,7 +128,8 @@ export function coalesceBatch(
       const partial = tcpChecksum(mem, l4) === ps;
       if (partial) scratch.state[p] = CSUM_PARTIAL;
       const f = tcpFlags(mem, l4);
-      if (!shared || ihl !== IPV4_MIN_HEADER_LEN || (f !== TCP_ACK && f !== (TCP_ACK | TCP_PSH)) || l4len <= tcpHeaderLen(mem, l4)) continue;
+      if (!shared || ihl !== IPV4_MIN_HEADER_LEN || (f !== TCP_ACK && f !== (TCP_ACK | TCP_PSH)) || l4len <= tcpHeaderLen(mem, l4) ||
+          !headerChecksumValid(mem, ip)) continue;
       if (!partial) {
         const j = jobs.add(l4, l4len, ps, -1, false);
         if (j < 0) continue;
@@ -123,7 +141,8 @@ export function coalesceBatch(
       const field = (mem[l4 + UDP_CHECKSUM_OFF] << 8) | mem[l4 + UDP_CHECKSUM_OFF + 1];
       const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_UDP, l4len));
       if (field === ps) scratch.state[p] = CSUM_PARTIAL;
-      if (!shared || ihl !== IPV4_MIN_HEADER_LEN || ((mem[l4 + 4] << 8) | mem[l4 + 5]) !== l4len) continue;
+      if (!joinUdp || !shared || ihl !== IPV4_MIN_HEADER_LEN || ((mem[l4 + 4] << 8) | mem[l4 + 5]) !== l4len ||
+          !headerChecksumValid(mem, ip)) continue;
       if (field !== ps && field !== 0) {
         const j = jobs.add(l4, l4len, ps, -1, false);
         if (j < 0) continue;
@@ -153,11 +172,16 @@ export function coalesceBatch(
     const ip = tun.offs[p];
     const len = tun.lens[p];
     const st = scratch.state[p];
-    if (st === SUPER || st === DROP) {
+    if (st === SUPER || st === SUPER_VERIFY || st === DROP) {
       if (g >= 0) k = emitGroup(ctx, mem, out, k, gOff, gLen, gCount, gMss, gThl, scratch.state[g]);
       g = -1;
       if (st === DROP) {
         c[C.rx_drop_oversize]++;
+        continue;
+      }
+      if (st === SUPER_VERIFY && jobs.total(scratch.job[p]) !== 0xffff) {
+        c[C.rx_inner_csum_bad]++;
+        c[C.rx_drop_bad_inner_checksum]++;
         continue;
       }
       const ihl = ipv4Ihl(mem, ip);

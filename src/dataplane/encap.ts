@@ -39,6 +39,11 @@ export function encapBatch(
     const ip = i * slotSize + ENCAP_HEADROOM;
     c[C.tun_rx_packets]++;
     c[C.tun_rx_bytes] += len;
+    if (len >= slotSize - ENCAP_HEADROOM) {
+      // As long as its slot or longer: cut by the read (the device MTU was raised under us).
+      c[C.tun_rx_drop_oversize]++;
+      continue;
+    }
     if (len < IPV4_MIN_HEADER_LEN || slab[ip] >> 4 !== 4) {
       c[C.tun_rx_drop_not_ipv4]++;
       continue;

@@ -61,16 +61,19 @@ function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: num
 }
 
 /**
- * Turns TUN reads 0..n-1 (lens include the virtio-net header) into `out` messages. Super-packets
- * are cut by `area.cut` with complete checksums; single packets the kernel left with a partial
- * checksum get a job in `jobs` (the caller runs and stores them, then sends).
- * Returns `out.count`.
+ * Turns TUN reads from..n-1 (lens include the virtio-net header) into `out` messages, starting
+ * `out` afresh. Super-packets are cut by `area.cut` with complete checksums; single packets the
+ * kernel left with a partial checksum get a job in `jobs` (the caller runs and stores them, then
+ * sends). Stops early when the next packet no longer fits `out`, the segment area or `jobs`, and
+ * returns the index of the first packet not handled (n when all were): the caller sends what
+ * there is and calls again from there. Received packets are counted by the caller.
  */
 export function segmentBatch(
   ctx: DataplaneContext,
   half: number,
   area: SegmentArea,
   lens: Int32Array,
+  from: number,
   n: number,
   out: SendBatch,
   jobs: ChecksumJobs,
@@ -79,13 +82,17 @@ export function segmentBatch(
   const mem = area.mem;
   let k = 0;
   let w = area.segStart;
-  for (let i = 0; i < n; i++) {
+  jobs.reset();
+  let i = from;
+  for (; i < n; i++) {
     const base = i * area.tunSlot;
     const vh = base + VNET_READ_HEADROOM;
     const ip = base + ENCAP_HEADROOM;
     const len = lens[i] - VNET_HDR_LEN;
-    c[C.tun_rx_packets]++;
-    c[C.tun_rx_bytes] += len;
+    if (lens[i] >= area.tunSlot - VNET_READ_HEADROOM) {
+      c[C.tun_rx_drop_oversize]++;
+      continue;
+    }
     if (len < IPV4_MIN_HEADER_LEN || mem[ip] >> 4 !== 4) {
       c[C.tun_rx_drop_not_ipv4]++;
       continue;
@@ -106,10 +113,7 @@ export function segmentBatch(
     const proto = protocol(mem, ip);
 
     if (gtype === VNET_GSO_NONE) {
-      if (k === out.capacity || jobs.count === jobs.capacity) {
-        c[C.tun_rx_drop_batch_full]++;
-        continue;
-      }
+      if (k === out.capacity || jobs.count === jobs.capacity) break; // send, then resume here
       if ((vflags & VNET_F_NEEDS_CSUM) !== 0) {
         // The field holds the pseudo-header sum: summing from csum_start completes it.
         if (cs < ihl || cs + co + 2 > len) {
@@ -144,6 +148,8 @@ export function segmentBatch(
     const perMsg = area.gso ? Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / segFull)) : 1;
     const need = nseg * (ENCAP_HEADROOM + hlen) + payload;
     if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity) {
+      if (k > 0) break; // send what there is, then resume with this packet
+      // Does not fit even an empty batch (an MSS so small it needs more than MAX_BATCH messages).
       c[C.tun_rx_drop_batch_full]++;
       continue;
     }
@@ -169,5 +175,5 @@ export function segmentBatch(
     c[C.tun_rx_segments] += nseg;
   }
   out.count = k;
-  return k;
+  return i;
 }

@@ -287,9 +287,9 @@ export function tunSetVnetHdrSize(fd: number, size: number): number {
 /**
  * Reads up to `max` packets (one read() each, stopping at EAGAIN). Packet i is written to
  * `buf[i*slotSize + headroom ..]`, at most `slotSize - headroom` bytes; the headroom and the rest
- * of each slot are left as they were. `lens[i]` is read()'s result; the kernel cuts a packet that
- * does not fit to the capacity without saying so, so size slots for the device MTU (plus the
- * virtio header with IFF_VNET_HDR) and treat `lens[i] === capacity` as suspect. Returns the count
+ * of each slot are left as they were. `lens[i]` is read()'s result; a packet that does not fit is
+ * cut, and read() may report either the capacity or the packet's full length, so size slots one
+ * byte larger than any packet you accept and drop every `lens[i] >= capacity`. Returns the count
  * (0 when nothing is queued), or -errno when the first read fails otherwise.
  */
 export function tunRead(

@@ -7,6 +7,8 @@ export interface WorkerInit {
   readonly device: string;
   /** IFF_* flags for opening this worker's TUN queue. */
   readonly tunFlags: number;
+  /** The device accepts UDP_L4 GSO writes (USO). */
+  readonly tunUso: boolean;
   readonly vtepIP: number;
   readonly port: number;
   readonly vni: number;
@@ -32,6 +34,8 @@ export interface Features {
   gso: boolean;
   /** UDP_GRO on the receive socket, and coalesced TUN writes. */
   gro: boolean;
+  /** UDP datagrams of a flow are joined too (the TUN device takes UDP_L4 GSO writes). */
+  uso: boolean;
 }
 
 /** Control words per worker in `controlSab` (Int32). */

@@ -135,8 +135,9 @@ export class ForwardLoop {
       this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
     } else {
       this.tunBatch = batch;
-      // Slots hold the largest accepted packet plus its headers.
-      this.txSlot = roundUp(ENCAP_HEADROOM + ctx.mtu, 64);
+      // Slots hold the largest accepted packet plus its headers, and one byte more so a longer
+      // (cut) packet is told apart (see tunRead).
+      this.txSlot = roundUp(ENCAP_HEADROOM + ctx.mtu + 1, 64);
       this.txMem = new Uint8Array(this.txSlot * batch);
       this.area = undefined;
       this.sends = new SendBatch(batch);
@@ -213,8 +214,15 @@ export class ForwardLoop {
       if (encapBatch(this.ctx, half, this.txMem, this.txSlot, this.tunLens, n, this.sends) > 0) this.send(this.txMem, this.sends, false);
       return n;
     }
-    this.txJobs.reset();
-    if (segmentBatch(this.ctx, half, this.area, this.tunLens, n, this.sends, this.txJobs) > 0) {
+    const c = this.ctx.counters;
+    for (let i = 0; i < n; i++) {
+      c[C.tun_rx_packets]++;
+      c[C.tun_rx_bytes] += this.tunLens[i] - VNET_HDR_LEN;
+    }
+    // Usually one round; more when the batch's segments outgrow one send (small MSS, no GSO).
+    for (let from = 0; from < n; ) {
+      from = segmentBatch(this.ctx, half, this.area, this.tunLens, from, n, this.sends, this.txJobs);
+      if (this.sends.count === 0) continue;
       this.txJobs.run(this.txMem);
       this.txJobs.store(this.txMem);
       const gso = this.area.gso;
@@ -224,7 +232,7 @@ export class ForwardLoop {
         this.area.gso = false;
         this.features.gso = false;
         this.tunBatch = TUN_BATCH_NO_GSO;
-        this.ctx.counters[C.tx_gso_fallbacks]++;
+        c[C.tx_gso_fallbacks]++;
         onFallback('UDP_SEGMENT refused with EIO; sending single datagrams');
       }
     }
@@ -284,9 +292,11 @@ export class ForwardLoop {
     const k = f.gro
       ? decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies, this.dgGso)
       : decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies);
+    // ARP replies were built in place: send them before coalescing moves bytes in the slots.
+    if (this.replies.count > 0) this.send(this.rxMem, this.replies, false);
     if (k > 0) {
       const w = f.vnet ? this.final : this.writes;
-      if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch);
+      if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch, f.uso);
       for (let at = 0; at < w.count; at += native.MAX_BATCH) {
         const cnt = Math.min(native.MAX_BATCH, w.count - at);
         const ok = native.tunWrite(this.io.tunFd, this.rxMem, at === 0 ? w.offs : w.offs.subarray(at), at === 0 ? w.lens : w.lens.subarray(at), cnt, this.stats);
@@ -296,7 +306,6 @@ export class ForwardLoop {
       const hdr = f.vnet ? VNET_HDR_LEN : 0;
       for (let i = 0; i < w.count; i++) c[C.tun_tx_bytes] += w.lens[i] - hdr;
     }
-    if (this.replies.count > 0) this.send(this.rxMem, this.replies, false);
     return n;
   }
 

@@ -40,6 +40,7 @@ function start(init: WorkerInit): void {
     vnet,
     gso: vnet && native.udpGsoProbe(sendFds[0]) === 1,
     gro: vnet && native.udpSetGro(rxFd, true) === 0,
+    uso: vnet && init.tunUso,
   };
   const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd }, init.batchSize, init.controlSab, features);
   post({ type: 'ready', sourcePorts, features: { ...features } });

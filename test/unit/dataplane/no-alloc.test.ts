@@ -108,12 +108,12 @@ describe('no allocation per packet', () => {
     const cj = new ChecksumJobs(64);
     const scratch = new CoalesceScratch(64);
     const replies = new SendBatch(4);
-    segmentBatch(a, a.table.beginRead(0), area, lens, 1, out, jobs);
+    segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs);
     const segments = mem.subarray(out.offs[0], out.offs[0] + out.lens[0]); // the same place every round
     const run = (rounds: number) => {
       for (let r = 0; r < rounds; r++) {
         jobs.reset();
-        segmentBatch(a, a.table.beginRead(0), area, lens, 1, out, jobs);
+        segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs);
         const seg = out.segSizes[0];
         rx.set(segments);
         for (let j = 0; j < 44; j++) {
@@ -121,7 +121,7 @@ describe('no allocation per packet', () => {
           dl[j] = seg;
         }
         decapBatch(b, b.table.beginRead(0), rx, offs, dl, slot, srcs, 44, tun, replies);
-        coalesceBatch(b, rx, slot, tun, fin, cj, scratch);
+        coalesceBatch(b, rx, slot, tun, fin, cj, scratch, true);
       }
     };
     run(100);
