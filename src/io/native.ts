@@ -28,10 +28,9 @@
  * IPv4 addresses are unsigned 32-bit numbers in host order with their natural meaning
  * (10.0.0.1 = 0x0a000001); ports are plain numbers.
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../util/paths.js';
 import { check } from './errors.js';
 
 export { check, SysError } from './errors.js';
@@ -142,14 +141,6 @@ export interface NativeAddon {
 /** Where the built addon lives, relative to the package root. */
 export const ADDON_PATH = 'native-bindings/build/Release/tulle_native.node';
 
-/** The nearest directory at or above `start` that holds a package.json. */
-function packageRoot(start: string): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) throw new Error(`tulle native addon: no package.json above "${start}"`);
-  }
-}
-
 const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
   MAX_BATCH, MAX_POLL_FDS, IFNAMSIZ, IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR,
   TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
@@ -163,7 +154,7 @@ const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
 ];
 
 function loadAddon(): NativeAddon {
-  const file = join(packageRoot(dirname(fileURLToPath(import.meta.url))), ADDON_PATH);
+  const file = join(packageRoot(), ADDON_PATH);
   const loadCommonJs = createRequire(import.meta.url);
   let addon: NativeAddon;
   try {

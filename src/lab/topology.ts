@@ -36,7 +36,6 @@ import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
 import { LAB_ETCD_IP, etcdctl, startEtcd, stopEtcd, type LabEtcd } from './etcd.js';
 import { installCni, conflist } from '../cli/install-cni.js';
 import { cniRun, requestConfig } from './cni.js';
-import { request } from 'node:http';
 import type { ChildProcess } from 'node:child_process';
 import { distScript, processArgv, spawnInNs, terminateProcesses } from '../util/exec.js';
 import { FLANNEL_DEFAULT_PORT, FLANNEL_DEFAULT_VNI, VXLAN_OVERHEAD_IPV4, setTxChecksumOffload, setupKernelVxlan } from './kernel-vxlan.js';
@@ -329,23 +328,12 @@ async function spawnAgent(s: LabState, n: LabNode, agent: LabAgent): Promise<Chi
 }
 
 /** One GET /v1/status over the agent's unix socket: true when it answers 200 with ready: true. */
-function agentReady(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath, path: '/v1/status', method: 'GET', timeout: 1_000 }, (res) => {
-      let body = '';
-      res.on('data', (b: Buffer) => (body += b.toString()));
-      res.on('end', () => {
-        try {
-          resolve(res.statusCode === 200 && (JSON.parse(body) as { ready?: unknown }).ready === true);
-        } catch {
-          resolve(false);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-    req.end();
-  });
+async function agentReady(socketPath: string): Promise<boolean> {
+  try {
+    return ((await apiRequest(socketPath, 'GET', '/v1/status', undefined, 1_000)) as { ready?: unknown }).ready === true;
+  } catch {
+    return false;
+  }
 }
 
 async function logTail(file: string): Promise<string> {

@@ -90,6 +90,14 @@ describe('encapBatch / decapBatch', () => {
     expect(b.counters[C.rx_from_unknown_vtep]).toBe(0);
   });
 
+  it('drops a TUN read as long as its slot: the read may have cut it', () => {
+    const tx = new Uint8Array(SLOT);
+    const lens = Int32Array.of(SLOT - ENCAP_HEADROOM);
+    ipv4Udp(tx, ENCAP_HEADROOM, '10.244.1.5', '10.244.2.7', 100);
+    expect(encapBatch(a, a.table.beginRead(0), tx, SLOT, lens, 1, new SendBatch(1))).toBe(0);
+    expect(a.counters[C.tun_rx_drop_oversize]).toBe(1);
+  });
+
   it('keeps one outer source socket per flow and spreads flows', () => {
     const tx = new Uint8Array(SLOT * 64);
     const lens = new Int32Array(64);

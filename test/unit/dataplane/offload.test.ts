@@ -13,7 +13,7 @@ import { decapBatch } from '../../../src/dataplane/decap.js';
 import { PeerTable } from '../../../src/dataplane/peers.js';
 import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea, type TcpSegmenter } from '../../../src/dataplane/segment.js';
 import { tcpSegmentJs } from '../../../src/dataplane/tcp-segment.js';
-import { tcpSegment } from '../../../src/io/native.js';
+import { nativeAddon, tcpSegment } from '../../../src/io/native.js';
 import { pseudoHeaderSumV4, sum16, fold } from '../../../src/wire/checksum.js';
 import { parseIpv4, updateHeaderChecksum, headerChecksumValid } from '../../../src/wire/ipv4.js';
 import { parseMac } from '../../../src/wire/mac.js';
@@ -184,9 +184,11 @@ describe('tcpSegment (addon) and tcpSegmentJs agree byte for byte', () => {
     expect(Buffer.compare(a, b)).toBe(0);
   });
 
-  it('refuses overlapping or out-of-range output', () => {
+  it('refuses overlapping or out-of-range output, and out-of-range sizes even without the TypeScript checks', () => {
     const mem = new Uint8Array(70000);
     superPacket(mem, 0, 3000, tcp.TCP_ACK, false);
+    expect(nativeAddon.tcpSegment(mem, 10, 20, 32, 3000, 0x7fffffff, 10000, 22)).toBe(-22);
+    expect(nativeAddon.tcpSegment(mem, 10, 20, 32, 3000, 1398, 10000, 0x7fffffff)).toBe(-22);
     expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 100, 22)).toBe(-22);
     expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 69000, 22)).toBe(-22);
   });
