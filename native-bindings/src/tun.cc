@@ -117,7 +117,7 @@ Napi::Value TunRead(const Napi::CallbackInfo& info) {
 // Writes packet i = buf[offs[i], offs[i] + lens[i]) with one write() each. A failed packet is
 // skipped and counted; a packet outside buf fails with EINVAL without a system call. On the first
 // EAGAIN of the call, waits up to kWriteWaitMs for POLLOUT and retries that packet once.
-// stats = [written, failed, last errno].
+// stats = [written, failed, last errno, written, bytes written].
 Napi::Value TunWrite(const Napi::CallbackInfo& info) {
   Args a(info, "tunWrite");
   int32_t fd, count;
@@ -131,9 +131,9 @@ Napi::Value TunWrite(const Napi::CallbackInfo& info) {
   if (count < 0 || count > kMaxBatch) return a.RangeError("count", "must be in 0..256");
   if (offs.len < static_cast<size_t>(count)) return a.RangeError("offs", "is shorter than count");
   if (lens.len < static_cast<size_t>(count)) return a.RangeError("lens", "is shorter than count");
-  if (stats.len < 3) return a.RangeError("stats", "must have at least 3 elements");
+  if (stats.len < 5) return a.RangeError("stats", "must have at least 5 elements");
 
-  int ok = 0, failed = 0, last_errno = 0;
+  int ok = 0, failed = 0, last_errno = 0, bytes = 0;
   bool waited = false;
   for (int i = 0; i < count; i++) {
     const int32_t off = offs.data[i], len = lens.data[i];
@@ -145,6 +145,7 @@ Napi::Value TunWrite(const Napi::CallbackInfo& info) {
     for (;;) {
       if (write(fd, buf.data + off, static_cast<size_t>(len)) >= 0) {
         ok++;
+        bytes += len;
         break;
       }
       const int err = errno;
@@ -162,6 +163,8 @@ Napi::Value TunWrite(const Napi::CallbackInfo& info) {
   stats.data[0] = ok;
   stats.data[1] = failed;
   stats.data[2] = last_errno;
+  stats.data[3] = ok;
+  stats.data[4] = bytes;
   return Int(a.env(), ok);
 }
 

@@ -149,6 +149,8 @@ struct SendStats {
   int sent = 0;
   int failed = 0;
   int last_errno = 0;
+  int datagrams = 0;  // on the wire: a UDP_SEGMENT message counts each of its segments
+  int bytes = 0;      // UDP payload bytes of the messages sent
   void Fail(int err, int count = 1) {
     failed += count;
     last_errno = err;
@@ -158,13 +160,18 @@ struct SendStats {
 // Sends msgs[0..n) on fd, calling sendmmsg until all are sent or failed. A message the kernel
 // refuses (EMSGSIZE, EINVAL, ENETUNREACH...) fails alone and sending resumes after it; a full
 // socket buffer (EAGAIN, ENOBUFS) gets one wait of kWriteWaitMs, then fails the rest of the run.
-void SendRun(int fd, struct mmsghdr* msgs, int n, SendStats* st) {
+// segs[k] is the number of datagrams message k becomes.
+void SendRun(int fd, struct mmsghdr* msgs, const uint16_t* segs, int n, SendStats* st) {
   bool waited = false;
   int pos = 0;
   while (pos < n) {
     int r = sendmmsg(fd, msgs + pos, static_cast<unsigned>(n - pos), MSG_DONTWAIT);
     if (r > 0) {
       st->sent += r;
+      for (int k = pos; k < pos + r; k++) {
+        st->datagrams += segs[k];
+        st->bytes += static_cast<int>(msgs[k].msg_hdr.msg_iov->iov_len);
+      }
       pos += r;
       continue;
     }
@@ -191,7 +198,7 @@ void SendRun(int fd, struct mmsghdr* msgs, int n, SendStats* st) {
 // Datagram i = buf[offs[i], offs[i] + lens[i]) goes to dstIPs[i]:dstPorts[i] on fds[sockIdx[i]].
 // Datagrams are grouped by socket index (order kept within a socket) and each group is one run
 // of SendRun. A datagram outside buf or with sockIdx >= fds.length fails with EINVAL without a
-// system call. stats = [sent, failed, last errno].
+// system call. stats = [messages sent, messages failed, last errno, datagrams sent, bytes sent].
 Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Args a(info, "udpSend");
   Span<int32_t> fds, offs, lens, stats;
@@ -215,7 +222,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   if (sock_idx.len < n) return a.RangeError("sockIdx", "is shorter than count");
   if (ips.len < n) return a.RangeError("dstIPs", "is shorter than count");
   if (ports.len < n) return a.RangeError("dstPorts", "is shorter than count");
-  if (stats.len < 3) return a.RangeError("stats", "must have at least 3 elements");
+  if (stats.len < 5) return a.RangeError("stats", "must have at least 5 elements");
   if (gso && segs.len < n) return a.RangeError("segSizes", "is shorter than count");
 
   SendStats st;
@@ -245,6 +252,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   struct iovec iov[kMaxBatch];
   struct sockaddr_in to[kMaxBatch];
   alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
+  uint16_t nsegs[kMaxBatch];
   const int total = start[256];
   std::memset(msgs, 0, static_cast<size_t>(total) * sizeof msgs[0]);
   for (int k = 0; k < total; k++) {
@@ -259,6 +267,7 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     msgs[k].msg_hdr.msg_namelen = sizeof to[k];
     msgs[k].msg_hdr.msg_iov = &iov[k];
     msgs[k].msg_hdr.msg_iovlen = 1;
+    nsegs[k] = 1;
     if (gso && segs.data[i] > 0) {
       std::memset(ctrl[k], 0, kCtrlLen);
       msgs[k].msg_hdr.msg_control = ctrl[k];
@@ -269,14 +278,17 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
       const uint16_t seg = static_cast<uint16_t>(segs.data[i]);
       std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+      if (lens.data[i] > segs.data[i]) nsegs[k] = static_cast<uint16_t>((lens.data[i] + segs.data[i] - 1) / segs.data[i]);
     }
   }
   for (int s = 0; s < 256; s++) {
-    if (start[s + 1] > start[s]) SendRun(fds.data[s], msgs + start[s], start[s + 1] - start[s], &st);
+    if (start[s + 1] > start[s]) SendRun(fds.data[s], msgs + start[s], nsegs + start[s], start[s + 1] - start[s], &st);
   }
   stats.data[0] = st.sent;
   stats.data[1] = st.failed;
   stats.data[2] = st.last_errno;
+  stats.data[3] = st.datagrams;
+  stats.data[4] = st.bytes;
   return Int(a.env(), st.sent);
 }
 

@@ -33,6 +33,7 @@ export const COUNTER_NAMES = [
   'rx_inner_csum_bad',
   'rx_inner_super_packets',
   'tx_datagrams',
+  'tx_messages',
   'tx_bytes',
   'tx_errors',
   'tx_gso_fallbacks',

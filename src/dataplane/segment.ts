@@ -7,6 +7,13 @@
  * the kernel left with a partial checksum (NEEDS_CSUM) are completed: tulle never puts an
  * unfinished inner checksum on the wire.
  *
+ * Single packets are batched the same way: with UDP_SEGMENT, each is copied behind the previous
+ * one in the segment area, and consecutive packets to the same peer out of the same socket (the
+ * outer 5-tuple is then the same) share one message while none is longer than the first, up to
+ * 64 datagrams. The kernel sends them as one super-datagram that a receiver with UDP_GRO takes in
+ * one piece (a kernel VXLAN peer's socket cuts it back first), so a flood of small packets costs
+ * the underlay one send per run instead of one per packet.
+ *
  * Layout of the worker's egress memory: TUN slots first (slot i: 12 bytes spare, the 10-byte
  * virtio-net header, then the packet, so a packet sent whole gets its 22 bytes of VXLAN + Ethernet
  * in place of the spare bytes and the consumed virtio-net header), then the segment area.
@@ -82,6 +89,9 @@ export function segmentBatch(
   const mem = area.mem;
   let k = 0;
   let w = area.segStart;
+  // The message single datagrams may still join (-1: none) and how many it holds.
+  let run = -1;
+  let runSegs = 0;
   jobs.reset();
   let i = from;
   for (; i < n; i++) {
@@ -114,18 +124,40 @@ export function segmentBatch(
 
     if (gtype === VNET_GSO_NONE) {
       if (k === out.capacity || jobs.count === jobs.capacity) break; // send, then resume here
+      if ((vflags & VNET_F_NEEDS_CSUM) !== 0 && (cs < ihl || cs + co + 2 > len)) {
+        c[C.tun_rx_drop_bad_offload]++;
+        continue;
+      }
+      const dlen = len + ENCAP_HEADROOM;
+      let h = base;
+      let joined = false;
+      if (area.gso && w + dlen <= area.segEnd) {
+        // Copied behind the previous datagram: joins its message when both go to the same peer
+        // from the same socket and this one is no longer than the run's first.
+        h = w;
+        joined = run >= 0 && out.offs[run] + out.lens[run] === w && (out.dstIPs[run] | 0) === vtep && out.sockIdx[run] === sock &&
+          dlen <= out.segSizes[run] && runSegs < GSO_MAX_SEGMENTS && out.lens[run] + dlen <= GSO_MAX_BYTES;
+        mem.copyWithin(h + ENCAP_HEADROOM, ip, ip + len);
+        w += dlen;
+      }
       if ((vflags & VNET_F_NEEDS_CSUM) !== 0) {
         // The field holds the pseudo-header sum: summing from csum_start completes it.
-        if (cs < ihl || cs + co + 2 > len) {
-          c[C.tun_rx_drop_bad_offload]++;
-          continue;
-        }
-        jobs.add(ip + cs, len - cs, 0, ip + cs + co, proto === IPPROTO_UDP);
+        const at = h + ENCAP_HEADROOM + cs;
+        jobs.add(at, len - cs, 0, at + co, proto === IPPROTO_UDP);
       }
-      writeOuter(ctx, slot, mem, base);
-      out.offs[k] = base;
-      out.lens[k] = len + ENCAP_HEADROOM;
-      out.segSizes[k] = 0;
+      writeOuter(ctx, slot, mem, h);
+      if (joined) {
+        out.lens[run] += dlen;
+        runSegs++;
+        // A shorter datagram can only be the last of a message.
+        if (dlen < out.segSizes[run]) run = -1;
+        continue;
+      }
+      run = h !== base ? k : -1;
+      runSegs = 1;
+      out.offs[k] = h;
+      out.lens[k] = dlen;
+      out.segSizes[k] = h !== base ? dlen : 0;
       out.dstIPs[k] = vtep;
       out.dstPorts[k] = ctx.port;
       out.sockIdx[k] = sock;
@@ -172,6 +204,7 @@ export function segmentBatch(
       k++;
     }
     w += written;
+    run = -1;
     c[C.tun_rx_segments] += nseg;
   }
   out.count = k;

@@ -72,7 +72,11 @@ export const POLLNVAL = 0x020;
 export const STAT_OK = 0;
 export const STAT_FAILED = 1;
 export const STAT_LAST_ERRNO = 2;
-export const STATS_LEN = 3;
+/** udpSend: datagrams on the wire (a UDP_SEGMENT message counts each segment); tunWrite: packets written. */
+export const STAT_DATAGRAMS = 3;
+/** Bytes of the messages (packets) that went out. */
+export const STAT_BYTES = 4;
+export const STATS_LEN = 5;
 
 // ---------------------------------------------------------------------------------------------
 // The raw surface.
@@ -296,7 +300,8 @@ export function tunRead(
  * Writes `count` packets, packet i = `buf[offs[i] .. offs[i] + lens[i]]`, one write() each. A packet
  * the kernel refuses, or one outside `buf` (EINVAL), is skipped and counted. After the first EAGAIN
  * of a call it waits up to 2 ms for room and retries that packet once; later EAGAINs fail at once.
- * Fills `stats` (STATS_LEN elements): [written, failed, last errno or 0]. Returns written.
+ * Fills `stats` (STATS_LEN elements): [written, failed, last errno or 0, written, bytes written].
+ * Returns written.
  */
 export function tunWrite(
   fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Int32Array,
@@ -362,7 +367,8 @@ export function udpRecv(
  * failed and the rest of its group continues; when a socket buffer is full (EAGAIN, ENOBUFS) the
  * call waits up to 2 ms once for that group, then counts the rest of the group as failed. A
  * datagram outside `buf` or with `sockIdx[i] >= fds.length` fails with EINVAL.
- * Fills `stats` (STATS_LEN elements): [sent, failed, last errno or 0]. Returns sent.
+ * Fills `stats` (STATS_LEN elements): [messages sent, messages failed, last errno or 0, datagrams
+ * sent (a UDP_SEGMENT message counts each of its segments), bytes sent]. Returns messages sent.
  */
 export function udpSend(
   fds: Int32Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, sockIdx: Uint8Array,

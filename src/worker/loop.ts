@@ -314,8 +314,9 @@ export class ForwardLoop {
     const sent = gso
       ? native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats, b.segSizes)
       : native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);
-    c[C.tx_datagrams] += sent;
+    c[C.tx_messages] += sent;
+    c[C.tx_datagrams] += this.stats[native.STAT_DATAGRAMS];
+    c[C.tx_bytes] += this.stats[native.STAT_BYTES];
     c[C.tx_errors] += this.stats[native.STAT_FAILED];
-    for (let i = 0; i < b.count; i++) c[C.tx_bytes] += b.lens[i];
   }
 }

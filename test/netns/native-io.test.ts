@@ -82,7 +82,7 @@ describe('native I/O in a fresh namespace', () => {
     expect(r.mtu).toBe(1500);
 
     expect(r.sent).toBe(24);
-    expect(r.sendStats).toEqual([24, 0, 0]);
+    expect(r.sendStats).toEqual([24, 0, 0, 24, 24 * 10 + (23 * 24) / 2]);
     expect(r.received).toBe(24);
     expect(r.mismatches).toEqual([]);
     expect(r.headroomIntact).toBe(true);
@@ -91,17 +91,18 @@ describe('native I/O in a fresh namespace', () => {
     for (const n of r.perQueue as number[]) expect(n).toBeGreaterThan(0);
 
     expect(r.written).toBe(2);
-    expect(r.writeStats).toEqual([2, 1, EINVAL]);
+    expect(r.writeStats).toEqual([2, 1, EINVAL, 2, 28 + 11 + 28 + 25]);
     expect(r.got).toEqual([
       { from: PEER_IP, port: 4000, text: 'first reply' },
       { from: PEER_IP, port: 4000, text: 'second reply from the TUN' },
     ]);
   });
 
-  test('UDP: 100 datagrams over 2 sockets in one udpSend arrive intact, in order per socket, in batches', () => {
+  test('UDP: 100 datagrams over 2 sockets in one udpSend arrive intact, in order per socket, in batches; a UDP_SEGMENT message counts its datagrams', () => {
     const r = runCase('udp-batch');
     expect(r.sent).toBe(100);
-    expect(r.sendStats).toEqual([100, 0, 0]);
+    const bytes = Array.from({ length: 100 }, (_, i) => (i * 97) % 1473).reduce((a, b) => a + b, 0);
+    expect(r.sendStats).toEqual([100, 0, 0, 100, bytes]);
     expect(r.received).toBe(100);
     expect(r.mismatches).toEqual([]);
     expect(r.headroomIntact).toBe(true);
@@ -109,8 +110,12 @@ describe('native I/O in a fresh namespace', () => {
     expect((r.batches as number[]).every((n) => n <= 32)).toBe(true);
     // Refused datagrams (port 0: EINVAL; 65508 bytes: EMSGSIZE) fail alone; the rest still go.
     expect(r.sent2).toBe(4);
-    expect(r.sendStats2).toEqual([4, 2, EMSGSIZE]);
+    expect(r.sendStats2).toEqual([4, 2, EMSGSIZE, 4, 10 + 11 + 13 + 15]);
     expect(r.got2).toEqual([10, 11, 13, 15]);
+    // A UDP_SEGMENT message counts as one message and as the datagrams it becomes.
+    expect(r.sent3).toBe(1);
+    expect(r.sendStats3).toEqual([1, 0, 0, 3, 250]);
+    expect(r.got3).toEqual([100, 100, 50]);
   });
 
   test('UDP: a datagram longer than its slot is cut to the slot and reported with its real length', () => {

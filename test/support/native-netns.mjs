@@ -262,7 +262,17 @@ function udpBatch() {
     for (let i = 0; i < n; i++) got2.push(rxLens[i]);
   }, () => got2.length >= 4);
 
-  return { srcPorts, sent, sendStats, received, batches, mismatches, headroomIntact, sent2, sendStats2, got2 };
+  // One UDP_SEGMENT message of 250 bytes cut at 100: three datagrams on the wire.
+  const sent3 = native.udpSend(Int32Array.of(socks[0]), big, Int32Array.of(0), Int32Array.of(250), new Uint8Array(1),
+    Uint32Array.of(LOOPBACK), Uint16Array.of(rxPort), 1, stats, Int32Array.of(100));
+  const sendStats3 = [...stats];
+  const got3 = [];
+  pump([rxSock], (fd) => {
+    const n = native.udpRecv(fd, rx, SLOT, 0, rxLens, ips, ports, BATCH);
+    for (let i = 0; i < n; i++) got3.push(rxLens[i]);
+  }, () => got3.length >= 3);
+
+  return { srcPorts, sent, sendStats, received, batches, mismatches, headroomIntact, sent2, sendStats2, got2, sent3, sendStats3, got3 };
 }
 
 /** A datagram longer than its slot: cut to the slot, reported with its real length. */

@@ -182,15 +182,15 @@ describe('fds in this thread', () => {
       const offs = Int32Array.of(90, -1, 0);
       const lens = Int32Array.of(20, 10, 10);
       expect(native.tunWrite(fd, buf, offs, lens, 2, stats)).toBe(0);
-      expect([...stats]).toEqual([0, 2, EINVAL]);
+      expect([...stats]).toEqual([0, 2, EINVAL, 0, 0]);
       const sent = native.udpSend(
         Int32Array.of(fd), buf, offs, lens, Uint8Array.of(0, 0, 1),
         Uint32Array.of(LOOPBACK, LOOPBACK, LOOPBACK), Uint16Array.of(9, 9, 9), 3, stats,
       );
       expect(sent).toBe(0);
-      expect([...stats]).toEqual([0, 3, EINVAL]);
+      expect([...stats]).toEqual([0, 3, EINVAL, 0, 0]);
       expect(native.udpSend(Int32Array.of(fd), buf, offs, lens, Uint8Array.of(0), Uint32Array.of(0), Uint16Array.of(0), 0, stats)).toBe(0);
-      expect([...stats]).toEqual([0, 0, 0]);
+      expect([...stats]).toEqual([0, 0, 0, 0, 0]);
     } finally {
       native.closeFd(fd);
     }
@@ -258,7 +258,7 @@ describe('argument validation', () => {
     expect(() => raw.tunRead(3, buf, 2048, 0, lens, 5)).toThrow(new RangeError('tunRead: buf is shorter than max * slotSize'));
     expect(() => raw.udpOpen('127.0.0.1' as never, 0, false, 0)).toThrow(new TypeError('udpOpen: ip must be a number'));
     expect(() => raw.udpSend(fds, buf, offs, lens, idx, ips, ports, 257, stats)).toThrow(new RangeError('udpSend: count must be in 0..256'));
-    expect(() => raw.tunWrite(3, buf, offs, lens, 1, new Int32Array(2))).toThrow(new RangeError('tunWrite: stats must have at least 3 elements'));
+    expect(() => raw.tunWrite(3, buf, offs, lens, 1, new Int32Array(2))).toThrow(new RangeError('tunWrite: stats must have at least 5 elements'));
     expect(() => raw.tunOpen('x'.repeat(16), 1)).toThrow(new RangeError('tunOpen: name is too long'));
   });
 });

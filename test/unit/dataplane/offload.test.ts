@@ -13,6 +13,7 @@ import { decapBatch } from '../../../src/dataplane/decap.js';
 import { PeerTable } from '../../../src/dataplane/peers.js';
 import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea, type TcpSegmenter } from '../../../src/dataplane/segment.js';
 import { tcpSegmentJs } from '../../../src/dataplane/tcp-segment.js';
+import { flowHashV4 } from '../../../src/dataplane/flowhash.js';
 import { nativeAddon, tcpSegment } from '../../../src/io/native.js';
 import { pseudoHeaderSumV4, sum16, fold } from '../../../src/wire/checksum.js';
 import { parseIpv4, updateHeaderChecksum, headerChecksumValid } from '../../../src/wire/ipv4.js';
@@ -241,6 +242,106 @@ describe('UDP datagrams of one flow', () => {
     expect(vnet.gsoType(rx, fin.offs[1]!)).toBe(vnet.VNET_GSO_NONE);
     expect(vnet.gsoType(rx, fin.offs[2]!)).toBe(vnet.VNET_GSO_NONE);
     expect(b.counters[C.tun_tx_coalesced_segments]).toBe(3);
+  });
+});
+
+describe('single packets to one peer out of one socket', () => {
+  /** A UDP packet as the TUN device hands it over, at mem[at]; `partial` leaves its checksum to tulle. */
+  function udpPacket(mem: Uint8Array, at: number, dst: number, sport: number, payload: number, id: number, partial: boolean): number {
+    const ip = at + vnet.VNET_HDR_LEN;
+    const len = 28 + payload;
+    mem.fill(0, at, ip + len);
+    if (partial) vnet.writePartial(mem, at, 20, 6);
+    mem.set([0x45, 0, len >> 8, len & 0xff, 0, id, 0x40, 0, 64, 17, 0, 0], ip);
+    for (let i = 0; i < 4; i++) {
+      mem[ip + 12 + i] = (SRC >>> (24 - 8 * i)) & 255;
+      mem[ip + 16 + i] = (dst >>> (24 - 8 * i)) & 255;
+    }
+    updateHeaderChecksum(mem, ip);
+    mem.set([sport >> 8, sport & 0xff, 0x13, 0x89, (8 + payload) >> 8, (8 + payload) & 0xff], ip + 20);
+    for (let j = 0; j < payload; j++) mem[ip + 28 + j] = (id * 7 + j) & 0xff;
+    const sum = pseudoHeaderSumV4(SRC, dst, 17, 8 + payload);
+    if (partial) {
+      mem[ip + 26] = fold(sum) >> 8;
+      mem[ip + 27] = fold(sum) & 0xff;
+    } else {
+      const c = ~fold(sum16(mem, ip + 20, 8 + payload, sum)) & 0xffff;
+      mem[ip + 26] = c >> 8;
+      mem[ip + 27] = c & 0xff;
+    }
+    return vnet.VNET_HDR_LEN + len;
+  }
+
+  it('share one UDP_SEGMENT message while none is longer than the first; another peer or socket starts a new one', async () => {
+    const table = new PeerTable(8);
+    const VTEP_C = parseIpv4('172.31.0.3');
+    await table.publish([
+      { net: parseIpv4('10.244.2.0'), prefix: 24, vtepIP: VTEP_B, vtepMAC: MAC_B },
+      { net: parseIpv4('10.244.3.0'), prefix: 24, vtepIP: VTEP_C, vtepMAC: parseMac('02:aa:00:00:00:03') },
+    ]);
+    const a: DataplaneContext = { table, vni: 1, vtepMAC: MAC_A, overlayIP: parseIpv4('10.244.1.0'), mtu: 1450, port: 8472, flowSockets: 8, counters: new Float64Array(COUNTER_COUNT) };
+    const DST_C = parseIpv4('10.244.3.2');
+    const sockOf = (sport: number): number => {
+      const m = new Uint8Array(64);
+      udpPacket(m, 0, DST, sport, 8, 0, false);
+      return flowHashV4(m, vnet.VNET_HDR_LEN, 36) % 8;
+    };
+    let other = 6000;
+    while (sockOf(other) === sockOf(5000)) other++;
+    // [payload, destination, source port, partial]: five of flow X (one left partial), a shorter
+    // one ending the run, X again, X to another peer, then another socket to the first peer.
+    const plan: [number, number, number, boolean][] = [
+      [64, DST, 5000, false], [64, DST, 5000, true], [64, DST, 5000, false], [64, DST, 5000, false], [64, DST, 5000, false],
+      [30, DST, 5000, false], [64, DST, 5000, false], [64, DST_C, 5000, false], [64, DST, other, false],
+    ];
+    const slot = 2048;
+    const segStart = plan.length * slot;
+    const mem = new Uint8Array(segStart + 4096);
+    const lens = new Int32Array(plan.length);
+    plan.forEach(([payload, dst, sport, partial], i) => { lens[i] = udpPacket(mem, i * slot + VNET_READ_HEADROOM, dst, sport, payload, i, partial); });
+    const inner = plan.map((_, i) => mem.slice(i * slot + VNET_READ_HEADROOM + 10, i * slot + VNET_READ_HEADROOM + lens[i]!));
+    const area: SegmentArea = { mem, tunSlot: slot, segStart, segEnd: mem.length, gso: true, cut: tcpSegment };
+    const out = new SendBatch(16);
+    const jobs = new ChecksumJobs(16);
+    expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, plan.length, out, jobs)).toBe(plan.length);
+    jobs.run(mem);
+    jobs.store(mem);
+    const full = 22 + 28 + 64;
+    expect(out.count).toBe(4);
+    expect([...out.lens.subarray(0, 4)]).toEqual([5 * full + 22 + 28 + 30, full, full, full]);
+    expect([...out.segSizes.subarray(0, 4)]).toEqual([full, full, full, full]);
+    expect([...out.dstIPs.subarray(0, 4)]).toEqual([VTEP_B, VTEP_B, parseIpv4('172.31.0.3'), VTEP_B].map((x) => x >>> 0));
+    expect(out.sockIdx[0]).toBe(out.sockIdx[1]);
+    expect(out.sockIdx[3]).not.toBe(out.sockIdx[0]);
+
+    // The first message as the peer's UDP_GRO socket receives it: six datagrams back to back.
+    const b = await ctxFor(MAC_B, '10.244.2.0', '10.244.1.0', VTEP_A, MAC_A);
+    const rx = mem.slice(out.offs[0]!, out.offs[0]! + out.lens[0]!);
+    const offs = Int32Array.from({ length: 6 }, (_, j) => j * full);
+    const dlens = Int32Array.from({ length: 6 }, (_, j) => (j < 5 ? full : 22 + 28 + 30));
+    const tun = new WriteBatch(8);
+    expect(decapBatch(b, b.table.beginRead(0), rx, offs, dlens, 0x10000, new Uint32Array(6).fill(VTEP_A), 6, tun, new SendBatch(4))).toBe(6);
+    for (let j = 0; j < 6; j++) {
+      const got = rx.slice(tun.offs[j]!, tun.offs[j]! + tun.lens[j]!);
+      // Packet 1 left the TUN device with an unfinished checksum and arrives completed.
+      expect(fold(sum16(got, 20, got.length - 20, pseudoHeaderSumV4(SRC, DST, 17, got.length - 20))), `datagram ${j}`).toBe(0xffff);
+      if (j !== 1) expect([...got], `datagram ${j}`).toEqual([...inner[j]!]);
+      else expect([...got.subarray(28)]).toEqual([...inner[1]!.subarray(28)]);
+    }
+  });
+
+  it('are sent one message each without UDP_SEGMENT, from where they were read', async () => {
+    const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
+    const slot = 2048;
+    const mem = new Uint8Array(4 * slot + 4096);
+    const lens = new Int32Array(3);
+    for (let i = 0; i < 3; i++) lens[i] = udpPacket(mem, i * slot + VNET_READ_HEADROOM, DST, 5000, 64, i, false);
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: false, cut: tcpSegment };
+    const out = new SendBatch(16);
+    expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 3, out, new ChecksumJobs(4))).toBe(3);
+    expect(out.count).toBe(3);
+    expect([...out.offs.subarray(0, 3)]).toEqual([0, slot, 2 * slot]);
+    expect([...out.segSizes.subarray(0, 3)]).toEqual([0, 0, 0]);
   });
 });
 
