@@ -66,6 +66,17 @@ export interface LoopResources {
   readonly rxFd: number;
   readonly sendFds: Int32Array;
   readonly wakeFd: number;
+  /**
+   * A rehearsal (rehearsal.ts): no fds; what the loop would send or write goes here instead,
+   * and stats are filled as if all of it went out.
+   */
+  readonly rehearsal?: RehearsalSink;
+}
+
+/** Where a rehearsing loop's output goes. */
+export interface RehearsalSink {
+  sent(mem: Uint8Array, b: SendBatch, gso: boolean): void;
+  written(mem: Uint8Array, offs: Int32Array, lens: Int32Array, count: number): void;
 }
 
 /**
@@ -84,21 +95,21 @@ function roundUp(n: number, to: number): number {
 
 export class ForwardLoop {
   // Egress.
-  private readonly txMem: Uint8Array;
-  private readonly txSlot: number;
-  private tunBatch: number;
-  private readonly tunLens: Int32Array;
+  readonly txMem: Uint8Array;
+  readonly txSlot: number;
+  tunBatch: number;
+  readonly tunLens: Int32Array;
   private readonly area: SegmentArea | undefined;
   private readonly sends: SendBatch;
   private readonly txJobs: ChecksumJobs;
   // Ingress.
-  private readonly rxMem: Uint8Array;
-  private readonly rxSlot: number;
-  private readonly rxBatch: number;
+  readonly rxMem: Uint8Array;
+  readonly rxSlot: number;
+  readonly rxBatch: number;
   private readonly rxCapacity: number;
-  private readonly rxLens: Int32Array;
-  private readonly rxSegs: Int32Array;
-  private readonly rxSrcIPs: Uint32Array;
+  readonly rxLens: Int32Array;
+  readonly rxSegs: Int32Array;
+  readonly rxSrcIPs: Uint32Array;
   private readonly rxSrcPorts: Uint16Array;
   private readonly dgOffs: Int32Array;
   private readonly dgLens: Int32Array;
@@ -203,16 +214,21 @@ export class ForwardLoop {
 
   /** One TUN batch out to the underlay. Returns the number of packets read. */
   private egress(half: number, onFallback: (what: string) => void): number {
-    const vnet = this.area !== undefined;
-    const headroom = vnet ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
+    const headroom = this.area !== undefined ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
     const n = native.tunRead(this.io.tunFd, this.txMem, this.txSlot, headroom, this.tunLens, this.tunBatch);
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'read', `TUN queue of worker ${this.id}`);
       return 0;
     }
+    this.fromTun(half, n, onFallback);
+    return n;
+  }
+
+  /** Forwards the `n` packets in the TUN slots (lengths in tunLens) to the underlay. */
+  fromTun(half: number, n: number, onFallback: (what: string) => void): void {
     if (this.area === undefined) {
       if (encapBatch(this.ctx, half, this.txMem, this.txSlot, this.tunLens, n, this.sends) > 0) this.send(this.txMem, this.sends, false);
-      return n;
+      return;
     }
     const c = this.ctx.counters;
     for (let i = 0; i < n; i++) {
@@ -236,7 +252,6 @@ export class ForwardLoop {
         onFallback('UDP_SEGMENT refused with EIO; sending single datagrams');
       }
     }
-    return n;
   }
 
   /** One underlay batch in to the TUN device. Returns the number of messages received. */
@@ -249,6 +264,16 @@ export class ForwardLoop {
       if (n < 0) throw new SysError(-n, 'recvmmsg', `VXLAN socket of worker ${this.id}`);
       return 0;
     }
+    this.fromUnderlay(half, n);
+    return n;
+  }
+
+  /**
+   * Forwards the `n` messages in the receive slots (rxLens, rxSrcIPs, and rxSegs with UDP_GRO)
+   * to the TUN device.
+   */
+  fromUnderlay(half: number, n: number): void {
+    const f = this.features;
     const c = this.ctx.counters;
     let d = n;
     let offs = this.dgOffs;
@@ -299,18 +324,29 @@ export class ForwardLoop {
       if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch, f.uso);
       for (let at = 0; at < w.count; at += native.MAX_BATCH) {
         const cnt = Math.min(native.MAX_BATCH, w.count - at);
-        const ok = native.tunWrite(this.io.tunFd, this.rxMem, at === 0 ? w.offs : w.offs.subarray(at), at === 0 ? w.lens : w.lens.subarray(at), cnt, this.stats);
+        const offs = at === 0 ? w.offs : w.offs.subarray(at);
+        const lens = at === 0 ? w.lens : w.lens.subarray(at);
+        let ok = cnt;
+        if (this.io.rehearsal === undefined) {
+          ok = native.tunWrite(this.io.tunFd, this.rxMem, offs, lens, cnt, this.stats);
+          c[C.tun_tx_errors] += this.stats[native.STAT_FAILED];
+        } else {
+          this.io.rehearsal.written(this.rxMem, offs, lens, cnt);
+        }
         c[C.tun_tx_packets] += ok;
-        c[C.tun_tx_errors] += this.stats[native.STAT_FAILED];
       }
       const hdr = f.vnet ? VNET_HDR_LEN : 0;
       for (let i = 0; i < w.count; i++) c[C.tun_tx_bytes] += w.lens[i] - hdr;
     }
-    return n;
   }
 
   private send(mem: Uint8Array, b: SendBatch, gso: boolean): void {
     const c = this.ctx.counters;
+    if (this.io.rehearsal !== undefined) {
+      this.io.rehearsal.sent(mem, b, gso);
+      this.stats.fill(0);
+      return;
+    }
     const sent = gso
       ? native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats, b.segSizes)
       : native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);

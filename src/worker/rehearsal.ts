@@ -1,0 +1,333 @@
+/**
+ * A worker's rehearsal: before it forwards real traffic, its forwarding code runs on made-up
+ * traffic between two made-up nodes, A and B, each a ForwardLoop of the same shape as the real
+ * one (same features, batch size and MTU) but with no fds: what A sends is handed to B as its
+ * UDP receive would deliver it, and B's TUN writes are collected. Both directions run every round.
+ *
+ * Why: V8 compiles a function to fast machine code only after it has run for a while. A new
+ * worker at a packet rate of a few hundred per second (pings, a quiet pod) would run the
+ * interpreter for minutes, paying tens of microseconds per packet in latency. A few hundred
+ * rounds here bring the same code paths up to speed before the first real packet.
+ *
+ * The rounds also check the data path end to end: every inner packet A reads must come out of
+ * B's TUN writes with the same bytes (super-packets and joined runs are compared as the byte
+ * streams they carry). `check()` reports a mismatch; the worker refuses to start on one.
+ */
+import { COUNTER_COUNT } from '../dataplane/counters.js';
+import type { DataplaneContext } from '../dataplane/context.js';
+import { ENCAP_HEADROOM } from '../dataplane/encap.js';
+import { PeerTable } from '../dataplane/peers.js';
+import { VNET_READ_HEADROOM } from '../dataplane/segment.js';
+import type { SendBatch } from '../dataplane/batch.js';
+import { fold, pseudoHeaderSumV4, sum16 } from '../wire/checksum.js';
+import { IPPROTO_TCP, IPPROTO_UDP, updateHeaderChecksum } from '../wire/ipv4.js';
+import { TCP_ACK, TCP_PSH } from '../wire/tcp.js';
+import { VNET_GSO_TCPV4, VNET_HDR_LEN, writeGso, writeNone, writePartial } from '../wire/vnet.js';
+import { ForwardLoop, type RehearsalSink } from './loop.js';
+import { CONTROL_WORDS, type Features } from './init.js';
+
+const NET_A = 0x0afe0100; // 10.254.1.0/24
+const NET_B = 0x0afe0200; // 10.254.2.0/24
+const VTEP_A = 0xc0000201; // 192.0.2.1 (TEST-NET-1: never on a real wire; nothing is sent anyway)
+const VTEP_B = 0xc0000202;
+const MAC_A = Uint8Array.of(0x02, 0x7e, 0, 0, 0, 1);
+const MAC_B = Uint8Array.of(0x02, 0x7e, 0, 0, 0, 2);
+const ICMP = 1;
+/** Segments in the TCP super-packet of a round (offloaded loops only). */
+const SUPER_SEGMENTS = 8;
+const SMALL_TCP = 4;
+const SMALL_UDP = 5;
+
+/** Same property order as the worker's real context, so both share V8's hidden class. */
+export function dataplaneContext(
+  table: PeerTable, vni: number, vtepMAC: Uint8Array, overlayIP: number, mtu: number, port: number, flowSockets: number, counters: Float64Array,
+): DataplaneContext {
+  return { table, vni, vtepMAC, overlayIP, mtu, port, flowSockets, counters };
+}
+
+export interface RehearsalOptions {
+  features: Features;
+  batchSize: number;
+  mtu: number;
+  port: number;
+  vni: number;
+  flowSockets: number;
+  /** Stop after this many rounds... */
+  rounds: number;
+  /** ...or once this much time has passed, whichever comes first. */
+  budgetMs: number;
+}
+
+export interface RehearsalResult {
+  rounds: number;
+  ms: number;
+  /** Inner packets read from the two made-up TUN devices, and segments written to them. */
+  packetsIn: number;
+  packetsOut: number;
+  /** Inner payload bytes (after IPv4 + L4 headers) read and written. */
+  payloadIn: number;
+  payloadOut: number;
+  /** The first difference found between what went in and what came out, or null. */
+  mismatch: string | null;
+}
+
+/** Payload bytes in order, for the comparison. */
+class Bytes {
+  readonly buf: Uint8Array;
+  len = 0;
+  constructor(size: number) {
+    this.buf = new Uint8Array(size);
+  }
+
+  add(mem: Uint8Array, off: number, n: number): boolean {
+    if (this.len + n > this.buf.length) return false;
+    this.buf.set(mem.subarray(off, off + n), this.len);
+    this.len += n;
+    return true;
+  }
+}
+
+/** Collects one side's output: sends become the peer's receive slots, TUN writes are kept. */
+class Sink implements RehearsalSink {
+  /** Messages queued for the peer's next fromUnderlay. */
+  pending = 0;
+  peer!: ForwardLoop;
+  srcVtep = 0;
+  packetsOut = 0;
+  payloadOut = 0;
+  /** Payload bytes written to this side's TUN device. */
+  readonly out = new Bytes(1 << 20);
+  mismatch: string | null = null;
+
+  /** `vnet`: TUN writes start with a virtio-net header. */
+  constructor(private readonly vnet: boolean) {}
+
+  sent(mem: Uint8Array, b: SendBatch, gso: boolean): void {
+    const p = this.peer;
+    for (let k = 0; k < b.count; k++) {
+      const seg = gso ? b.segSizes[k] : 0;
+      if (p.features.gro || seg === 0 || b.lens[k] <= seg) {
+        this.deliver(mem, b.offs[k], b.lens[k], seg > 0 && b.lens[k] > seg ? seg : 0);
+        continue;
+      }
+      // Without UDP_GRO the peer receives each segment on its own.
+      for (let at = 0; at < b.lens[k]; at += seg) this.deliver(mem, b.offs[k] + at, Math.min(seg, b.lens[k] - at), 0);
+    }
+  }
+
+  private deliver(mem: Uint8Array, off: number, len: number, seg: number): void {
+    const p = this.peer;
+    if (this.pending === p.rxBatch || len > p.rxSlot) {
+      this.mismatch ??= `a message of ${len} bytes did not fit the peer's receive slots`;
+      return;
+    }
+    const m = this.pending++;
+    p.rxMem.set(mem.subarray(off, off + len), m * p.rxSlot);
+    p.rxLens[m] = len;
+    p.rxSegs[m] = seg;
+    p.rxSrcIPs[m] = this.srcVtep;
+  }
+
+  written(mem: Uint8Array, offs: Int32Array, lens: Int32Array, count: number): void {
+    for (let i = 0; i < count; i++) this.take(mem, offs[i], lens[i]);
+  }
+
+  /** Keeps the payload of one TUN write (a packet, or a super-packet that stands for several). */
+  private take(mem: Uint8Array, off: number, len: number): void {
+    let ip = off;
+    let gsoSize = 0;
+    if (this.vnet) {
+      ip = off + VNET_HDR_LEN;
+      len -= VNET_HDR_LEN;
+      gsoSize = mem[off + 4] | (mem[off + 5] << 8);
+    }
+    const ihl = (mem[ip] & 0x0f) << 2;
+    const proto = mem[ip + 9];
+    const l4 = ip + ihl;
+    // UDP and ICMP echo headers are both 8 bytes.
+    const hl = proto === IPPROTO_TCP ? (mem[l4 + 12] >>> 4) << 2 : 8;
+    const payload = len - ihl - hl;
+    if (payload < 0 || !this.out.add(mem, l4 + hl, payload)) {
+      this.mismatch ??= `a TUN write of ${len} bytes does not hold a whole packet`;
+      return;
+    }
+    this.payloadOut += payload;
+    this.packetsOut += gsoSize > 0 ? Math.ceil(payload / gsoSize) : 1;
+  }
+}
+
+function superSegments(mtu: number): number {
+  return Math.min(SUPER_SEGMENTS, Math.floor((0xffff - 40) / (mtu - 40)));
+}
+
+/** Writes one inner IPv4 packet at `ip`; returns its length. Payload bytes come from `fill`. */
+function packet(mem: Uint8Array, ip: number, src: number, dst: number, proto: number, payload: number, fill: number, seq: number, flags: number): number {
+  const hl = proto === IPPROTO_TCP ? 20 : 8;
+  const len = 20 + hl + payload;
+  mem.fill(0, ip, ip + 20 + hl);
+  mem[ip] = 0x45;
+  mem[ip + 2] = len >>> 8;
+  mem[ip + 3] = len & 0xff;
+  mem[ip + 4] = fill & 0xff;
+  mem[ip + 6] = 0x40;
+  mem[ip + 8] = 64;
+  mem[ip + 9] = proto;
+  for (let i = 0; i < 4; i++) {
+    mem[ip + 12 + i] = (src >>> (24 - 8 * i)) & 0xff;
+    mem[ip + 16 + i] = (dst >>> (24 - 8 * i)) & 0xff;
+  }
+  updateHeaderChecksum(mem, ip);
+  const l4 = ip + 20;
+  if (proto === IPPROTO_TCP) {
+    mem[l4] = 0x9c;
+    mem[l4 + 1] = 0x40;
+    mem[l4 + 2] = 0x14;
+    mem[l4 + 3] = 0x51;
+    mem[l4 + 4] = (seq >>> 24) & 0xff;
+    mem[l4 + 5] = (seq >>> 16) & 0xff;
+    mem[l4 + 6] = (seq >>> 8) & 0xff;
+    mem[l4 + 7] = seq & 0xff;
+    mem[l4 + 11] = 1;
+    mem[l4 + 12] = 5 << 4;
+    mem[l4 + 13] = flags;
+    mem[l4 + 14] = 0xff;
+  } else if (proto === IPPROTO_UDP) {
+    mem[l4] = 0x9c;
+    mem[l4 + 1] = 0x41;
+    mem[l4 + 2] = 0x14;
+    mem[l4 + 3] = 0x52;
+    mem[l4 + 4] = (8 + payload) >>> 8;
+    mem[l4 + 5] = (8 + payload) & 0xff;
+  } else {
+    mem[l4] = 8; // ICMP echo request
+  }
+  for (let i = 0; i < payload; i++) mem[l4 + hl + i] = (fill + i * 7) & 0xff;
+  return len;
+}
+
+/** The L4 checksum field of a packet: complete, or (partial) the pseudo-header sum left for offload. */
+function l4Checksum(mem: Uint8Array, ip: number, len: number, partial: boolean): void {
+  const proto = mem[ip + 9];
+  const l4 = ip + 20;
+  const at = l4 + (proto === IPPROTO_TCP ? 16 : proto === IPPROTO_UDP ? 6 : 2);
+  const pseudo = proto === ICMP ? 0 : pseudoHeaderSumV4(
+    ((mem[ip + 12] << 24) | (mem[ip + 13] << 16) | (mem[ip + 14] << 8) | mem[ip + 15]) >>> 0,
+    ((mem[ip + 16] << 24) | (mem[ip + 17] << 16) | (mem[ip + 18] << 8) | mem[ip + 19]) >>> 0, proto, len - 20);
+  mem[at] = 0;
+  mem[at + 1] = 0;
+  const v = partial ? fold(pseudo) : ~fold(sum16(mem, l4, len - 20, pseudo)) & 0xffff;
+  mem[at] = v >>> 8;
+  mem[at + 1] = v & 0xff;
+}
+
+/**
+ * Fills `loop`'s TUN slots with one round of traffic from `src` to `dst` and returns how many
+ * packets, appending their payload bytes to `expect`. Offloaded loops get a TCP super-packet
+ * (partial checksum, as a TSO device hands it over), small TCP segments of one flow, small UDP
+ * datagrams of one flow (both partial) and an ICMP echo; plain loops get the same without the
+ * super-packet, all with complete checksums.
+ */
+function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Bytes): number {
+  const mem = loop.txMem;
+  let n = 0;
+  const room = Math.min(loop.tunBatch, loop.tunLens.length);
+  const put = (proto: number, payload: number, seq: number, flags: number, superMss: number): void => {
+    if (n === room) return;
+    const base = n * loop.txSlot;
+    const vh = base + VNET_READ_HEADROOM;
+    const ip = base + ENCAP_HEADROOM;
+    const len = packet(mem, ip, src, dst, proto, payload, round + n * 13, seq, flags);
+    if (vnet) {
+      const partial = proto !== ICMP;
+      if (superMss > 0) writeGso(mem, vh, VNET_GSO_TCPV4, 40, superMss, 20, 16);
+      else if (partial) writePartial(mem, vh, 20, proto === IPPROTO_TCP ? 16 : 6);
+      else writeNone(mem, vh);
+      l4Checksum(mem, ip, len, partial);
+      loop.tunLens[n] = len + VNET_HDR_LEN;
+    } else {
+      l4Checksum(mem, ip, len, false);
+      loop.tunLens[n] = len;
+    }
+    const hl = proto === IPPROTO_TCP ? 20 : 8;
+    expect.add(mem, ip + 20 + hl, payload);
+    n++;
+  };
+  const mss = mtu - 40;
+  const segments = superSegments(mtu);
+  let seq = (round * 0x10000) >>> 0;
+  if (vnet) {
+    put(IPPROTO_TCP, segments * mss, seq, TCP_ACK | TCP_PSH, mss);
+    seq = (seq + segments * mss) >>> 0;
+  }
+  for (let i = 0; i < SMALL_TCP; i++, seq = (seq + 100) >>> 0) put(IPPROTO_TCP, 100, seq, TCP_ACK, 0);
+  for (let i = 0; i < SMALL_UDP; i++) put(IPPROTO_UDP, 64, 0, 0, 0);
+  put(ICMP, 56, 0, 0, 0);
+  return n;
+}
+
+/** How the payload bytes read (`want`) and written (`got`) differ, or null when they do not. */
+export function firstDifference(want: Uint8Array, wantLen: number, got: Uint8Array, gotLen: number): string | null {
+  if (gotLen !== wantLen) return `${gotLen} payload bytes written, ${wantLen} read`;
+  for (let i = 0; i < wantLen; i++) if (got[i] !== want[i]) return `payload byte ${i} differs`;
+  return null;
+}
+
+/** Runs the rehearsal and reports what went through. Allocates freely: it runs before the loop. */
+export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
+  const side = async (own: number, peerNet: number, peerVtep: number, peerMac: Uint8Array, mac: Uint8Array): Promise<{ loop: ForwardLoop; sink: Sink; ctx: DataplaneContext }> => {
+    const table = new PeerTable(4);
+    await table.publish([{ net: peerNet, prefix: 24, vtepIP: peerVtep, vtepMAC: peerMac }]);
+    const counters = new Float64Array(new SharedArrayBuffer(COUNTER_COUNT * Float64Array.BYTES_PER_ELEMENT));
+    const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, o.port, o.flowSockets, counters);
+    const sink = new Sink(o.features.vnet);
+    const features = { ...o.features };
+    const loop = new ForwardLoop(0, ctx, { tunFd: -1, rxFd: -1, sendFds: new Int32Array(o.flowSockets), wakeFd: -1, rehearsal: sink },
+      o.batchSize, new SharedArrayBuffer(CONTROL_WORDS * 4), features);
+    return { loop, sink, ctx };
+  };
+  const a = await side(NET_A, NET_B, VTEP_B, MAC_B, MAC_A);
+  const b = await side(NET_B, NET_A, VTEP_A, MAC_A, MAC_B);
+  a.sink.peer = b.loop;
+  a.sink.srcVtep = VTEP_A;
+  b.sink.peer = a.loop;
+  b.sink.srcVtep = VTEP_B;
+  const vnet = o.features.vnet;
+  const segments = superSegments(o.mtu);
+  const expectAtB = new Bytes(1 << 20);
+  const expectAtA = new Bytes(1 << 20);
+  const r: RehearsalResult = { rounds: 0, ms: 0, packetsIn: 0, packetsOut: 0, payloadIn: 0, payloadOut: 0, mismatch: null };
+  const noFallback = (): void => undefined;
+  const started = performance.now();
+  const compare = (want: Bytes, got: Sink, where: string): void => {
+    if (r.mismatch === null) {
+      const d = got.mismatch ?? firstDifference(want.buf, want.len, got.out.buf, got.out.len);
+      if (d !== null) r.mismatch = `${where}, round ${r.rounds}: ${d}`;
+    }
+    got.out.len = 0;
+    want.len = 0;
+  };
+  const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, want: Bytes, where: string): void => {
+    const n = fillRound(from.loop, vnet, o.mtu, src, dst, r.rounds, want);
+    // The super-packet (first, offloaded loops only) stands for `segments` packets.
+    r.packetsIn += vnet && n > 0 ? n - 1 + segments : n;
+    r.payloadIn += want.len;
+    const half = from.ctx.table.beginRead(0);
+    from.loop.fromTun(half, n, noFallback);
+    from.ctx.table.endRead(0);
+    const m = from.sink.pending;
+    from.sink.pending = 0;
+    const toHalf = to.ctx.table.beginRead(0);
+    to.loop.fromUnderlay(toHalf, m);
+    to.ctx.table.endRead(0);
+    compare(want, to.sink, where);
+  };
+  while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
+    oneWay(a, b, NET_A + 2, NET_B + 2, expectAtB, 'A to B');
+    oneWay(b, a, NET_B + 2, NET_A + 2, expectAtA, 'B to A');
+    r.rounds++;
+  }
+  r.ms = performance.now() - started;
+  r.packetsOut = a.sink.packetsOut + b.sink.packetsOut;
+  r.payloadOut = a.sink.payloadOut + b.sink.payloadOut;
+  return r;
+}
