@@ -8,7 +8,13 @@
  * before the offload work lands) fails that scenario with the agent's own config error and the
  * others still run. Every tulle figure is divided by its `baseline`, a kernel VXLAN scenario with
  * the same MTU measured in the same run; --only adds the baselines of the scenarios it names.
+ *
+ * `cpuLatencyUs` runs a scenario with a PM QoS CPU latency request held (idle CPUs poll instead
+ * of halting): a tulle scenario asks its agents to hold it (agent config "cpuLatencyUs"), any
+ * other scenario has the benchmark hold it for the trial. A scenario and its baseline must agree
+ * on it, so both are measured with the machine in the same state.
  */
+import { MAX_CPU_LATENCY_US } from '../src/control/config.js';
 import { DEFAULT_UNDERLAY_MTU, LAB_MODES, MAX_UNDERLAY_MTU, MIN_UNDERLAY_MTU, type LabMode } from '../src/lab/topology.js';
 
 export interface Scenario {
@@ -22,6 +28,8 @@ export interface Scenario {
   workers?: number;
   /** tulle only: agent `offloads`; absent = not written, the agent's own default. */
   offloads?: boolean;
+  /** CPU wake-up latency request held during the trial (see above); absent = the machine's default. */
+  cpuLatencyUs?: number;
   /** Name of the kernel-vxlan scenario (same MTU) this one's figures are compared with. */
   baseline?: string;
   /** Part of a run without --only. */
@@ -37,12 +45,16 @@ export const SCENARIOS: readonly Scenario[] = [
     description: 'no encapsulation, routed over the underlay: the physical limit of the path' },
   { name: 'kernel-vxlan', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, inDefaultRun: true,
     description: "Linux VXLAN as flannel configures it (flannel.1, veth offloads at their defaults)" },
+  { name: 'kernel-vxlan-lowlat', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, cpuLatencyUs: 0, inDefaultRun: true,
+    description: 'Linux VXLAN as flannel configures it, with a 0 µs CPU latency request held by the benchmark' },
   { name: 'tulle-w1', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, baseline: 'kernel-vxlan', inDefaultRun: true,
     description: "tulle, 1 worker, the agent's default offload setting" },
   { name: 'tulle-w2', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 2, baseline: 'kernel-vxlan', inDefaultRun: true,
     description: "tulle, 2 workers, the agent's default offload setting" },
   { name: 'tulle-w1-offloads-off', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: false, baseline: 'kernel-vxlan', inDefaultRun: true,
     description: 'tulle, 1 worker, offloads off (config "offloads": false)' },
+  { name: 'tulle-w1-lowlat', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, cpuLatencyUs: 0, baseline: 'kernel-vxlan-lowlat', inDefaultRun: true,
+    description: 'tulle, 1 worker, agents holding a 0 µs CPU latency request (config "cpuLatencyUs": 0)' },
   { name: 'tulle-w1-offloads-on', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: true, baseline: 'kernel-vxlan', inDefaultRun: false,
     description: 'tulle, 1 worker, offloads on (config "offloads": true)' },
   { name: 'tulle-w2-offloads-off', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 2, offloads: false, baseline: 'kernel-vxlan', inDefaultRun: false,
@@ -75,6 +87,9 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
       problems.push(`${at}: workers ${JSON.stringify(s.workers)} outside 1..${MAX_SCENARIO_WORKERS}`);
     }
     if (s.offloads !== undefined && typeof s.offloads !== 'boolean') problems.push(`${at}: offloads must be true or false`);
+    if (s.cpuLatencyUs !== undefined && (!Number.isInteger(s.cpuLatencyUs) || s.cpuLatencyUs < 0 || s.cpuLatencyUs > MAX_CPU_LATENCY_US)) {
+      problems.push(`${at}: cpuLatencyUs ${JSON.stringify(s.cpuLatencyUs)} outside 0..${MAX_CPU_LATENCY_US}`);
+    }
     if (s.mode === 'tulle' && s.baseline === undefined) problems.push(`${at}: a tulle scenario needs a kernel-vxlan baseline`);
     if (s.mode === 'kernel-vxlan' && s.baseline !== undefined) problems.push(`${at}: kernel-vxlan is the baseline, it has none`);
   }
@@ -85,6 +100,9 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     if (!b) problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} is not in the table`);
     else if (b.mode !== 'kernel-vxlan') problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} is ${b.mode}, not kernel-vxlan`);
     else if (b.mtu !== s.mtu) problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} has mtu ${b.mtu}, not ${s.mtu}`);
+    else if (b.cpuLatencyUs !== s.cpuLatencyUs) {
+      problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} has cpuLatencyUs ${String(b.cpuLatencyUs)}, not ${String(s.cpuLatencyUs)}`);
+    }
   }
   return problems;
 }
@@ -118,5 +136,6 @@ export function agentOverrides(s: Scenario): Record<string, unknown> | undefined
   const o: Record<string, unknown> = {};
   if (s.workers !== undefined) o.workers = s.workers;
   if (s.offloads !== undefined) o.offloads = s.offloads;
+  if (s.cpuLatencyUs !== undefined) o.cpuLatencyUs = s.cpuLatencyUs;
   return Object.keys(o).length > 0 ? o : undefined;
 }

@@ -10,9 +10,11 @@
  * Order inside a trial: ping RTT on the idle path, an idle CPU sample (the machine's background),
  * TCP 1 stream and 4 streams (CPU sampled over each), then UDP at 64 B and 1400 B payloads. A
  * failed measurement is recorded with its message and the trial goes on; a lab that does not come
- * up fails the whole trial.
+ * up fails the whole trial. A scenario with `cpuLatencyUs` runs with that CPU latency request held
+ * (by its agents in tulle mode, by this trial otherwise) and released with the lab.
  */
 import { request } from '../src/control/api.js';
+import { CpuLatencyRequest } from '../src/control/cpu-latency.js';
 import { iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
@@ -121,7 +123,13 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     }
   };
   let lab: LabState;
+  // tulle agents hold the scenario's CPU latency request themselves; for the others the benchmark does.
+  let cpuLatency: CpuLatencyRequest | undefined;
   try {
+    if (sc.cpuLatencyUs !== undefined && sc.mode !== 'tulle') {
+      cpuLatency = await CpuLatencyRequest.hold(sc.cpuLatencyUs);
+      log(`holding a ${sc.cpuLatencyUs} µs CPU latency request for this trial`);
+    }
     log(`lab up (${sc.mode}, mtu ${sc.mtu}${sc.mode === 'tulle' ? `, agent ${JSON.stringify(agentOverrides(sc) ?? {})}` : ''})`);
     try {
       lab = await labUp({ name: o.labName, nodes: 2, pods: 1, mode: sc.mode, store: 'static', underlayMtu: sc.mtu, agent: agentOverrides(sc) });
@@ -189,6 +197,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     return r;
   } finally {
     await labDown({ name: o.labName });
+    await cpuLatency?.release();
   }
 }
 

@@ -20,6 +20,7 @@ import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
 import { type AgentConfig, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
 import { TunDevice } from './device.js';
+import { CpuLatencyRequest } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
@@ -37,6 +38,7 @@ type Undo = () => Promise<void> | void;
 export class Agent {
   private readonly undo: { what: string; run: Undo }[] = [];
   private supervisor?: Supervisor;
+  private cpuLatency?: CpuLatencyRequest;
   private device?: TunDevice;
   private readonly store: PeerStore;
   /** The config with the network, subnet, VNI and port the store settled. */
@@ -101,6 +103,13 @@ export class Agent {
     }
 
     this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
+
+    if (cfg.cpuLatencyUs !== undefined) {
+      const req = await CpuLatencyRequest.hold(cfg.cpuLatencyUs);
+      this.push('withdraw the CPU latency request', () => req.release());
+      this.cpuLatency = req;
+      this.log.info({ cpuLatencyUs: req.requestedUs, path: req.path }, 'holding a CPU wake-up latency request (whole machine) while running');
+    }
 
     // The store settles the network and this node's subnet (etcd: leases it, waiting for etcd if
     // need be); the checks that need the network and port run before anything is leased.
@@ -221,6 +230,7 @@ export class Agent {
         underlay: this.underlay,
         overlayAddress: node ? formatIpv4(overlayAddress(node)) : undefined,
         mode: 'l3',
+        cpuLatency: this.cpuLatency ? { requestedUs: this.cpuLatency.requestedUs, held: this.cpuLatency.held } : null,
         offloads: { requested: cfg.offloads, tun: this.device ? (this.device.flags & native.IFF_VNET_HDR) !== 0 : false, uso: this.device?.uso ?? false, ...(this.device?.offloadError ? { error: this.device.offloadError } : {}) },
       },
       workers: this.supervisor?.status() ?? [],

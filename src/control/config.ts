@@ -19,6 +19,8 @@ export const MAX_WORKERS = 64;
 export const MIN_MTU = 576;
 export const MAX_MTU = 65535 - 64;
 export const MAX_VNI = 0xffffff;
+/** The kernel's PM QoS CPU latency range (PM_QOS_DEFAULT_VALUE is 2000 s). */
+export const MAX_CPU_LATENCY_US = 2_000_000_000;
 
 /**
  * One forwarding worker per two cores, at least one. The other half of the machine runs what a
@@ -82,6 +84,12 @@ export interface AgentConfig {
   readonly logLevel: string;
   /** Kernel offloads (TUN TSO + virtio-net header, UDP_SEGMENT, UDP_GRO) where the kernel has them. */
   readonly offloads: boolean;
+  /**
+   * When set, the agent holds a CPU wake-up latency request of this many microseconds
+   * (/dev/cpu_dma_latency) while it runs, so idle CPUs stay in shallow states and wake fast.
+   * Applies to the whole machine. Absent: the machine's own idle policy.
+   */
+  readonly cpuLatencyUs: number | undefined;
   readonly peers: readonly PeerConfig[];
   /** Where peers and this node's subnet come from (default: static). */
   readonly store: StoreConfig;
@@ -95,7 +103,7 @@ export interface NodeConfig extends AgentConfig {
 
 const FIELDS = [
   'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
-  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'store',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'store',
 ] as const;
 /** Fields that the etcd store takes from `<prefix>/config` and the leases instead. */
 const STORE_OWNED_FIELDS = ['vni', 'port', 'peers'] as const;
@@ -225,11 +233,15 @@ export function validateConfig(raw: unknown): AgentConfig {
     throw new ConfigError('offloads', raw.offloads, 'must be true or false');
   }
   const offloads = raw.offloads ?? true;
+  const cpuLatencyUs = raw.cpuLatencyUs === undefined ? undefined : intField('cpuLatencyUs', raw.cpuLatencyUs, 0, MAX_CPU_LATENCY_US);
   const peersRaw = raw.peers === undefined ? [] : raw.peers;
   if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
   const peers = network && subnet ? peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP)) : [];
   checkPeerSet(peers);
-  return { network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, peers, store };
+  return {
+    network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, cpuLatencyUs,
+    peers, store,
+  };
 }
 
 function parsePeer(p: unknown, i: number, network: Cidr, own: Cidr, ownIP: number): PeerConfig {
@@ -291,6 +303,7 @@ export function describe(cfg: AgentConfig): Record<string, unknown> {
     device: cfg.device,
     workers: cfg.workers,
     offloads: cfg.offloads,
+    cpuLatencyUs: cfg.cpuLatencyUs ?? null,
     store: cfg.store.type,
   };
 }

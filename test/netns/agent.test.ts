@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { request } from '../../src/control/api.js';
+import { CpuLatencyRequest } from '../../src/control/cpu-latency.js';
 import { createNetns, deleteNetns } from '../../src/lab/netns.js';
 import { nsRun } from '../../src/util/exec.js';
 import { distPath } from '../../src/util/paths.js';
@@ -202,6 +203,21 @@ describe('agent lifecycle', () => {
     expect(again.node.vtepMAC).toBe(mac);
     process.kill(run.pid, 'SIGINT');
     expect((await run.exit).code).toBe(0);
+  });
+
+  test('cpuLatencyUs: the agent holds the CPU latency request while it runs and withdraws it on SIGTERM', async () => {
+    const before = await CpuLatencyRequest.effective();
+    // A value no one else requests, below the kernel's default of 2000 s.
+    const us = 1234;
+    expect(before).toBeGreaterThan(us);
+    const cfg = config({ cpuLatencyUs: us });
+    const run = await startAgent(cfg);
+    const s = (await waitReady(cfg.socket as string, run)) as { node: Record<string, unknown> };
+    expect(s.node.cpuLatency).toEqual({ requestedUs: us, held: true });
+    expect(await CpuLatencyRequest.effective()).toBe(us);
+    process.kill(run.pid, 'SIGTERM');
+    expect((await run.exit).code).toBe(0);
+    expect(await CpuLatencyRequest.effective()).toBe(before);
   });
 
   test('a second agent on the same socket is refused while the first runs', async () => {

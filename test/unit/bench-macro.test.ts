@@ -56,6 +56,8 @@ describe('scenario table', () => {
     for (const s of SCENARIOS.filter((x) => x.mode === 'tulle')) {
       expect(SCENARIOS.find((b) => b.name === s.baseline)?.mtu).toBe(s.mtu);
     }
+    // The default run measures tulle and kernel VXLAN both with and without a CPU latency request.
+    expect(run.filter((s) => s.cpuLatencyUs === 0).map((s) => s.mode).sort()).toEqual(['kernel-vxlan', 'tulle']);
   });
 
   it('reports bad rows: duplicate names, knobs on the wrong mode, missing or wrong baselines, bad numbers', () => {
@@ -71,6 +73,10 @@ describe('scenario table', () => {
       sc({ name: 't4', mode: 'tulle', baseline: 'k', mtu: 9000 }),
       sc({ name: 't5', mode: 'tulle', baseline: 'k', workers: 0 }),
       sc({ name: 'm', mtu: 100 }),
+      sc({ name: 'kl', mode: 'kernel-vxlan', cpuLatencyUs: 0 }),
+      sc({ name: 't6', mode: 'tulle', baseline: 'k', cpuLatencyUs: 0 }),
+      sc({ name: 't7', mode: 'tulle', baseline: 'kl' }),
+      sc({ name: 't8', mode: 'tulle', baseline: 'kl', cpuLatencyUs: -5 }),
     ]);
     const has = (re: RegExp): void => expect(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`).toBe(true);
     has(/"k": duplicate name/);
@@ -82,6 +88,10 @@ describe('scenario table', () => {
     has(/"t4": baseline "k" has mtu 1500, not 9000/);
     has(/"t5": workers 0 outside/);
     has(/"m": mtu 100 outside/);
+    has(/"t6": baseline "k" has cpuLatencyUs undefined, not 0/);
+    has(/"t7": baseline "kl" has cpuLatencyUs 0, not undefined/);
+    has(/"t8": cpuLatencyUs -5 outside/);
+    expect(problems.some((p) => p.startsWith('scenario "kl"'))).toBe(false);
   });
 
   it('--only adds the baselines of the named scenarios, keeps table order, and refuses unknown names', () => {
@@ -96,6 +106,7 @@ describe('scenario table', () => {
     expect(agentOverrides(sc({ mode: 'tulle', workers: 1 }))).toEqual({ workers: 1 });
     expect(agentOverrides(sc({ mode: 'tulle', workers: 2, offloads: false }))).toEqual({ workers: 2, offloads: false });
     expect(agentOverrides(sc({ mode: 'tulle' }))).toBeUndefined();
+    expect(agentOverrides(sc({ mode: 'tulle', cpuLatencyUs: 0 }))).toEqual({ cpuLatencyUs: 0 });
     expect(agentOverrides(sc({ mode: 'kernel-vxlan' }))).toBeUndefined();
   });
 });

@@ -36,11 +36,16 @@ describe('validateConfig', () => {
     expect(c.workers).toBeGreaterThanOrEqual(1);
     expect(c.subnet?.net).toBe(0x0af40100);
     expect(c.store).toEqual({ type: 'static' });
+    expect(c.cpuLatencyUs).toBeUndefined();
+    expect(validateConfig({ ...base, cpuLatencyUs: 0 }).cpuLatencyUs).toBe(0);
     expect(c.peers[0].subnet.prefix).toBe(24);
   });
 
   it('names the field and value of each bad input', () => {
     rejects({ bogus: 1 }, 'bogus', '1');
+    rejects({ cpuLatencyUs: -1 }, 'cpuLatencyUs', '-1');
+    rejects({ cpuLatencyUs: 1.5 }, 'cpuLatencyUs', '1.5');
+    rejects({ cpuLatencyUs: '0' }, 'cpuLatencyUs', '"0"');
     rejects({ network: '10.244.0.0/33' }, 'network', '10.244.0.0/33');
     rejects({ subnet: '10.244.1.5/24' }, 'subnet', '10.244.1.5/24');
     rejects({ subnet: '10.245.1.0/24' }, 'subnet', '10.245.1.0/24');

@@ -1,0 +1,68 @@
+/**
+ * A CPU wake-up latency request through the kernel's PM QoS interface: while /dev/cpu_dma_latency
+ * is held open with a value written to it, no CPU enters an idle state whose exit latency is
+ * larger (0: idle CPUs poll instead of halting). Closing the file, or the process ending for any
+ * reason, withdraws the request; nothing stays changed on the machine.
+ *
+ * Why tulle offers it: every packet crosses the agent's worker threads, and a worker asleep on an
+ * idle CPU must first be woken. On virtual machines that halt idle vCPUs at once (here:
+ * haltpoll with guest_halt_poll_ns=0), each such wake-up costs tens of microseconds, several
+ * times per round trip. The kernel's own VXLAN path wakes nobody. Users who care about latency
+ * more than about idle power can have the agent hold the request; tuned's latency profiles and
+ * DPDK deployments do the same.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+
+export const CPU_DMA_LATENCY = '/dev/cpu_dma_latency';
+
+export class CpuLatencyRequest {
+  private constructor(
+    private fh: FileHandle | null,
+    readonly requestedUs: number,
+    readonly path: string,
+  ) {}
+
+  /** Opens `path` and requests `us` microseconds. Throws an Error naming the path and the reason. */
+  static async hold(us: number, path = CPU_DMA_LATENCY): Promise<CpuLatencyRequest> {
+    if (!Number.isInteger(us) || us < 0 || us > 0x7fffffff) throw new RangeError(`CPU latency must be 0..${0x7fffffff} µs, got ${us}`);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r+');
+    } catch (e) {
+      throw new Error(`cannot hold a CPU latency request of ${us} µs: open ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const value = Buffer.alloc(4);
+    value.writeInt32LE(us);
+    try {
+      await fh.write(value, 0, 4, null);
+    } catch (e) {
+      await fh.close();
+      throw new Error(`cannot hold a CPU latency request of ${us} µs: write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    return new CpuLatencyRequest(fh, us, path);
+  }
+
+  /** The machine's effective request (the smallest held by anyone), in microseconds. */
+  static async effective(path = CPU_DMA_LATENCY): Promise<number> {
+    const fh = await open(path, 'r');
+    try {
+      const b = Buffer.alloc(4);
+      const { bytesRead } = await fh.read(b, 0, 4, null);
+      if (bytesRead !== 4) throw new Error(`${path}: read ${bytesRead} bytes, expected 4`);
+      return b.readInt32LE(0);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  get held(): boolean {
+    return this.fh !== null;
+  }
+
+  /** Withdraws the request. Idempotent. */
+  async release(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    await fh?.close();
+  }
+}

@@ -1,0 +1,34 @@
+/*
+ * The PM QoS CPU latency request (root: /dev/cpu_dma_latency is root-only).
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CpuLatencyRequest } from '../../../src/control/cpu-latency.js';
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0) throw new Error('the CPU latency tests need root (/dev/cpu_dma_latency)');
+});
+
+describe('CpuLatencyRequest', () => {
+  it('lowers the effective request while held and restores it when released', async () => {
+    const before = await CpuLatencyRequest.effective();
+    const us = 4321;
+    expect(before).toBeGreaterThan(us);
+    const req = await CpuLatencyRequest.hold(us);
+    try {
+      expect(req.held).toBe(true);
+      expect(await CpuLatencyRequest.effective()).toBe(us);
+    } finally {
+      await req.release();
+    }
+    expect(req.held).toBe(false);
+    await req.release(); // idempotent
+    expect(await CpuLatencyRequest.effective()).toBe(before);
+  });
+
+  it('names the path and the reason when the request cannot be held', async () => {
+    await expect(CpuLatencyRequest.hold(0, '/nonexistent/cpu_dma_latency')).rejects.toThrow(
+      'cannot hold a CPU latency request of 0 µs: open /nonexistent/cpu_dma_latency: ENOENT',
+    );
+    await expect(CpuLatencyRequest.hold(-1)).rejects.toThrow(RangeError);
+  });
+});
