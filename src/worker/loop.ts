@@ -15,6 +15,11 @@
  *   If the kernel refuses a segmented send with EIO (no checksum offload on the path), the worker
  *   drops to single-datagram sends for good and counts it.
  *
+ * The loop calls the addon directly (`nativeAddon`), not through the checking wrappers of
+ * native.ts: its buffers are fixed for the worker's life and sized in the constructor, the addon
+ * still refuses anything out of range, and the wrappers' checks would run once per batch in code
+ * that, at a few batches per second, V8 never optimizes.
+ *
  * One native call per batch and step; a full batch means more may be waiting, so the loop drains
  * up to MAX_BATCHES_PER_WAKE batches before it polls again. The peer table is read inside a
  * beginRead/endRead section per round and released before every poll (see peers.ts).
@@ -31,6 +36,8 @@ import { GSO_MAX_SEGMENTS, VNET_READ_HEADROOM, segmentBatch, type SegmentArea } 
 import { CoalesceScratch, coalesceBatch } from '../dataplane/coalesce.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
 import { CONTROL_STOP, CONTROL_WORDS, type Features } from './init.js';
+
+const raw = native.nativeAddon;
 
 /** How long an idle worker sleeps in poll before it looks at its stop flag. */
 export const POLL_TIMEOUT_MS = 250;
@@ -67,10 +74,12 @@ export interface LoopResources {
   readonly sendFds: Int32Array;
   readonly wakeFd: number;
   /**
-   * A rehearsal (rehearsal.ts): no fds; what the loop would send or write goes here instead,
-   * and stats are filled as if all of it went out.
+   * A rehearsal (rehearsal.ts): what the loop sends or writes is handed here as well. A
+   * rehearsing loop has no fds (-1): its system calls run and fail with EBADF, so the code
+   * around them is the code real traffic runs. Real loops pass `undefined` explicitly, so both
+   * kinds share one object shape for V8.
    */
-  readonly rehearsal?: RehearsalSink;
+  readonly rehearsal: RehearsalSink | undefined;
 }
 
 /** Where a rehearsing loop's output goes. */
@@ -194,7 +203,7 @@ export class ForwardLoop {
     for (;;) {
       table.endRead(this.id);
       if (Atomics.load(this.control, CONTROL_STOP) !== 0) return;
-      const ready = native.poll(this.pollFds, this.revents, 3, POLL_TIMEOUT_MS);
+      const ready = raw.poll(this.pollFds, this.revents, 3, POLL_TIMEOUT_MS);
       c[C.loop_polls]++;
       if (ready < 0) throw new SysError(-ready, 'poll', 'worker fds');
       if (ready === 0) continue;
@@ -215,7 +224,7 @@ export class ForwardLoop {
   /** One TUN batch out to the underlay. Returns the number of packets read. */
   private egress(half: number, onFallback: (what: string) => void): number {
     const headroom = this.area !== undefined ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
-    const n = native.tunRead(this.io.tunFd, this.txMem, this.txSlot, headroom, this.tunLens, this.tunBatch);
+    const n = raw.tunRead(this.io.tunFd, this.txMem, this.txSlot, headroom, this.tunLens, this.tunBatch);
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'read', `TUN queue of worker ${this.id}`);
       return 0;
@@ -258,8 +267,8 @@ export class ForwardLoop {
   private ingress(half: number): number {
     const f = this.features;
     const n = f.gro
-      ? native.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch, this.rxSegs)
-      : native.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch);
+      ? raw.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch, this.rxSegs)
+      : raw.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch);
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'recvmmsg', `VXLAN socket of worker ${this.id}`);
       return 0;
@@ -326,14 +335,10 @@ export class ForwardLoop {
         const cnt = Math.min(native.MAX_BATCH, w.count - at);
         const offs = at === 0 ? w.offs : w.offs.subarray(at);
         const lens = at === 0 ? w.lens : w.lens.subarray(at);
-        let ok = cnt;
-        if (this.io.rehearsal === undefined) {
-          ok = native.tunWrite(this.io.tunFd, this.rxMem, offs, lens, cnt, this.stats);
-          c[C.tun_tx_errors] += this.stats[native.STAT_FAILED];
-        } else {
-          this.io.rehearsal.written(this.rxMem, offs, lens, cnt);
-        }
+        if (this.io.rehearsal !== undefined) this.io.rehearsal.written(this.rxMem, offs, lens, cnt);
+        const ok = raw.tunWrite(this.io.tunFd, this.rxMem, offs, lens, cnt, this.stats);
         c[C.tun_tx_packets] += ok;
+        c[C.tun_tx_errors] += this.stats[native.STAT_FAILED];
       }
       const hdr = f.vnet ? VNET_HDR_LEN : 0;
       for (let i = 0; i < w.count; i++) c[C.tun_tx_bytes] += w.lens[i] - hdr;
@@ -342,14 +347,10 @@ export class ForwardLoop {
 
   private send(mem: Uint8Array, b: SendBatch, gso: boolean): void {
     const c = this.ctx.counters;
-    if (this.io.rehearsal !== undefined) {
-      this.io.rehearsal.sent(mem, b, gso);
-      this.stats.fill(0);
-      return;
-    }
+    if (this.io.rehearsal !== undefined) this.io.rehearsal.sent(mem, b, gso);
     const sent = gso
-      ? native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats, b.segSizes)
-      : native.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);
+      ? raw.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats, b.segSizes)
+      : raw.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);
     c[C.tx_messages] += sent;
     c[C.tx_datagrams] += this.stats[native.STAT_DATAGRAMS];
     c[C.tx_bytes] += this.stats[native.STAT_BYTES];

@@ -47,7 +47,7 @@ async function start(init: WorkerInit): Promise<void> {
   const detail = { rounds: r.rounds, ms: Math.round(r.ms), packets: r.packetsIn };
   if (r.mismatch !== null) post({ type: 'log', level: 'error', msg: `data path rehearsal found a difference: ${r.mismatch}`, detail });
   else post({ type: 'log', level: 'info', msg: 'data path rehearsed', detail });
-  const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd }, init.batchSize, init.controlSab, features);
+  const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd, rehearsal: undefined }, init.batchSize, init.controlSab, features);
   post({ type: 'ready', sourcePorts, features: { ...features } });
   loop.run((what) => {
     post({ type: 'log', level: 'warn', msg: what });

@@ -9,11 +9,16 @@
  * interpreter for minutes, paying tens of microseconds per packet in latency. A few hundred
  * rounds here bring the same code paths up to speed before the first real packet.
  *
+ * Each round also carries what real links bring that must be dropped (an IPv6 packet, a packet
+ * for a subnet no peer has, a datagram with the wrong VNI), so the drop branches have been run
+ * too: code V8 optimized without ever seeing a branch is thrown away the first time it is taken.
+ *
  * The rounds also check the data path end to end: every inner packet A reads must come out of
  * B's TUN writes with the same bytes (super-packets and joined runs are compared as the byte
- * streams they carry). `check()` reports a mismatch; the worker refuses to start on one.
+ * streams they carry), and the made-up bad packets must be dropped. The result names the first
+ * difference; the worker logs it as an error.
  */
-import { COUNTER_COUNT } from '../dataplane/counters.js';
+import { C, COUNTER_COUNT } from '../dataplane/counters.js';
 import type { DataplaneContext } from '../dataplane/context.js';
 import { ENCAP_HEADROOM } from '../dataplane/encap.js';
 import { PeerTable } from '../dataplane/peers.js';
@@ -28,6 +33,7 @@ import { CONTROL_WORDS, type Features } from './init.js';
 
 const NET_A = 0x0afe0100; // 10.254.1.0/24
 const NET_B = 0x0afe0200; // 10.254.2.0/24
+const NET_NOWHERE = 0x0afe6300; // 10.254.99.0/24: no peer has it
 const VTEP_A = 0xc0000201; // 192.0.2.1 (TEST-NET-1: never on a real wire; nothing is sent anyway)
 const VTEP_B = 0xc0000202;
 const MAC_A = Uint8Array.of(0x02, 0x7e, 0, 0, 0, 1);
@@ -67,6 +73,8 @@ export interface RehearsalResult {
   /** Inner payload bytes (after IPv4 + L4 headers) read and written. */
   payloadIn: number;
   payloadOut: number;
+  /** Packets made to be dropped (not IPv4, no peer, wrong VNI) that were counted as dropped. */
+  dropped: number;
   /** The first difference found between what went in and what came out, or null. */
   mismatch: string | null;
 }
@@ -227,9 +235,10 @@ function l4Checksum(mem: Uint8Array, ip: number, len: number, partial: boolean):
  * datagrams of one flow (both partial) and an ICMP echo; plain loops get the same without the
  * super-packet, all with complete checksums.
  */
-function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Bytes): number {
+function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Bytes, count: { delivered: number }): number {
   const mem = loop.txMem;
   let n = 0;
+  count.delivered = 0;
   const room = Math.min(loop.tunBatch, loop.tunLens.length);
   const put = (proto: number, payload: number, seq: number, flags: number, superMss: number): void => {
     if (n === room) return;
@@ -250,7 +259,31 @@ function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, d
     }
     const hl = proto === IPPROTO_TCP ? 20 : 8;
     expect.add(mem, ip + 20 + hl, payload);
+    count.delivered += superMss > 0 ? Math.ceil(payload / superMss) : 1;
     n++;
+  };
+  /** Packets the data path must drop (counted, nothing written): not IPv4, and no peer for it. */
+  const dropped = (): void => {
+    for (const kind of [6, 4]) {
+      if (n === room) return;
+      const base = n * loop.txSlot;
+      const ip = base + ENCAP_HEADROOM;
+      let len: number;
+      if (kind === 6) {
+        mem.fill(0, ip, ip + 48);
+        mem[ip] = 0x60; // an IPv6 packet, as the kernel sends on a new link (router solicitation)
+        mem[ip + 5] = 8;
+        mem[ip + 6] = 58;
+        mem[ip + 7] = 255;
+        len = 48;
+      } else {
+        len = packet(mem, ip, src, NET_NOWHERE + 2, IPPROTO_UDP, 16, round, 0, 0);
+        l4Checksum(mem, ip, len, false);
+      }
+      if (vnet) writeNone(mem, base + VNET_READ_HEADROOM);
+      loop.tunLens[n] = vnet ? len + VNET_HDR_LEN : len;
+      n++;
+    }
   };
   const mss = mtu - 40;
   const segments = superSegments(mtu);
@@ -262,7 +295,22 @@ function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, d
   for (let i = 0; i < SMALL_TCP; i++, seq = (seq + 100) >>> 0) put(IPPROTO_TCP, 100, seq, TCP_ACK, 0);
   for (let i = 0; i < SMALL_UDP; i++) put(IPPROTO_UDP, 64, 0, 0, 0);
   put(ICMP, 56, 0, 0, 0);
+  dropped();
   return n;
+}
+
+/** Adds a copy of the first datagram queued for `to`, with the wrong VNI: `to` must drop it. */
+function badVni(to: ForwardLoop, sink: Sink): void {
+  const m = sink.pending;
+  if (m === 0 || m === to.rxBatch) return;
+  const len = to.rxSegs[0] > 0 ? to.rxSegs[0] : to.rxLens[0];
+  const at = m * to.rxSlot;
+  to.rxMem.copyWithin(at, 0, len);
+  to.rxMem[at + 6] ^= 0x01; // the low byte of the VNI
+  to.rxLens[m] = len;
+  to.rxSegs[m] = 0;
+  to.rxSrcIPs[m] = to.rxSrcIPs[0];
+  sink.pending = m + 1;
 }
 
 /** How the payload bytes read (`want`) and written (`got`) differ, or null when they do not. */
@@ -281,7 +329,7 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
     const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, o.port, o.flowSockets, counters);
     const sink = new Sink(o.features.vnet);
     const features = { ...o.features };
-    const loop = new ForwardLoop(0, ctx, { tunFd: -1, rxFd: -1, sendFds: new Int32Array(o.flowSockets), wakeFd: -1, rehearsal: sink },
+    const loop = new ForwardLoop(0, ctx, { tunFd: -1, rxFd: -1, sendFds: new Int32Array(o.flowSockets).fill(-1), wakeFd: -1, rehearsal: sink },
       o.batchSize, new SharedArrayBuffer(CONTROL_WORDS * 4), features);
     return { loop, sink, ctx };
   };
@@ -292,10 +340,10 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
   b.sink.peer = a.loop;
   b.sink.srcVtep = VTEP_B;
   const vnet = o.features.vnet;
-  const segments = superSegments(o.mtu);
+  const count = { delivered: 0 };
   const expectAtB = new Bytes(1 << 20);
   const expectAtA = new Bytes(1 << 20);
-  const r: RehearsalResult = { rounds: 0, ms: 0, packetsIn: 0, packetsOut: 0, payloadIn: 0, payloadOut: 0, mismatch: null };
+  const r: RehearsalResult = { rounds: 0, ms: 0, packetsIn: 0, packetsOut: 0, payloadIn: 0, payloadOut: 0, dropped: 0, mismatch: null };
   const noFallback = (): void => undefined;
   const started = performance.now();
   const compare = (want: Bytes, got: Sink, where: string): void => {
@@ -307,13 +355,13 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
     want.len = 0;
   };
   const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, want: Bytes, where: string): void => {
-    const n = fillRound(from.loop, vnet, o.mtu, src, dst, r.rounds, want);
-    // The super-packet (first, offloaded loops only) stands for `segments` packets.
-    r.packetsIn += vnet && n > 0 ? n - 1 + segments : n;
+    const n = fillRound(from.loop, vnet, o.mtu, src, dst, r.rounds, want, count);
+    r.packetsIn += count.delivered;
     r.payloadIn += want.len;
     const half = from.ctx.table.beginRead(0);
     from.loop.fromTun(half, n, noFallback);
     from.ctx.table.endRead(0);
+    badVni(to.loop, from.sink);
     const m = from.sink.pending;
     from.sink.pending = 0;
     const toHalf = to.ctx.table.beginRead(0);
@@ -329,5 +377,6 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
   r.ms = performance.now() - started;
   r.packetsOut = a.sink.packetsOut + b.sink.packetsOut;
   r.payloadOut = a.sink.payloadOut + b.sink.payloadOut;
+  for (const { ctx } of [a, b]) r.dropped += ctx.counters[C.tun_rx_drop_not_ipv4] + ctx.counters[C.tun_rx_drop_no_peer] + ctx.counters[C.rx_drop_bad_vni];
   return r;
 }
