@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -49,6 +50,22 @@ Napi::Value EventfdOpen(const Napi::CallbackInfo& info) {
   return Int(env, State(env).fds.Adopt(fd));
 }
 
+// socketPair(fds) -> 0 | -errno. A connected pair of AF_UNIX datagram sockets, non-blocking and
+// close-on-exec, owned by the calling environment, in fds[0] and fds[1]: each read() takes one
+// whole datagram, as from a TUN queue (the rehearsal uses one as a stand-in TUN device).
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Args a(info, "socketPair");
+  Span<int32_t> out;
+  if (!a.Int32s(0, "fds", &out)) return Napi::Value();
+  if (out.len < 2) return a.RangeError("fds", "must have at least 2 elements");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) return Int(a.env(), NegErrno());
+  UniqueFd f0(sv[0]), f1(sv[1]);
+  out.data[0] = State(a.env()).fds.Adopt(f0);
+  out.data[1] = State(a.env()).fds.Adopt(f1);
+  return Int(a.env(), 0);
+}
+
 // eventfdSignal(fd) -> 0 | -errno. Makes the eventfd readable; callable from any thread.
 Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
   Args a(info, "eventfdSignal");
@@ -85,6 +102,7 @@ Napi::Value EventfdDrain(const Napi::CallbackInfo& info) {
 void RegisterPoll(Napi::Env env, Napi::Object exports, Napi::Object constants) {
   exports.Set("poll", Napi::Function::New(env, Poll, "poll"));
   exports.Set("eventfdOpen", Napi::Function::New(env, EventfdOpen, "eventfdOpen"));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   exports.Set("eventfdSignal", Napi::Function::New(env, EventfdSignal, "eventfdSignal"));
   exports.Set("eventfdDrain", Napi::Function::New(env, EventfdDrain, "eventfdDrain"));
   SetConstant(constants, "MAX_POLL_FDS", kMaxPollFds);

@@ -129,6 +129,7 @@ export interface NativeAddon {
   tcpSegment(mem: Uint8Array, ip: number, ihl: number, thl: number, payload: number, mss: number, out: number, prefixLen: number): number;
   poll(fds: Int32Array, revents: Int32Array, nfds: number, timeoutMs: number): number;
   eventfdOpen(): number;
+  socketPair(fds: Int32Array): number;
   eventfdSignal(fd: number): number;
   eventfdDrain(fd: number): number;
   close(fd: number): number;
@@ -153,7 +154,7 @@ const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
 
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
-  'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'eventfdSignal',
+  'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'socketPair', 'eventfdSignal',
   'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment', 'lockOpen', 'flock', 'funlock',
 ];
 
@@ -547,6 +548,16 @@ export function openUdp(ip: number, port: number, reusePort: boolean, bufBytes: 
 /** udpLocalPort, throwing SysError. */
 export function localPort(fd: number): number {
   return check(udpLocalPort(fd), 'getsockname', `UDP socket fd ${fd}`);
+}
+
+/**
+ * A connected pair of non-blocking AF_UNIX datagram sockets owned by this thread: each read()
+ * takes one whole datagram. Throws SysError.
+ */
+export function openSocketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  check(nativeAddon.socketPair(fds), 'socketpair', 'AF_UNIX datagram sockets');
+  return [fds[0], fds[1]];
 }
 
 /** eventfdOpen, throwing SysError. */

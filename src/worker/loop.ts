@@ -198,27 +198,37 @@ export class ForwardLoop {
 
   /** Runs until the supervisor sets this worker's stop flag. Throws on a broken fd. */
   run(onFallback: (what: string) => void): void {
+    for (;;) {
+      this.ctx.table.endRead(this.id);
+      if (Atomics.load(this.control, CONTROL_STOP) !== 0) return;
+      this.step(POLL_TIMEOUT_MS, onFallback);
+    }
+  }
+
+  /**
+   * One wait of up to `timeoutMs` for the fds, then what they bring: up to MAX_BATCHES_PER_WAKE
+   * batches each way. Holds a peer-table read section afterwards (run ends it before the next
+   * wait). Returns the number of ready fds. Throws on a broken fd.
+   */
+  step(timeoutMs: number, onFallback: (what: string) => void): number {
     const table = this.ctx.table;
     const c = this.ctx.counters;
-    for (;;) {
-      table.endRead(this.id);
-      if (Atomics.load(this.control, CONTROL_STOP) !== 0) return;
-      const ready = raw.poll(this.pollFds, this.revents, 3, POLL_TIMEOUT_MS);
-      c[C.loop_polls]++;
-      if (ready < 0) throw new SysError(-ready, 'poll', 'worker fds');
-      if (ready === 0) continue;
-      if ((this.revents[0] & POLL_BROKEN) !== 0) throw new DeviceGoneError(this.id);
-      if ((this.revents[1] & POLL_BROKEN) !== 0) throw new SysError(5, 'poll', `VXLAN socket of worker ${this.id} reports an error`);
-      if (this.revents[2] !== 0) native.eventfdDrain(this.io.wakeFd);
-      let tun = this.revents[0] !== 0;
-      let udp = this.revents[1] !== 0;
-      for (let round = 0; round < MAX_BATCHES_PER_WAKE && (tun || udp); round++) {
-        const half = table.beginRead(this.id);
-        if (tun) tun = this.egress(half, onFallback) === this.tunBatch;
-        if (udp) udp = this.ingress(half) === this.rxBatch;
-        c[C.loop_batches]++;
-      }
+    const ready = raw.poll(this.pollFds, this.revents, 3, timeoutMs);
+    c[C.loop_polls]++;
+    if (ready < 0) throw new SysError(-ready, 'poll', 'worker fds');
+    if (ready === 0) return 0;
+    if ((this.revents[0] & POLL_BROKEN) !== 0) throw new DeviceGoneError(this.id);
+    if ((this.revents[1] & POLL_BROKEN) !== 0) throw new SysError(5, 'poll', `VXLAN socket of worker ${this.id} reports an error`);
+    if (this.revents[2] !== 0) native.eventfdDrain(this.io.wakeFd);
+    let tun = this.revents[0] !== 0;
+    let udp = this.revents[1] !== 0;
+    for (let round = 0; round < MAX_BATCHES_PER_WAKE && (tun || udp); round++) {
+      const half = table.beginRead(this.id);
+      if (tun) tun = this.egress(half, onFallback) === this.tunBatch;
+      if (udp) udp = this.ingress(half) === this.rxBatch;
+      c[C.loop_batches]++;
     }
+    return ready;
   }
 
   /** One TUN batch out to the underlay. Returns the number of packets read. */

@@ -42,9 +42,9 @@ async function start(init: WorkerInit): Promise<void> {
   };
   const r = await rehearse({
     features: { ...features }, batchSize: init.batchSize, mtu: init.mtu, port: init.port, vni: init.vni, flowSockets: init.flowSockets,
-    rounds: REHEARSAL_ROUNDS, budgetMs: REHEARSAL_BUDGET_MS,
+    rounds: REHEARSAL_ROUNDS, budgetMs: REHEARSAL_BUDGET_MS, loopback: true,
   });
-  const detail = { rounds: r.rounds, ms: Math.round(r.ms), packets: r.packetsIn };
+  const detail = { mode: r.mode, rounds: r.rounds, ms: Math.round(r.ms), packets: r.packetsIn, ...(r.note ? { note: r.note } : {}) };
   if (r.mismatch !== null) post({ type: 'log', level: 'error', msg: `data path rehearsal found a difference: ${r.mismatch}`, detail });
   else post({ type: 'log', level: 'info', msg: 'data path rehearsed', detail });
   const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd, rehearsal: undefined }, init.batchSize, init.controlSab, features);

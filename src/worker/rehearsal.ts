@@ -18,7 +18,9 @@
  * streams they carry), and the made-up bad packets must be dropped. The result names the first
  * difference; the worker logs it as an error.
  */
+import { constants as osConstants } from 'node:os';
 import { C, COUNTER_COUNT } from '../dataplane/counters.js';
+import * as native from '../io/native.js';
 import type { DataplaneContext } from '../dataplane/context.js';
 import { ENCAP_HEADROOM } from '../dataplane/encap.js';
 import { PeerTable } from '../dataplane/peers.js';
@@ -62,6 +64,12 @@ export interface RehearsalOptions {
   rounds: number;
   /** ...or once this much time has passed, whichever comes first. */
   budgetMs: number;
+  /**
+   * Run the loops on real fds: a datagram socket pair as each node's TUN device and UDP sockets
+   * on 127.0.0.1 as the underlay, so poll, the reads and the sends run as they will. Falls back
+   * to the in-memory rehearsal (and says why) when the namespace has no working loopback.
+   */
+  loopback: boolean;
 }
 
 export interface RehearsalResult {
@@ -77,9 +85,46 @@ export interface RehearsalResult {
   dropped: number;
   /** The first difference found between what went in and what came out, or null. */
   mismatch: string | null;
+  /** How it ran: over real fds on the loopback device, or in memory without fds. */
+  mode: 'loopback' | 'in memory';
+  /** Why a loopback rehearsal fell back to memory. */
+  note?: string;
 }
 
-/** Payload bytes in order, for the comparison. */
+/**
+ * Payload bytes per inner protocol, each in order. Each made-up protocol is one flow, and only a
+ * flow's own order is kept end to end (a send batch goes out socket by socket).
+ */
+class Streams {
+  readonly tcp = new Bytes(1 << 20);
+  readonly udp = new Bytes(1 << 16);
+  readonly other = new Bytes(1 << 16);
+
+  of(proto: number): Bytes {
+    return proto === IPPROTO_TCP ? this.tcp : proto === IPPROTO_UDP ? this.udp : this.other;
+  }
+
+  get len(): number {
+    return this.tcp.len + this.udp.len + this.other.len;
+  }
+
+  reset(): void {
+    this.tcp.len = 0;
+    this.udp.len = 0;
+    this.other.len = 0;
+  }
+
+  /** How `got` differs from this (the payload read), or null. */
+  difference(got: Streams): string | null {
+    for (const [name, w, g] of [['TCP', this.tcp, got.tcp], ['UDP', this.udp, got.udp], ['ICMP', this.other, got.other]] as const) {
+      const d = firstDifference(w.buf, w.len, g.buf, g.len);
+      if (d !== null) return `${name}: ${d}`;
+    }
+    return null;
+  }
+}
+
+/** Payload bytes in order. */
 class Bytes {
   readonly buf: Uint8Array;
   len = 0;
@@ -104,7 +149,7 @@ class Sink implements RehearsalSink {
   packetsOut = 0;
   payloadOut = 0;
   /** Payload bytes written to this side's TUN device. */
-  readonly out = new Bytes(1 << 20);
+  readonly out = new Streams();
   mismatch: string | null = null;
 
   /** `vnet`: TUN writes start with a virtio-net header. */
@@ -155,7 +200,7 @@ class Sink implements RehearsalSink {
     // UDP and ICMP echo headers are both 8 bytes.
     const hl = proto === IPPROTO_TCP ? (mem[l4 + 12] >>> 4) << 2 : 8;
     const payload = len - ihl - hl;
-    if (payload < 0 || !this.out.add(mem, l4 + hl, payload)) {
+    if (payload < 0 || !this.out.of(proto).add(mem, l4 + hl, payload)) {
       this.mismatch ??= `a TUN write of ${len} bytes does not hold a whole packet`;
       return;
     }
@@ -235,7 +280,10 @@ function l4Checksum(mem: Uint8Array, ip: number, len: number, partial: boolean):
  * datagrams of one flow (both partial) and an ICMP echo; plain loops get the same without the
  * super-packet, all with complete checksums.
  */
-function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Bytes, count: { delivered: number }): number {
+/** The TUN side of a loop: slots the made-up packets are laid out in. */
+type TunSlots = Pick<ForwardLoop, 'txMem' | 'txSlot' | 'tunLens' | 'tunBatch'>;
+
+function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Streams, count: { delivered: number }): number {
   const mem = loop.txMem;
   let n = 0;
   count.delivered = 0;
@@ -258,7 +306,7 @@ function fillRound(loop: ForwardLoop, vnet: boolean, mtu: number, src: number, d
       loop.tunLens[n] = len;
     }
     const hl = proto === IPPROTO_TCP ? 20 : 8;
-    expect.add(mem, ip + 20 + hl, payload);
+    expect.of(proto).add(mem, ip + 20 + hl, payload);
     count.delivered += superMss > 0 ? Math.ceil(payload / superMss) : 1;
     n++;
   };
@@ -322,11 +370,143 @@ export function firstDifference(want: Uint8Array, wantLen: number, got: Uint8Arr
 
 /** Runs the rehearsal and reports what went through. Allocates freely: it runs before the loop. */
 export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
+  let note: string | undefined;
+  if (o.loopback) {
+    const fds: number[] = [];
+    try {
+      return await rehearseOnLoopback(o, fds);
+    } catch (e) {
+      note = `no loopback rehearsal: ${(e as Error).message}`;
+    } finally {
+      for (const fd of fds) native.close(fd);
+    }
+  }
+  const r = await rehearseInMemory(o);
+  if (note !== undefined) r.note = note;
+  return r;
+}
+
+function newResult(mode: RehearsalResult['mode']): RehearsalResult {
+  return { rounds: 0, ms: 0, packetsIn: 0, packetsOut: 0, payloadIn: 0, payloadOut: 0, dropped: 0, mismatch: null, mode };
+}
+
+function scratchCounters(): Float64Array {
+  return new Float64Array(new SharedArrayBuffer(COUNTER_COUNT * Float64Array.BYTES_PER_ELEMENT));
+}
+
+function droppedOf(ctx: DataplaneContext): number {
+  const c = ctx.counters;
+  return c[C.tun_rx_drop_not_ipv4] + c[C.tun_rx_drop_no_peer] + c[C.rx_drop_bad_vni];
+}
+
+const LOOPBACK = 0x7f000001;
+/** Receive slots for reading back what a loop wrote to its stand-in TUN device. */
+const READBACK_SLOT = 0x10000 + 64;
+const READBACK_SLOTS = 16;
+
+/** The rehearsal on real fds (see RehearsalOptions.loopback). `fds` collects what to close. */
+async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<RehearsalResult> {
+  const keep = (fd: number): number => (fds.push(fd), fd);
+  const sockets = (): { rx: number; port: number; send: Int32Array; tun: number; driver: number } => {
+    const rx = keep(native.openUdp(LOOPBACK, 0, false, 1 << 20));
+    if (o.features.gro && native.udpSetGro(rx, true) !== 0) throw new Error('UDP_GRO refused on 127.0.0.1');
+    const send = new Int32Array(o.flowSockets);
+    for (let i = 0; i < o.flowSockets; i++) send[i] = keep(native.openUdp(LOOPBACK, 0, false, 1 << 20));
+    const [tun, driver] = native.openSocketPair();
+    keep(tun);
+    keep(driver);
+    return { rx, port: native.localPort(rx), send, tun, driver };
+  };
+  const sa = sockets();
+  const sb = sockets();
+  const stats = new Int32Array(native.STATS_LEN);
+  // Does loopback carry anything here (a namespace's lo starts down)?
+  native.udpSend(sa.send, new Uint8Array(1), Int32Array.of(0), Int32Array.of(1), Uint8Array.of(0), Uint32Array.of(LOOPBACK), Uint16Array.of(sb.port), 1, stats);
+  if (stats[native.STAT_FAILED] !== 0) throw new Error(`sending on 127.0.0.1: ${errnoName(stats[native.STAT_LAST_ERRNO])}`);
+  const probe = new Uint8Array(64);
+  for (let tries = 0; tries < 100; tries++) {
+    const got = native.udpRecv(sb.rx, probe, 64, 0, new Int32Array(1), new Uint32Array(1), new Uint16Array(1), 1);
+    if (got === 1) break;
+    if (got < 0 || tries === 99) throw new Error('the loopback probe datagram did not arrive');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+
+  const side = async (s: typeof sa, peerPort: number, own: number, peerNet: number, mac: Uint8Array, peerMac: Uint8Array) => {
+    const table = new PeerTable(4);
+    await table.publish([{ net: peerNet, prefix: 24, vtepIP: LOOPBACK, vtepMAC: peerMac }]);
+    const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, peerPort, o.flowSockets, scratchCounters());
+    const loop = new ForwardLoop(0, ctx, { tunFd: s.tun, rxFd: s.rx, sendFds: s.send, wakeFd: -1, rehearsal: undefined },
+      o.batchSize, new SharedArrayBuffer(CONTROL_WORDS * 4), { ...o.features });
+    const stage: TunSlots = { txMem: new Uint8Array(loop.tunBatch * loop.txSlot), txSlot: loop.txSlot, tunLens: new Int32Array(loop.tunBatch), tunBatch: loop.tunBatch };
+    return { loop, ctx, stage, driver: s.driver, send: s.send, sink: new Sink(o.features.vnet) };
+  };
+  const a = await side(sa, sb.port, NET_A, NET_B, MAC_A, MAC_B);
+  const b = await side(sb, sa.port, NET_B, NET_A, MAC_B, MAC_A);
+  const vnet = o.features.vnet;
+  const count = { delivered: 0 };
+  const want = new Streams();
+  const r = newResult('loopback');
+  const noFallback = (): void => undefined;
+  const offs = new Int32Array(Math.max(a.stage.tunBatch, READBACK_SLOTS));
+  const back = new Uint8Array(READBACK_SLOTS * READBACK_SLOT);
+  const backLens = new Int32Array(READBACK_SLOTS);
+  const backOffs = Int32Array.from({ length: READBACK_SLOTS }, (_, i) => i * READBACK_SLOT);
+  const headroom = vnet ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
+  // VXLAN header with the wrong VNI, inner Ethernet, an ICMP packet.
+  const wrongVni = new Uint8Array(ENCAP_HEADROOM + 28);
+  wrongVni.set([0x08, 0, 0, 0, (o.vni >>> 16) & 0xff, (o.vni >>> 8) & 0xff, (o.vni & 0xff) ^ 1, 0]);
+  wrongVni[ENCAP_HEADROOM - 2] = 0x08;
+  packet(wrongVni, ENCAP_HEADROOM, NET_A + 2, NET_B + 2, ICMP, 0, 0, 0, 0);
+  const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, where: string): void => {
+    const n = fillRound(from.stage, vnet, o.mtu, src, dst, r.rounds, want, count);
+    r.packetsIn += count.delivered;
+    r.payloadIn += want.len;
+    for (let i = 0; i < n; i++) offs[i] = i * from.stage.txSlot + headroom;
+    if (native.tunWrite(from.driver, from.stage.txMem, offs, from.stage.tunLens, n, stats) !== n) {
+      throw new Error(`writing to the stand-in TUN device: ${errnoName(stats[native.STAT_LAST_ERRNO])}`);
+    }
+    from.loop.step(0, noFallback);
+    from.ctx.table.endRead(0);
+    // And a datagram with the wrong VNI, which `to` must drop.
+    native.udpSend(from.send, wrongVni, Int32Array.of(0), Int32Array.of(wrongVni.length), Uint8Array.of(0),
+      Uint32Array.of(LOOPBACK), Uint16Array.of(from.ctx.port), 1, stats);
+    to.loop.step(50, noFallback);
+    to.ctx.table.endRead(0);
+    for (;;) {
+      const k = native.tunRead(to.driver, back, READBACK_SLOT, 0, backLens, READBACK_SLOTS);
+      if (k <= 0) break;
+      to.sink.written(back, backOffs, backLens, k);
+    }
+    if (r.mismatch === null) {
+      const d = to.sink.mismatch ?? want.difference(to.sink.out);
+      if (d !== null) r.mismatch = `${where}, round ${r.rounds}: ${d}`;
+    }
+    to.sink.out.reset();
+    want.reset();
+  };
+  const started = performance.now();
+  while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
+    oneWay(a, b, NET_A + 2, NET_B + 2, 'A to B');
+    oneWay(b, a, NET_B + 2, NET_A + 2, 'B to A');
+    r.rounds++;
+  }
+  r.ms = performance.now() - started;
+  r.packetsOut = a.sink.packetsOut + b.sink.packetsOut;
+  r.payloadOut = a.sink.payloadOut + b.sink.payloadOut;
+  r.dropped = droppedOf(a.ctx) + droppedOf(b.ctx);
+  return r;
+}
+
+function errnoName(errno: number): string {
+  return osConstants.errno ? (Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`) : `errno ${errno}`;
+}
+
+/** The rehearsal without fds: each loop's sends and writes are handed over in memory. */
+async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
   const side = async (own: number, peerNet: number, peerVtep: number, peerMac: Uint8Array, mac: Uint8Array): Promise<{ loop: ForwardLoop; sink: Sink; ctx: DataplaneContext }> => {
     const table = new PeerTable(4);
     await table.publish([{ net: peerNet, prefix: 24, vtepIP: peerVtep, vtepMAC: peerMac }]);
-    const counters = new Float64Array(new SharedArrayBuffer(COUNTER_COUNT * Float64Array.BYTES_PER_ELEMENT));
-    const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, o.port, o.flowSockets, counters);
+    const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, o.port, o.flowSockets, scratchCounters());
     const sink = new Sink(o.features.vnet);
     const features = { ...o.features };
     const loop = new ForwardLoop(0, ctx, { tunFd: -1, rxFd: -1, sendFds: new Int32Array(o.flowSockets).fill(-1), wakeFd: -1, rehearsal: sink },
@@ -341,20 +521,20 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
   b.sink.srcVtep = VTEP_B;
   const vnet = o.features.vnet;
   const count = { delivered: 0 };
-  const expectAtB = new Bytes(1 << 20);
-  const expectAtA = new Bytes(1 << 20);
-  const r: RehearsalResult = { rounds: 0, ms: 0, packetsIn: 0, packetsOut: 0, payloadIn: 0, payloadOut: 0, dropped: 0, mismatch: null };
+  const expectAtB = new Streams();
+  const expectAtA = new Streams();
+  const r = newResult('in memory');
   const noFallback = (): void => undefined;
   const started = performance.now();
-  const compare = (want: Bytes, got: Sink, where: string): void => {
+  const compare = (want: Streams, got: Sink, where: string): void => {
     if (r.mismatch === null) {
-      const d = got.mismatch ?? firstDifference(want.buf, want.len, got.out.buf, got.out.len);
+      const d = got.mismatch ?? want.difference(got.out);
       if (d !== null) r.mismatch = `${where}, round ${r.rounds}: ${d}`;
     }
-    got.out.len = 0;
-    want.len = 0;
+    got.out.reset();
+    want.reset();
   };
-  const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, want: Bytes, where: string): void => {
+  const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, want: Streams, where: string): void => {
     const n = fillRound(from.loop, vnet, o.mtu, src, dst, r.rounds, want, count);
     r.packetsIn += count.delivered;
     r.payloadIn += want.len;
@@ -377,6 +557,6 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
   r.ms = performance.now() - started;
   r.packetsOut = a.sink.packetsOut + b.sink.packetsOut;
   r.payloadOut = a.sink.payloadOut + b.sink.payloadOut;
-  for (const { ctx } of [a, b]) r.dropped += ctx.counters[C.tun_rx_drop_not_ipv4] + ctx.counters[C.tun_rx_drop_no_peer] + ctx.counters[C.rx_drop_bad_vni];
+  r.dropped = droppedOf(a.ctx) + droppedOf(b.ctx);
   return r;
 }

@@ -17,8 +17,9 @@ const COMBINATIONS: [string, Features][] = [
 
 describe.each(COMBINATIONS)('rehearsal with %s', (_name, features) => {
   it.each([1450, 8950])('carries every payload byte both ways at MTU %i', async (mtu) => {
-    const r = await rehearse({ features, batchSize: 64, mtu, port: 8472, vni: 1, flowSockets: 8, rounds: 20, budgetMs: 60_000 });
+    const r = await rehearse({ features, batchSize: 64, mtu, port: 8472, vni: 1, flowSockets: 8, rounds: 20, budgetMs: 60_000, loopback: false });
     expect(r.mismatch).toBeNull();
+    expect(r.mode).toBe('in memory');
     expect(r.rounds).toBe(20);
     expect(r.packetsIn).toBeGreaterThanOrEqual(20 * 2 * 4);
     expect(r.packetsOut).toBe(r.packetsIn);
@@ -32,7 +33,7 @@ describe.each(COMBINATIONS)('rehearsal with %s', (_name, features) => {
 
 describe('rehearsal limits and comparison', () => {
   it('stops at its time budget', async () => {
-    const r = await rehearse({ features: COMBINATIONS[0]![1], batchSize: 64, mtu: 1450, port: 8472, vni: 1, flowSockets: 8, rounds: 1e9, budgetMs: 30 });
+    const r = await rehearse({ features: COMBINATIONS[0]![1], batchSize: 64, mtu: 1450, port: 8472, vni: 1, flowSockets: 8, rounds: 1e9, budgetMs: 30, loopback: false });
     expect(r.rounds).toBeGreaterThan(0);
     expect(r.ms).toBeLessThan(1000);
   });
