@@ -59,7 +59,12 @@ async function main(): Promise<number> {
     const [p1, p2] = lab.pods;
     const t0 = Date.now();
     const deadline = t0 + seconds * 1000;
-    const reverse = iperf3Tcp(p2.ns, p1.ns, p1.ip, { seconds, port: 5301 });
+    // Caught at once: an interrupted run (Ctrl-C ends the lab's processes) must reach the cleanup.
+    let reverseFailure: string | undefined;
+    const reverse = iperf3Tcp(p2.ns, p1.ns, p1.ip, { seconds, port: 5301 }).catch((e: Error) => {
+      reverseFailure = e.message;
+      return undefined;
+    });
     const samples: Sample[] = [];
     let transfers = 0;
     let moved = 0;
@@ -81,10 +86,8 @@ async function main(): Promise<number> {
         break;
       }
     }
-    const rev = await reverse.catch((e: Error) => {
-      failure ??= e.message;
-      return undefined;
-    });
+    const rev = await reverse;
+    failure ??= reverseFailure;
     clearInterval(sampler);
     const warm = samples.find((s) => s.t >= WARMUP_S) ?? samples[0];
     const last = samples[samples.length - 1];
