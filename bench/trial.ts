@@ -127,7 +127,13 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
   let cpuLatency: CpuLatencyRequest | undefined;
   try {
     if (sc.cpuLatencyUs !== undefined && sc.mode !== 'tulle') {
-      cpuLatency = await CpuLatencyRequest.hold(sc.cpuLatencyUs);
+      try {
+        cpuLatency = await CpuLatencyRequest.hold(sc.cpuLatencyUs);
+      } catch (e) {
+        r.errors.push(`CPU latency request: ${(e as Error).message}`);
+        log(`FAILED ${oneLine((e as Error).message)}`);
+        return r;
+      }
       log(`holding a ${sc.cpuLatencyUs} µs CPU latency request for this trial`);
     }
     log(`lab up (${sc.mode}, mtu ${sc.mtu}${sc.mode === 'tulle' ? `, agent ${JSON.stringify(agentOverrides(sc) ?? {})}` : ''})`);
@@ -196,8 +202,11 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     r.errors.push('interrupted');
     return r;
   } finally {
-    await labDown({ name: o.labName });
-    await cpuLatency?.release();
+    try {
+      await labDown({ name: o.labName });
+    } finally {
+      await cpuLatency?.release();
+    }
   }
 }
 

@@ -14,7 +14,8 @@ import { counterBytes, totals, workerCounters, snapshot } from '../dataplane/cou
 import { Supervisor } from '../worker/supervisor.js';
 import { controlBytes, type WorkerInit } from '../worker/init.js';
 import { distPath } from '../util/paths.js';
-import { formatIpv4 } from '../wire/ipv4.js';
+import { IPV4_MIN_HEADER_LEN, formatIpv4 } from '../wire/ipv4.js';
+import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
@@ -52,6 +53,7 @@ export class Agent {
   private mac?: Uint8Array;
   private mtu = 0;
   private underlay = '';
+  private underlayMtu = 0;
   private ready = false;
   private readonly startedAt = new Date();
 
@@ -94,6 +96,7 @@ export class Agent {
       throw new ConfigError('vtepIP', vtep, 'is not an address of any interface in this network namespace');
     }
     this.underlay = under.name;
+    this.underlayMtu = under.mtu;
     this.mtu = cfg.mtu ?? under.mtu - VXLAN_OVERHEAD_IPV4;
     if (cfg.mtu !== undefined && cfg.mtu + VXLAN_OVERHEAD_IPV4 > under.mtu) {
       this.log.warn({ mtu: cfg.mtu, underlay: under.name, underlayMtu: under.mtu }, 'configured MTU plus VXLAN overhead exceeds the underlay MTU; large packets will be dropped');
@@ -155,6 +158,7 @@ export class Agent {
         vtepMAC: this.mac, overlayIP: overlayAddress(node), mtu: this.mtu, flowSockets: FLOW_SOCKETS_PER_WORKER,
         batchSize: BATCH_SIZE, socketBufferBytes: SOCKET_BUFFER_BYTES, peerSab: this.table.sab,
         peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
+        maxDatagram: this.underlayMtu - IPV4_MIN_HEADER_LEN - UDP_HEADER_LEN,
       });
     }
     const sup = new Supervisor(distPath('src/worker/main.js'), inits, this.table, this.log, (reason) => this.fatal(reason));

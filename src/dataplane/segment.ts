@@ -48,6 +48,12 @@ export interface SegmentArea {
   segEnd: number;
   /** UDP_SEGMENT usable: segments of one packet share a message. */
   gso: boolean;
+  /**
+   * The largest datagram (UDP payload) the underlay path takes. A single packet whose datagram is
+   * larger is sent on its own, never as the first of a run: the kernel refuses a UDP_SEGMENT
+   * message whose segment size does not fit the path, and the packets joined behind it with it.
+   */
+  maxDatagram: number;
   /** The segmentation kernel: `tcpSegment` from the addon, or `tcpSegmentJs` (same contract). */
   cut: TcpSegmenter;
 }
@@ -131,7 +137,7 @@ export function segmentBatch(
       const dlen = len + ENCAP_HEADROOM;
       let h = base;
       let joined = false;
-      if (area.gso && w + dlen <= area.segEnd) {
+      if (area.gso && dlen <= area.maxDatagram && w + dlen <= area.segEnd) {
         // Copied behind the previous datagram: joins its message when both go to the same peer
         // from the same socket and this one is no longer than the run's first.
         h = w;

@@ -24,6 +24,8 @@ export interface WorkerInit {
   readonly controlSab: SharedArrayBuffer;
   /** eventfd the supervisor signals to wake this worker out of poll. */
   readonly wakeFd: number;
+  /** The largest UDP payload the underlay interface takes (its MTU minus IPv4 and UDP headers). */
+  readonly maxDatagram: number;
 }
 
 /** Kernel offloads a worker uses; `gso` can drop to false at run time (EIO from UDP_SEGMENT). */

@@ -142,6 +142,8 @@ export class ForwardLoop {
     private readonly batch: number,
     controlSab: SharedArrayBuffer,
     readonly features: Features,
+    /** The largest datagram the underlay takes (its MTU minus IPv4 and UDP headers). */
+    maxDatagram = ENCAP_HEADROOM + ctx.mtu,
   ) {
     if (features.vnet) {
       this.tunBatch = features.gso ? TUN_BATCH_GSO : TUN_BATCH_NO_GSO;
@@ -150,7 +152,7 @@ export class ForwardLoop {
       // Worst case per super-packet: 64 KB of payload plus VXLAN + Ethernet + IPv4 + TCP headers per segment.
       const segBytes = TUN_BATCH_GSO * (0xffff + 48 * (ENCAP_HEADROOM + 120));
       this.txMem = new Uint8Array(tunBytes + segBytes);
-      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, cut: native.tcpSegment };
+      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, maxDatagram, cut: native.tcpSegment };
       this.sends = new SendBatch(native.MAX_BATCH);
       this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
     } else {

@@ -20,6 +20,21 @@ function post(m: WorkerMessage): void {
 const REHEARSAL_ROUNDS = 400;
 const REHEARSAL_BUDGET_MS = 150;
 
+/** The rehearsal (rehearsal.ts), logged. A failure of the rehearsal itself is logged, not fatal. */
+async function rehearseAndLog(init: WorkerInit, features: Features): Promise<void> {
+  try {
+    const r = await rehearse({
+      features: { ...features }, batchSize: init.batchSize, mtu: init.mtu, port: init.port, vni: init.vni, flowSockets: init.flowSockets,
+      rounds: REHEARSAL_ROUNDS, budgetMs: REHEARSAL_BUDGET_MS, loopback: true,
+    });
+    const detail = { mode: r.mode, rounds: r.rounds, ms: Math.round(r.ms), packets: r.packetsIn, ...(r.note ? { note: r.note } : {}) };
+    if (r.mismatch !== null) post({ type: 'log', level: 'error', msg: `data path rehearsal found a difference: ${r.mismatch}`, detail });
+    else post({ type: 'log', level: 'info', msg: 'data path rehearsed', detail });
+  } catch (e) {
+    post({ type: 'log', level: 'error', msg: `data path rehearsal failed: ${(e as Error).message}` });
+  }
+}
+
 async function start(init: WorkerInit): Promise<void> {
   const tunFd = native.openTun(init.device, init.tunFlags);
   const rxFd = native.openUdp(init.vtepIP, init.port, true, init.socketBufferBytes);
@@ -40,14 +55,8 @@ async function start(init: WorkerInit): Promise<void> {
     gro: vnet && native.udpSetGro(rxFd, true) === 0,
     uso: vnet && init.tunUso,
   };
-  const r = await rehearse({
-    features: { ...features }, batchSize: init.batchSize, mtu: init.mtu, port: init.port, vni: init.vni, flowSockets: init.flowSockets,
-    rounds: REHEARSAL_ROUNDS, budgetMs: REHEARSAL_BUDGET_MS, loopback: true,
-  });
-  const detail = { mode: r.mode, rounds: r.rounds, ms: Math.round(r.ms), packets: r.packetsIn, ...(r.note ? { note: r.note } : {}) };
-  if (r.mismatch !== null) post({ type: 'log', level: 'error', msg: `data path rehearsal found a difference: ${r.mismatch}`, detail });
-  else post({ type: 'log', level: 'info', msg: 'data path rehearsed', detail });
-  const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd, rehearsal: undefined }, init.batchSize, init.controlSab, features);
+  await rehearseAndLog(init, features);
+  const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd, rehearsal: undefined }, init.batchSize, init.controlSab, features, init.maxDatagram);
   post({ type: 'ready', sourcePorts, features: { ...features } });
   loop.run((what) => {
     post({ type: 'log', level: 'warn', msg: what });

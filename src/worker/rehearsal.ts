@@ -30,6 +30,8 @@ import { fold, pseudoHeaderSumV4, sum16 } from '../wire/checksum.js';
 import { IPPROTO_TCP, IPPROTO_UDP, updateHeaderChecksum } from '../wire/ipv4.js';
 import { TCP_ACK, TCP_PSH } from '../wire/tcp.js';
 import { VNET_GSO_TCPV4, VNET_HDR_LEN, writeGso, writeNone, writePartial } from '../wire/vnet.js';
+import { ETH_DST_OFF } from '../wire/ethernet.js';
+import { VXLAN_HEADER_LEN } from '../wire/vxlan.js';
 import { ForwardLoop, type RehearsalSink } from './loop.js';
 import { CONTROL_WORDS, type Features } from './init.js';
 
@@ -400,6 +402,8 @@ function droppedOf(ctx: DataplaneContext): number {
 }
 
 const LOOPBACK = 0x7f000001;
+/** How long a loopback round waits for its datagrams to come through. */
+const DELIVERY_WAIT_MS = 200;
 /** Receive slots for reading back what a loop wrote to its stand-in TUN device. */
 const READBACK_SLOT = 0x10000 + 64;
 const READBACK_SLOTS = 16;
@@ -467,11 +471,20 @@ async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<R
     }
     from.loop.step(0, noFallback);
     from.ctx.table.endRead(0);
-    // And a datagram with the wrong VNI, which `to` must drop.
+    // Last, a datagram for `to` that is wrong only in its VNI: `to` must drop it as such. Once
+    // that drop is counted, everything sent before it has been through `to` as well.
+    wrongVni.set(to.ctx.vtepMAC, VXLAN_HEADER_LEN + ETH_DST_OFF);
+    const badBefore = to.ctx.counters[C.rx_drop_bad_vni];
     native.udpSend(from.send, wrongVni, Int32Array.of(0), Int32Array.of(wrongVni.length), Uint8Array.of(0),
       Uint32Array.of(LOOPBACK), Uint16Array.of(from.ctx.port), 1, stats);
-    to.loop.step(50, noFallback);
-    to.ctx.table.endRead(0);
+    const deadline = performance.now() + DELIVERY_WAIT_MS;
+    do {
+      to.loop.step(10, noFallback);
+      to.ctx.table.endRead(0);
+    } while (to.ctx.counters[C.rx_drop_bad_vni] === badBefore && performance.now() < deadline);
+    if (to.ctx.counters[C.rx_drop_bad_vni] === badBefore && r.mismatch === null) {
+      r.mismatch = `${where}, round ${r.rounds}: the datagram with the wrong VNI was not dropped for it within ${DELIVERY_WAIT_MS} ms`;
+    }
     for (;;) {
       const k = native.tunRead(to.driver, back, READBACK_SLOT, 0, backLens, READBACK_SLOTS);
       if (k <= 0) break;

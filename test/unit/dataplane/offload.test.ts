@@ -89,7 +89,7 @@ describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) 
     const mem = new Uint8Array(segStart + 2 * 70000);
     const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK | tcp.TCP_PSH, true));
     const original = mem.slice(VNET_READ_HEADROOM + 10 + 52, VNET_READ_HEADROOM + 10 + 52 + payload);
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true, cut };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true, maxDatagram: 1472, cut };
     const out = new SendBatch(16);
     const jobs = new ChecksumJobs(128);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs)).toBe(1);
@@ -139,7 +139,7 @@ describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) 
     const payload = 3 * MSS;
     const mem = new Uint8Array(TUN_SLOT + 70000);
     const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK, true));
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, cut };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, maxDatagram: 1472, cut };
     const out = new SendBatch(4);
     const jobs = new ChecksumJobs(16);
     segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs);
@@ -300,7 +300,7 @@ describe('single packets to one peer out of one socket', () => {
     const lens = new Int32Array(plan.length);
     plan.forEach(([payload, dst, sport, partial], i) => { lens[i] = udpPacket(mem, i * slot + VNET_READ_HEADROOM, dst, sport, payload, i, partial); });
     const inner = plan.map((_, i) => mem.slice(i * slot + VNET_READ_HEADROOM + 10, i * slot + VNET_READ_HEADROOM + lens[i]!));
-    const area: SegmentArea = { mem, tunSlot: slot, segStart, segEnd: mem.length, gso: true, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: slot, segStart, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment };
     const out = new SendBatch(16);
     const jobs = new ChecksumJobs(16);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, plan.length, out, jobs)).toBe(plan.length);
@@ -330,13 +330,29 @@ describe('single packets to one peer out of one socket', () => {
     }
   });
 
+  it('a packet too large for the underlay goes alone, from where it was read, and never leads a run', async () => {
+    const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
+    const slot = 2048;
+    const mem = new Uint8Array(5 * slot + 4096);
+    const payloads = [64, 300, 64, 64, 64];
+    const lens = Int32Array.from(payloads, (p, i) => udpPacket(mem, i * slot + VNET_READ_HEADROOM, DST, 5000, p, i, false));
+    // 22 + 28 + 300 = 350 bytes does not fit a 200-byte path; 22 + 28 + 64 = 114 does.
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 5 * slot, segEnd: mem.length, gso: true, maxDatagram: 200, cut: tcpSegment };
+    const out = new SendBatch(16);
+    expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 5, out, new ChecksumJobs(8))).toBe(5);
+    expect(out.count).toBe(3);
+    expect([...out.lens.subarray(0, 3)]).toEqual([114, 350, 3 * 114]);
+    expect([...out.segSizes.subarray(0, 3)]).toEqual([114, 0, 114]);
+    expect(out.offs[1]).toBe(slot); // sent in place, from its TUN slot
+  });
+
   it('are sent one message each without UDP_SEGMENT, from where they were read', async () => {
     const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
     const slot = 2048;
     const mem = new Uint8Array(4 * slot + 4096);
     const lens = new Int32Array(3);
     for (let i = 0; i < 3; i++) lens[i] = udpPacket(mem, i * slot + VNET_READ_HEADROOM, DST, 5000, 64, i, false);
-    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: false, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: false, maxDatagram: 1472, cut: tcpSegment };
     const out = new SendBatch(16);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 3, out, new ChecksumJobs(4))).toBe(3);
     expect(out.count).toBe(3);
@@ -359,7 +375,7 @@ describe('segmentBatch when the segments outgrow one send', () => {
       mem[i * TUN_SLOT + VNET_READ_HEADROOM + 4] = mss & 0xff;
       mem[i * TUN_SLOT + VNET_READ_HEADROOM + 5] = mss >> 8;
     }
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: false, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: false, maxDatagram: 1472, cut: tcpSegment };
     const out = new SendBatch(256);
     const jobs = new ChecksumJobs(8);
     const half = a.table.beginRead(0);
