@@ -497,10 +497,17 @@ async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<R
     to.sink.out.reset();
     want.reset();
   };
-  const started = performance.now();
-  while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
+  return playRounds(o, r, a, b, () => {
     oneWay(a, b, NET_A + 2, NET_B + 2, 'A to B');
     oneWay(b, a, NET_B + 2, NET_A + 2, 'B to A');
+  });
+}
+
+/** Plays `round` until the round count or the time budget runs out, then adds up both sides. */
+function playRounds(o: RehearsalOptions, r: RehearsalResult, a: { sink: Sink; ctx: DataplaneContext }, b: { sink: Sink; ctx: DataplaneContext }, round: () => void): RehearsalResult {
+  const started = performance.now();
+  while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
+    round();
     r.rounds++;
   }
   r.ms = performance.now() - started;
@@ -538,7 +545,6 @@ async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
   const expectAtA = new Streams();
   const r = newResult('in memory');
   const noFallback = (): void => undefined;
-  const started = performance.now();
   const compare = (want: Streams, got: Sink, where: string): void => {
     if (r.mismatch === null) {
       const d = got.mismatch ?? want.difference(got.out);
@@ -562,14 +568,8 @@ async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
     to.ctx.table.endRead(0);
     compare(want, to.sink, where);
   };
-  while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
+  return playRounds(o, r, a, b, () => {
     oneWay(a, b, NET_A + 2, NET_B + 2, expectAtB, 'A to B');
     oneWay(b, a, NET_B + 2, NET_A + 2, expectAtA, 'B to A');
-    r.rounds++;
-  }
-  r.ms = performance.now() - started;
-  r.packetsOut = a.sink.packetsOut + b.sink.packetsOut;
-  r.payloadOut = a.sink.payloadOut + b.sink.payloadOut;
-  r.dropped = droppedOf(a.ctx) + droppedOf(b.ctx);
-  return r;
+  });
 }

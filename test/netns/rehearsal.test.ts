@@ -10,22 +10,14 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import type { RehearsalResult } from '../../src/worker/rehearsal.js';
+import type { Features } from '../../src/worker/init.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SCRIPT = join(ROOT, 'test/support/rehearsal-netns.mjs');
 
-interface Result {
-  features: { vnet: boolean; gso: boolean };
-  mode: string;
-  note?: string;
-  rounds: number;
-  packetsIn: number;
-  packetsOut: number;
-  payloadIn: number;
-  payloadOut: number;
-  dropped: number;
-  mismatch: string | null;
-}
+/** What test/support/rehearsal-netns.mjs prints per feature combination. */
+type Result = RehearsalResult & { features: Features };
 
 let ns: string | undefined;
 
