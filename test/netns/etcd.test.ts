@@ -237,9 +237,11 @@ test('leases are renewed before they expire (4 s TTL, renewed 2 s before expiry)
 test('etcd stopped for ten seconds: pod traffic between existing nodes goes on, status says so, and afterwards a new node joins', async () => {
   const s = await etcdLab(3, 1);
   const pairs = s.nodes.map((n, i) => [s.pods[i]!, s.pods[(i + 1) % s.pods.length]!] as const);
-  // 50 pings a second per pair for the whole outage and a little before and after.
+  // 50 pings a second per pair for the whole outage and a little before and after. A count, not
+  // a deadline (-w): with a deadline, a reply still on its way when ping exits counts as lost.
   const seconds = OUTAGE_MS / 1000 + 4;
-  const pings = Promise.all(pairs.map(([a, b]) => nsRun(a.ns, 'ping', ['-n', '-q', '-i', '0.02', '-w', String(seconds), b.ip], { timeoutMs: (seconds + 10) * 1000 }).catch((err: Error & { stdout?: string }) => err.stdout ?? err.message)));
+  const pingArgs = ['-n', '-q', '-i', '0.02', '-c', String(seconds * 50), '-W', '2'];
+  const pings = Promise.all(pairs.map(([a, b]) => nsRun(a.ns, 'ping', [...pingArgs, b.ip], { timeoutMs: (seconds + 10) * 1000 }).catch((err: Error & { stdout?: string }) => err.stdout ?? err.message)));
   await new Promise((r) => setTimeout(r, 1_000));
   await labStopEtcd(s.name);
   const stoppedAt = Date.now();
