@@ -215,6 +215,8 @@ describe('agent lifecycle', () => {
     const s = (await waitReady(cfg.socket as string, run)) as { node: Record<string, unknown> };
     expect(s.node.cpuLatency).toEqual({ requestedUs: us, held: true });
     expect(await CpuLatencyRequest.effective()).toBe(us);
+    const human = await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', cfg.socket as string]);
+    expect(human).toContain(`cpu      latency request ${us} µs held (whole machine)`);
     process.kill(run.pid, 'SIGTERM');
     expect((await run.exit).code).toBe(0);
     expect(await CpuLatencyRequest.effective()).toBe(before);
