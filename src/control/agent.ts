@@ -107,13 +107,6 @@ export class Agent {
 
     this.mac = (await vtepMac(cfg.dataDir, cfg.vtepMAC)).mac;
 
-    if (cfg.cpuLatencyUs !== undefined) {
-      const req = await CpuLatencyRequest.hold(cfg.cpuLatencyUs);
-      this.push('withdraw the CPU latency request', () => req.release());
-      this.cpuLatency = req;
-      this.log.info({ cpuLatencyUs: req.requestedUs, path: req.path }, 'holding a CPU wake-up latency request (whole machine) while running');
-    }
-
     // The store settles the network and this node's subnet (etcd: leases it, waiting for etcd if
     // need be); the checks that need the network and port run before anything is leased.
     this.push(`close ${this.store.type} store`, () => this.store.close({ abandon: this.startFailed }));
@@ -145,6 +138,14 @@ export class Agent {
       await table.publish(peers);
       this.peers = peers;
     });
+
+    // Taken only now that the workers are about to start, not while the store (etcd) may be waited for.
+    if (cfg.cpuLatencyUs !== undefined) {
+      const req = await CpuLatencyRequest.hold(cfg.cpuLatencyUs);
+      this.push('withdraw the CPU latency request', () => req.release());
+      this.cpuLatency = req;
+      this.log.info({ cpuLatencyUs: req.requestedUs, path: req.path }, 'holding a CPU wake-up latency request (whole machine) while running');
+    }
 
     this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
     const controlSab = new SharedArrayBuffer(controlBytes(cfg.workers));

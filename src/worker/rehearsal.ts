@@ -18,21 +18,29 @@
  * streams they carry), and the made-up bad packets must be dropped. The result names the first
  * difference; the worker logs it as an error.
  */
-import { constants as osConstants } from 'node:os';
 import { C, COUNTER_COUNT } from '../dataplane/counters.js';
 import * as native from '../io/native.js';
+import { errnoName } from '../io/errors.js';
 import type { DataplaneContext } from '../dataplane/context.js';
 import { ENCAP_HEADROOM } from '../dataplane/encap.js';
-import { PeerTable } from '../dataplane/peers.js';
+import { PeerTable, type PeerEntry } from '../dataplane/peers.js';
 import { VNET_READ_HEADROOM } from '../dataplane/segment.js';
 import type { SendBatch } from '../dataplane/batch.js';
-import { fold, pseudoHeaderSumV4, sum16 } from '../wire/checksum.js';
-import { IPPROTO_TCP, IPPROTO_UDP, updateHeaderChecksum } from '../wire/ipv4.js';
-import { TCP_ACK, TCP_PSH } from '../wire/tcp.js';
-import { VNET_GSO_TCPV4, VNET_HDR_LEN, writeGso, writeNone, writePartial } from '../wire/vnet.js';
-import { ETH_DST_OFF } from '../wire/ethernet.js';
-import { VXLAN_HEADER_LEN } from '../wire/vxlan.js';
-import { ForwardLoop, type RehearsalSink } from './loop.js';
+import { fold, l4ChecksumOffset, l4ChecksumV4, pseudoHeaderSumV4 } from '../wire/checksum.js';
+import { put16 } from '../wire/bytes.js';
+import {
+  IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_FLAG_DF, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, ihl as ipv4Ihl, protocol, setDst, setFlagsFragment, setId,
+  setIhl, setProtocol, setSrc, setTotalLength, setTtl, setVersion, src as ipv4Src, updateHeaderChecksum,
+} from '../wire/ipv4.js';
+import {
+  TCP_ACK, TCP_ACK_OFF, TCP_CHECKSUM_OFF, TCP_DATA_OFF_OFF, TCP_DST_PORT_OFF, TCP_MIN_HEADER_LEN, TCP_PSH, TCP_SRC_PORT_OFF, TCP_WINDOW_OFF,
+  headerLen as tcpHeaderLen, setFlags, setSeq,
+} from '../wire/tcp.js';
+import { UDP_HEADER_LEN, setDstPort, setLength as setUdpLength, setSrcPort } from '../wire/udp.js';
+import { VNET_GSO_TCPV4, VNET_HDR_LEN, gsoSize, writeGso, writeNone, writePartial } from '../wire/vnet.js';
+import { ETH_DST_OFF, ETH_TYPE_OFF, ETHERTYPE_IPV4 } from '../wire/ethernet.js';
+import { VXLAN_HEADER_LEN, writeHeader } from '../wire/vxlan.js';
+import { ForwardLoop, type LoopResources, type RehearsalSink } from './loop.js';
 import { CONTROL_WORDS, type Features } from './init.js';
 
 const NET_A = 0x0afe0100; // 10.254.1.0/24
@@ -42,10 +50,11 @@ const VTEP_A = 0xc0000201; // 192.0.2.1 (TEST-NET-1: never on a real wire; nothi
 const VTEP_B = 0xc0000202;
 const MAC_A = Uint8Array.of(0x02, 0x7e, 0, 0, 0, 1);
 const MAC_B = Uint8Array.of(0x02, 0x7e, 0, 0, 0, 2);
-const ICMP = 1;
 /** Segments in the TCP super-packet of a round (offloaded loops only). */
 const SUPER_SEGMENTS = 8;
 const SMALL_TCP = 4;
+/** IPv4 and TCP headers without options. */
+const TCP_IP_HEADERS = IPV4_MIN_HEADER_LEN + TCP_MIN_HEADER_LEN;
 const SMALL_UDP = 5;
 
 /** Same property order as the worker's real context, so both share V8's hidden class. */
@@ -190,69 +199,63 @@ class Sink implements RehearsalSink {
   /** Keeps the payload of one TUN write (a packet, or a super-packet that stands for several). */
   private take(mem: Uint8Array, off: number, len: number): void {
     let ip = off;
-    let gsoSize = 0;
+    let gso = 0;
     if (this.vnet) {
       ip = off + VNET_HDR_LEN;
       len -= VNET_HDR_LEN;
-      gsoSize = mem[off + 4] | (mem[off + 5] << 8);
+      gso = gsoSize(mem, off);
     }
-    const ihl = (mem[ip] & 0x0f) << 2;
-    const proto = mem[ip + 9];
+    const ihl = ipv4Ihl(mem, ip);
+    const proto = protocol(mem, ip);
     const l4 = ip + ihl;
-    // UDP and ICMP echo headers are both 8 bytes.
-    const hl = proto === IPPROTO_TCP ? (mem[l4 + 12] >>> 4) << 2 : 8;
+    const hl = l4HeaderLen(mem, l4, proto);
     const payload = len - ihl - hl;
     if (payload < 0 || !this.out.of(proto).add(mem, l4 + hl, payload)) {
       this.mismatch ??= `a TUN write of ${len} bytes does not hold a whole packet`;
       return;
     }
     this.payloadOut += payload;
-    this.packetsOut += gsoSize > 0 ? Math.ceil(payload / gsoSize) : 1;
+    this.packetsOut += gso > 0 ? Math.ceil(payload / gso) : 1;
   }
 }
 
 function superSegments(mtu: number): number {
-  return Math.min(SUPER_SEGMENTS, Math.floor((0xffff - 40) / (mtu - 40)));
+  return Math.min(SUPER_SEGMENTS, Math.floor((0xffff - TCP_IP_HEADERS) / (mtu - TCP_IP_HEADERS)));
+}
+
+/** Header length of the L4 header at `l4`: TCP's own; UDP's and an ICMP echo's are both 8 bytes. */
+function l4HeaderLen(mem: Uint8Array, l4: number, proto: number): number {
+  return proto === IPPROTO_TCP ? tcpHeaderLen(mem, l4) : UDP_HEADER_LEN;
 }
 
 /** Writes one inner IPv4 packet at `ip`; returns its length. Payload bytes come from `fill`. */
 function packet(mem: Uint8Array, ip: number, src: number, dst: number, proto: number, payload: number, fill: number, seq: number, flags: number): number {
-  const hl = proto === IPPROTO_TCP ? 20 : 8;
-  const len = 20 + hl + payload;
-  mem.fill(0, ip, ip + 20 + hl);
-  mem[ip] = 0x45;
-  mem[ip + 2] = len >>> 8;
-  mem[ip + 3] = len & 0xff;
-  mem[ip + 4] = fill & 0xff;
-  mem[ip + 6] = 0x40;
-  mem[ip + 8] = 64;
-  mem[ip + 9] = proto;
-  for (let i = 0; i < 4; i++) {
-    mem[ip + 12 + i] = (src >>> (24 - 8 * i)) & 0xff;
-    mem[ip + 16 + i] = (dst >>> (24 - 8 * i)) & 0xff;
-  }
+  const hl = proto === IPPROTO_TCP ? TCP_MIN_HEADER_LEN : UDP_HEADER_LEN;
+  const len = IPV4_MIN_HEADER_LEN + hl + payload;
+  mem.fill(0, ip, ip + IPV4_MIN_HEADER_LEN + hl);
+  setVersion(mem, ip, 4);
+  setIhl(mem, ip, IPV4_MIN_HEADER_LEN);
+  setTotalLength(mem, ip, len);
+  setId(mem, ip, fill & 0xff);
+  setFlagsFragment(mem, ip, IPV4_FLAG_DF);
+  setTtl(mem, ip, 64);
+  setProtocol(mem, ip, proto);
+  setSrc(mem, ip, src);
+  setDst(mem, ip, dst);
   updateHeaderChecksum(mem, ip);
-  const l4 = ip + 20;
+  const l4 = ip + IPV4_MIN_HEADER_LEN;
   if (proto === IPPROTO_TCP) {
-    mem[l4] = 0x9c;
-    mem[l4 + 1] = 0x40;
-    mem[l4 + 2] = 0x14;
-    mem[l4 + 3] = 0x51;
-    mem[l4 + 4] = (seq >>> 24) & 0xff;
-    mem[l4 + 5] = (seq >>> 16) & 0xff;
-    mem[l4 + 6] = (seq >>> 8) & 0xff;
-    mem[l4 + 7] = seq & 0xff;
-    mem[l4 + 11] = 1;
-    mem[l4 + 12] = 5 << 4;
-    mem[l4 + 13] = flags;
-    mem[l4 + 14] = 0xff;
+    put16(mem, l4 + TCP_SRC_PORT_OFF, 40000);
+    put16(mem, l4 + TCP_DST_PORT_OFF, 5201);
+    setSeq(mem, l4, seq);
+    put16(mem, l4 + TCP_ACK_OFF + 2, 1);
+    mem[l4 + TCP_DATA_OFF_OFF] = (TCP_MIN_HEADER_LEN / 4) << 4;
+    setFlags(mem, l4, flags);
+    put16(mem, l4 + TCP_WINDOW_OFF, 0xff00);
   } else if (proto === IPPROTO_UDP) {
-    mem[l4] = 0x9c;
-    mem[l4 + 1] = 0x41;
-    mem[l4 + 2] = 0x14;
-    mem[l4 + 3] = 0x52;
-    mem[l4 + 4] = (8 + payload) >>> 8;
-    mem[l4 + 5] = (8 + payload) & 0xff;
+    setSrcPort(mem, l4, 40001);
+    setDstPort(mem, l4, 5202);
+    setUdpLength(mem, l4, UDP_HEADER_LEN + payload);
   } else {
     mem[l4] = 8; // ICMP echo request
   }
@@ -260,31 +263,23 @@ function packet(mem: Uint8Array, ip: number, src: number, dst: number, proto: nu
   return len;
 }
 
-/** The L4 checksum field of a packet: complete, or (partial) the pseudo-header sum left for offload. */
+/** Stores a packet's L4 checksum: complete, or (partial) the pseudo-header sum left for offload. */
 function l4Checksum(mem: Uint8Array, ip: number, len: number, partial: boolean): void {
-  const proto = mem[ip + 9];
-  const l4 = ip + 20;
-  const at = l4 + (proto === IPPROTO_TCP ? 16 : proto === IPPROTO_UDP ? 6 : 2);
-  const pseudo = proto === ICMP ? 0 : pseudoHeaderSumV4(
-    ((mem[ip + 12] << 24) | (mem[ip + 13] << 16) | (mem[ip + 14] << 8) | mem[ip + 15]) >>> 0,
-    ((mem[ip + 16] << 24) | (mem[ip + 17] << 16) | (mem[ip + 18] << 8) | mem[ip + 19]) >>> 0, proto, len - 20);
-  mem[at] = 0;
-  mem[at + 1] = 0;
-  const v = partial ? fold(pseudo) : ~fold(sum16(mem, l4, len - 20, pseudo)) & 0xffff;
-  mem[at] = v >>> 8;
-  mem[at + 1] = v & 0xff;
+  const proto = protocol(mem, ip);
+  const at = ip + ipv4Ihl(mem, ip) + l4ChecksumOffset(proto);
+  put16(mem, at, partial ? fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), proto, len - ipv4Ihl(mem, ip))) : l4ChecksumV4(mem, ip));
 }
+
+/** The TUN side of a loop: slots the made-up packets are laid out in. */
+type TunSlots = Pick<ForwardLoop, 'txMem' | 'txSlot' | 'tunLens' | 'tunBatch'>;
 
 /**
  * Fills `loop`'s TUN slots with one round of traffic from `src` to `dst` and returns how many
  * packets, appending their payload bytes to `expect`. Offloaded loops get a TCP super-packet
  * (partial checksum, as a TSO device hands it over), small TCP segments of one flow, small UDP
  * datagrams of one flow (both partial) and an ICMP echo; plain loops get the same without the
- * super-packet, all with complete checksums.
+ * super-packet, all with complete checksums. Then what must be dropped, where there is room.
  */
-/** The TUN side of a loop: slots the made-up packets are laid out in. */
-type TunSlots = Pick<ForwardLoop, 'txMem' | 'txSlot' | 'tunLens' | 'tunBatch'>;
-
 function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Streams, count: { delivered: number }): number {
   const mem = loop.txMem;
   let n = 0;
@@ -297,9 +292,9 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
     const ip = base + ENCAP_HEADROOM;
     const len = packet(mem, ip, src, dst, proto, payload, round + n * 13, seq, flags);
     if (vnet) {
-      const partial = proto !== ICMP;
-      if (superMss > 0) writeGso(mem, vh, VNET_GSO_TCPV4, 40, superMss, 20, 16);
-      else if (partial) writePartial(mem, vh, 20, proto === IPPROTO_TCP ? 16 : 6);
+      const partial = proto !== IPPROTO_ICMP;
+      if (superMss > 0) writeGso(mem, vh, VNET_GSO_TCPV4, TCP_IP_HEADERS, superMss, IPV4_MIN_HEADER_LEN, TCP_CHECKSUM_OFF);
+      else if (partial) writePartial(mem, vh, IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
       else writeNone(mem, vh);
       l4Checksum(mem, ip, len, partial);
       loop.tunLens[n] = len + VNET_HDR_LEN;
@@ -307,8 +302,7 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
       l4Checksum(mem, ip, len, false);
       loop.tunLens[n] = len;
     }
-    const hl = proto === IPPROTO_TCP ? 20 : 8;
-    expect.of(proto).add(mem, ip + 20 + hl, payload);
+    expect.of(proto).add(mem, ip + IPV4_MIN_HEADER_LEN + l4HeaderLen(mem, ip + IPV4_MIN_HEADER_LEN, proto), payload);
     count.delivered += superMss > 0 ? Math.ceil(payload / superMss) : 1;
     n++;
   };
@@ -335,7 +329,7 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
       n++;
     }
   };
-  const mss = mtu - 40;
+  const mss = mtu - TCP_IP_HEADERS;
   const segments = superSegments(mtu);
   let seq = (round * 0x10000) >>> 0;
   if (vnet) {
@@ -344,7 +338,7 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
   }
   for (let i = 0; i < SMALL_TCP; i++, seq = (seq + 100) >>> 0) put(IPPROTO_TCP, 100, seq, TCP_ACK, 0);
   for (let i = 0; i < SMALL_UDP; i++) put(IPPROTO_UDP, 64, 0, 0, 0);
-  put(ICMP, 56, 0, 0, 0);
+  put(IPPROTO_ICMP, 56, 0, 0, 0);
   dropped();
   return n;
 }
@@ -386,6 +380,15 @@ export async function rehearse(o: RehearsalOptions): Promise<RehearsalResult> {
   const r = await rehearseInMemory(o);
   if (note !== undefined) r.note = note;
   return r;
+}
+
+/** One made-up node: a ForwardLoop shaped like the worker's, on `io`, with one peer. */
+async function madeUpNode(o: RehearsalOptions, io: LoopResources, own: number, mac: Uint8Array, port: number, peer: PeerEntry): Promise<{ loop: ForwardLoop; ctx: DataplaneContext }> {
+  const table = new PeerTable(4);
+  await table.publish([peer]);
+  const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, port, o.flowSockets, scratchCounters());
+  const loop = new ForwardLoop(0, ctx, io, o.batchSize, new SharedArrayBuffer(CONTROL_WORDS * 4), { ...o.features });
+  return { loop, ctx };
 }
 
 function newResult(mode: RehearsalResult['mode']): RehearsalResult {
@@ -436,11 +439,8 @@ async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<R
   }
 
   const side = async (s: typeof sa, peerPort: number, own: number, peerNet: number, mac: Uint8Array, peerMac: Uint8Array) => {
-    const table = new PeerTable(4);
-    await table.publish([{ net: peerNet, prefix: 24, vtepIP: LOOPBACK, vtepMAC: peerMac }]);
-    const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, peerPort, o.flowSockets, scratchCounters());
-    const loop = new ForwardLoop(0, ctx, { tunFd: s.tun, rxFd: s.rx, sendFds: s.send, wakeFd: -1, rehearsal: undefined },
-      o.batchSize, new SharedArrayBuffer(CONTROL_WORDS * 4), { ...o.features });
+    const { loop, ctx } = await madeUpNode(o, { tunFd: s.tun, rxFd: s.rx, sendFds: s.send, wakeFd: -1, rehearsal: undefined },
+      own, mac, peerPort, { net: peerNet, prefix: 24, vtepIP: LOOPBACK, vtepMAC: peerMac });
     const stage: TunSlots = { txMem: new Uint8Array(loop.tunBatch * loop.txSlot), txSlot: loop.txSlot, tunLens: new Int32Array(loop.tunBatch), tunBatch: loop.tunBatch };
     return { loop, ctx, stage, driver: s.driver, send: s.send, sink: new Sink(o.features.vnet) };
   };
@@ -458,9 +458,9 @@ async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<R
   const headroom = vnet ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
   // VXLAN header with the wrong VNI, inner Ethernet, an ICMP packet.
   const wrongVni = new Uint8Array(ENCAP_HEADROOM + 28);
-  wrongVni.set([0x08, 0, 0, 0, (o.vni >>> 16) & 0xff, (o.vni >>> 8) & 0xff, (o.vni & 0xff) ^ 1, 0]);
-  wrongVni[ENCAP_HEADROOM - 2] = 0x08;
-  packet(wrongVni, ENCAP_HEADROOM, NET_A + 2, NET_B + 2, ICMP, 0, 0, 0, 0);
+  writeHeader(wrongVni, 0, o.vni ^ 1);
+  put16(wrongVni, VXLAN_HEADER_LEN + ETH_TYPE_OFF, ETHERTYPE_IPV4);
+  packet(wrongVni, ENCAP_HEADROOM, NET_A + 2, NET_B + 2, IPPROTO_ICMP, 0, 0, 0, 0);
   const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, where: string): void => {
     const n = fillRound(from.stage, vnet, o.mtu, src, dst, r.rounds, want, count);
     r.packetsIn += count.delivered;
@@ -517,20 +517,12 @@ function playRounds(o: RehearsalOptions, r: RehearsalResult, a: { sink: Sink; ct
   return r;
 }
 
-function errnoName(errno: number): string {
-  return osConstants.errno ? (Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`) : `errno ${errno}`;
-}
-
 /** The rehearsal without fds: each loop's sends and writes are handed over in memory. */
 async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
   const side = async (own: number, peerNet: number, peerVtep: number, peerMac: Uint8Array, mac: Uint8Array): Promise<{ loop: ForwardLoop; sink: Sink; ctx: DataplaneContext }> => {
-    const table = new PeerTable(4);
-    await table.publish([{ net: peerNet, prefix: 24, vtepIP: peerVtep, vtepMAC: peerMac }]);
-    const ctx = dataplaneContext(table, o.vni, mac, own, o.mtu, o.port, o.flowSockets, scratchCounters());
     const sink = new Sink(o.features.vnet);
-    const features = { ...o.features };
-    const loop = new ForwardLoop(0, ctx, { tunFd: -1, rxFd: -1, sendFds: new Int32Array(o.flowSockets).fill(-1), wakeFd: -1, rehearsal: sink },
-      o.batchSize, new SharedArrayBuffer(CONTROL_WORDS * 4), features);
+    const { loop, ctx } = await madeUpNode(o, { tunFd: -1, rxFd: -1, sendFds: new Int32Array(o.flowSockets).fill(-1), wakeFd: -1, rehearsal: sink },
+      own, mac, o.port, { net: peerNet, prefix: 24, vtepIP: peerVtep, vtepMAC: peerMac });
     return { loop, sink, ctx };
   };
   const a = await side(NET_A, NET_B, VTEP_B, MAC_B, MAC_A);
