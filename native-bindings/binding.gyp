@@ -8,6 +8,7 @@
       "sources": [
         "src/addon.cc",
         "src/args.cc",
+        "src/csum.cc",
         "src/fd.cc",
         "src/iface.cc",
         "src/lock.cc",

@@ -10,6 +10,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "csum.h"
 
 
 namespace tulle {
@@ -43,7 +44,10 @@ Napi::Value UdpGsoProbe(const Napi::CallbackInfo& info) {
 // complemented. Sums native-endian 32-bit words in a 64-bit accumulator and swaps at the end
 // (the sum is byte-order independent up to that swap).
 uint32_t Sum16(const uint8_t* p, size_t len) {
-  uint64_t sum = 0;
+  size_t wide;
+  uint64_t sum = SumWide(p, len, &wide);
+  p += wide;
+  len -= wide;
   while (len >= 32) {
     uint32_t w[8];
     std::memcpy(w, p, sizeof w);

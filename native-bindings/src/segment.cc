@@ -9,6 +9,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "csum.h"
 
 namespace tulle {
 namespace {
@@ -48,9 +49,10 @@ uint64_t SumBE(const uint8_t* p, size_t len, uint64_t sum) {
 // Sums native-endian 32-bit halves of 8-byte loads: folded and byte-swapped once at the end, that
 // is the big-endian sum (the one's-complement sum does not depend on byte order but for a swap).
 uint64_t CopySum(uint8_t* dst, const uint8_t* src, size_t len) {
+  size_t i;
+  const uint64_t wide = CopySumWide(dst, src, len, &i);
   // Four independent accumulators over 32-byte blocks keep the adds off one dependency chain.
   uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  size_t i = 0;
   for (; i + 32 <= len; i += 32) {
     uint64_t v[4];
     std::memcpy(v, src + i, 32);
@@ -61,6 +63,8 @@ uint64_t CopySum(uint8_t* dst, const uint8_t* src, size_t len) {
     a3 += (v[3] & 0xffffffffu) + (v[3] >> 32);
   }
   uint64_t acc = a0 + a1 + a2 + a3;
+  // The wide sum is of 16-bit words: folded to 16 bits it adds to the 32-bit-word sums alike.
+  acc += wide;
   for (; i + 8 <= len; i += 8) {
     uint64_t v;
     std::memcpy(&v, src + i, 8);
@@ -121,6 +125,17 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
   const uint8_t flags0 = sth[13];
   // Pseudo-header without the length: addresses and protocol.
   const uint64_t pseudo = SumBE(sip + 12, 8, 6);
+  // Sums of the headers with the fields that differ per segment zeroed (IPv4 total length, ID and
+  // checksum; TCP sequence, flags and checksum): each segment adds its own values to these.
+  uint8_t tmpl[120];
+  std::memcpy(tmpl, sip, static_cast<size_t>(hlen));
+  std::memset(tmpl + 2, 0, 4);
+  std::memset(tmpl + 10, 0, 2);
+  std::memset(tmpl + ihl + 4, 0, 4);
+  tmpl[ihl + 13] = 0;
+  std::memset(tmpl + ihl + 16, 0, 2);
+  const uint64_t ip_base = SumBE(tmpl, static_cast<size_t>(ihl), 0);
+  const uint64_t tcp_base = SumBE(tmpl + ihl, static_cast<size_t>(thl), 0);
 
   uint8_t* w = base + out;
   const uint8_t* first = w;
@@ -131,17 +146,18 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
     uint8_t* dth = dip + ihl;
     std::memcpy(dip, sip, static_cast<size_t>(hlen));
     const uint64_t psum = CopySum(dth + thl, sth + thl + static_cast<size_t>(j) * mss, static_cast<size_t>(plen));
-    Put16(dip + 2, static_cast<uint16_t>(hlen + plen));
-    Put16(dip + 4, static_cast<uint16_t>(id0 + j));
-    Put16(dip + 10, 0);
-    Put16(dip + 10, static_cast<uint16_t>(~Fold(SumBE(dip, static_cast<size_t>(ihl), 0))));
-    Put32(dth + 4, seq0 + static_cast<uint32_t>(j) * static_cast<uint32_t>(mss));
+    const uint16_t tot = static_cast<uint16_t>(hlen + plen);
+    const uint16_t id = static_cast<uint16_t>(id0 + j);
+    Put16(dip + 2, tot);
+    Put16(dip + 4, id);
+    Put16(dip + 10, static_cast<uint16_t>(~Fold(ip_base + tot + id)));
+    const uint32_t seq = seq0 + static_cast<uint32_t>(j) * static_cast<uint32_t>(mss);
+    Put32(dth + 4, seq);
     uint8_t f = flags0;
     if (j < nseg - 1) f &= static_cast<uint8_t>(~(kTcpFin | kTcpPsh));
     if (j > 0) f &= static_cast<uint8_t>(~kTcpCwr);
     dth[13] = f;
-    Put16(dth + 16, 0);
-    const uint64_t s = pseudo + static_cast<uint64_t>(thl + plen) + SumBE(dth, static_cast<size_t>(thl), 0) + psum;
+    const uint64_t s = pseudo + static_cast<uint64_t>(thl + plen) + tcp_base + (seq >> 16) + (seq & 0xffff) + f + psum;
     Put16(dth + 16, static_cast<uint16_t>(~Fold(s)));
     w += prefix + hlen + plen;
   }
