@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
 
 #include "addon.h"
@@ -71,14 +72,16 @@ Napi::Value TunSetVnetHdrSize(const Napi::CallbackInfo& info) {
   return Int(a.env(), ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? NegErrno() : 0);
 }
 
-// Reads up to max packets into slots; see TunRead.
-int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int max) {
+// Reads up to max packets into slots, stopping early once max_bytes have been read; see TunRead.
+int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int max, int64_t max_bytes) {
   const size_t cap = static_cast<size_t>(slot - headroom);
   int n = 0;
-  while (n < max) {
+  int64_t bytes = 0;
+  while (n < max && bytes < max_bytes) {
     ssize_t r = read(fd, buf + static_cast<size_t>(n) * slot + headroom, cap);
     if (r >= 0) {
       lens[n++] = static_cast<int32_t>(r);
+      bytes += r;
       continue;
     }
     if (errno == EINTR) continue;
@@ -88,9 +91,9 @@ int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int m
   return n;
 }
 
-// tunRead(fd, buf, slotSize, headroom, lens, max) -> count | -errno.
+// tunRead(fd, buf, slotSize, headroom, lens, max[, maxBytes]) -> count | -errno.
 // Packet i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes; lens[i] is what
-// read() returned. A packet longer than the room is cut, and read() may report either the room or
+// read() returned. With maxBytes, no further packet is read once the batch holds that many bytes. A packet longer than the room is cut, and read() may report either the room or
 // the packet's full length: callers size slots one byte larger than any packet they accept and
 // drop any lens[i] >= slotSize - headroom.
 Napi::Value TunRead(const Napi::CallbackInfo& info) {
@@ -103,6 +106,9 @@ Napi::Value TunRead(const Napi::CallbackInfo& info) {
       !a.Int32(5, "max", &max)) {
     return Napi::Value();
   }
+  int32_t max_bytes = INT32_MAX;
+  if (a.Has(6) && !a.Int32(6, "maxBytes", &max_bytes)) return Napi::Value();
+  if (max_bytes < 1) return a.RangeError("maxBytes", "must be positive");
   if (max < 1 || max > kMaxBatch) return a.RangeError("max", "must be in 1..256");
   if (slot < 1) return a.RangeError("slotSize", "must be positive");
   if (headroom < 0 || headroom >= slot) return a.RangeError("headroom", "must be in 0..slotSize-1");
@@ -110,7 +116,7 @@ Napi::Value TunRead(const Napi::CallbackInfo& info) {
     return a.RangeError("buf", "is shorter than max * slotSize");
   }
   if (lens.len < static_cast<size_t>(max)) return a.RangeError("lens", "is shorter than max");
-  return Int(a.env(), ReadBatch(fd, buf.data, slot, headroom, lens.data, max));
+  return Int(a.env(), ReadBatch(fd, buf.data, slot, headroom, lens.data, max, max_bytes));
 }
 
 // tunWrite(fd, buf, offs, lens, count, stats) -> packets written.

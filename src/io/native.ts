@@ -111,7 +111,7 @@ export interface NativeAddon {
   tunSetQueue(fd: number, attach: boolean): number;
   tunSetOffload(fd: number, bits: number): number;
   tunSetVnetHdrSize(fd: number, size: number): number;
-  tunRead(fd: number, buf: Uint8Array, slotSize: number, headroom: number, lens: Int32Array, max: number): number;
+  tunRead(fd: number, buf: Uint8Array, slotSize: number, headroom: number, lens: Int32Array, max: number, maxBytes?: number): number;
   tunWrite(fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Int32Array): number;
   udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
   udpLocalPort(fd: number): number;
@@ -286,15 +286,18 @@ export function tunSetVnetHdrSize(fd: number, size: number): number {
  * of each slot are left as they were. `lens[i]` is read()'s result; a packet that does not fit is
  * cut, and read() may report either the capacity or the packet's full length, so size slots one
  * byte larger than any packet you accept and drop every `lens[i] >= capacity`. Returns the count
- * (0 when nothing is queued), or -errno when the first read fails otherwise.
+ * (0 when nothing is queued), or -errno when the first read fails otherwise. With `maxBytes`, no
+ * further packet is read once the batch holds that many bytes (the last one read may pass it).
  */
 export function tunRead(
-  fd: number, buf: Uint8Array, slotSize: number, headroom: number, lens: Int32Array, max: number,
+  fd: number, buf: Uint8Array, slotSize: number, headroom: number, lens: Int32Array, max: number, maxBytes?: number,
 ): number {
   fdArg('tunRead', fd);
   slots('tunRead', buf, slotSize, headroom, max);
   typed('tunRead', 'lens', lens, Int32Array, max, 'max');
-  return nativeAddon.tunRead(fd, buf, slotSize, headroom, lens, max);
+  if (maxBytes === undefined) return nativeAddon.tunRead(fd, buf, slotSize, headroom, lens, max);
+  int('tunRead', 'maxBytes', maxBytes, 1, INT32_MAX);
+  return nativeAddon.tunRead(fd, buf, slotSize, headroom, lens, max, maxBytes);
 }
 
 /**

@@ -98,6 +98,18 @@ describe('native I/O in a fresh namespace', () => {
     ]);
   });
 
+  test('TUN: a read batch stops at the packet that reaches its byte budget', () => {
+    const r = runCase('tun-budget');
+    expect(r.sent).toBe(10);
+    expect(r.received).toBe(10);
+    // A batch may end short of the budget on an empty queue; none goes past the packet that
+    // reaches 300 bytes, and with 10 queued at once some batch stops there (3 × 128 bytes).
+    const batches = r.batches as number[][];
+    for (const b of batches) expect(b.slice(0, -1).reduce((x, y) => x + y, 0)).toBeLessThan(300);
+    expect(batches.some((b) => b.length === 3 && b.every((n) => n === 128))).toBe(true);
+    expect(r.badBudget).toBe('RangeError: tunRead: maxBytes must be positive');
+  });
+
   test('UDP: 100 datagrams over 2 sockets in one udpSend arrive intact, in order per socket, in batches; a UDP_SEGMENT message counts its datagrams', () => {
     const r = runCase('udp-batch');
     expect(r.sent).toBe(100);

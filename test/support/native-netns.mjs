@@ -318,7 +318,47 @@ function reusePort() {
   };
 }
 
-const CASES = { tun, 'udp-batch': udpBatch, 'udp-trunc': udpTrunc, 'reuse-port': reusePort };
+/**
+ * tunRead's byte budget: 10 routed datagrams of 128 bytes (IP) read with max 8 and maxBytes 300
+ * come out in batches that stop at the packet reaching 300 bytes. Reports each batch's lengths
+ * (the kernel's own packets on a new link, IPv6, may come along).
+ */
+function tunBudget() {
+  const q = native.openTun('tl2', native.IFF_TUN | native.IFF_NO_PI);
+  execFileSync('ip', ['addr', 'add', '10.99.0.1/24', 'dev', 'tl2']);
+  execFileSync('ip', ['link', 'set', 'tl2', 'up']);
+  const fd = native.openUdp(TUN_IP, 0, false, 0);
+  const COUNT = 10;
+  const PAYLOAD = 100;
+  const out = new Uint8Array(COUNT * PAYLOAD);
+  const stats = new Int32Array(native.STATS_LEN);
+  const sent = native.udpSend(
+    new Int32Array([fd]), out, Int32Array.from({ length: COUNT }, (_, i) => i * PAYLOAD), new Int32Array(COUNT).fill(PAYLOAD),
+    new Uint8Array(COUNT), new Uint32Array(COUNT).fill(PEER_IP), new Uint16Array(COUNT).fill(5555), COUNT, stats,
+  );
+  const SLOT = 2048;
+  const rx = new Uint8Array(SLOT * 8);
+  const lens = new Int32Array(8);
+  const batches = [];
+  let received = 0;
+  pump([q], (fd) => {
+    for (;;) {
+      const n = native.tunRead(fd, rx, SLOT, 0, lens, 8, 300);
+      if (n <= 0) break;
+      for (let i = 0; i < n; i++) if (lens[i] === IPV4_HEADER_LEN + UDP_HEADER_LEN + PAYLOAD && rx[i * SLOT + 9] === IPPROTO_UDP) received++;
+      batches.push([...lens.subarray(0, n)]);
+    }
+  }, () => received >= COUNT);
+  let badBudget = null;
+  try {
+    native.nativeAddon.tunRead(q, rx, SLOT, 0, lens, 8, 0);
+  } catch (e) {
+    badBudget = `${e.name}: ${e.message}`;
+  }
+  return { sent, received, batches, badBudget };
+}
+
+const CASES = { tun, 'tun-budget': tunBudget, 'udp-batch': udpBatch, 'udp-trunc': udpTrunc, 'reuse-port': reusePort };
 const run = CASES[process.argv[2]];
 if (!run) {
   process.stderr.write(`usage: native-netns.mjs ${Object.keys(CASES).join('|')}\n`);
