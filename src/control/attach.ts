@@ -46,6 +46,12 @@ export interface AttachPodOptions {
   /** The node's pod gateway address (e.g. 10.244.1.1), put as /32 on each host end. */
   gatewayIp: string;
   mtu: number;
+  /**
+   * The pod end's gso_max_segs: the most segments the pod's TCP puts in one super-packet. The
+   * agent sets what one UDP_SEGMENT message holds at this MTU, so each super-packet leaves the
+   * node as one message (see segmentsPerMessage). Kernel default when absent.
+   */
+  gsoMaxSegs?: number | undefined;
   /** MACs to give the two ends; the kernel picks random ones when absent. */
   podMac?: string | undefined;
   hostMac?: string | undefined;
@@ -131,6 +137,9 @@ function validate(o: AttachPodOptions): void {
   if (!Number.isInteger(o.mtu) || o.mtu < MIN_MTU || o.mtu > MAX_MTU) {
     throw new RangeError(`invalid MTU ${JSON.stringify(o.mtu)} (${MIN_MTU}..${MAX_MTU})`);
   }
+  if (o.gsoMaxSegs !== undefined && (!Number.isInteger(o.gsoMaxSegs) || o.gsoMaxSegs < 1 || o.gsoMaxSegs > 65535)) {
+    throw new RangeError(`invalid gso_max_segs ${JSON.stringify(o.gsoMaxSegs)} (1..65535)`);
+  }
   for (const mac of [o.podMac, o.hostMac]) {
     if (mac !== undefined && !MAC_RE.test(mac)) throw new RangeError(`invalid MAC ${JSON.stringify(mac)}`);
   }
@@ -150,8 +159,9 @@ function podScript(o: AttachPodOptions): string {
   const nodeRef = o.nodeNs ?? String(process.pid);
   const podAddr = o.podMac ? ` address ${o.podMac}` : '';
   const hostAddr = o.hostMac ? ` address ${o.hostMac}` : '';
+  const segs = o.gsoMaxSegs !== undefined ? ` gso_max_segs ${o.gsoMaxSegs}` : '';
   const lines = [
-    `link add ${o.ifname} mtu ${mtu}${podAddr} type veth peer name ${o.hostIfname} mtu ${mtu}${hostAddr} netns ${nodeRef}`,
+    `link add ${o.ifname} mtu ${mtu}${podAddr}${segs} type veth peer name ${o.hostIfname} mtu ${mtu}${hostAddr} netns ${nodeRef}`,
     `addr add ${o.podIp}/${o.prefixLen ?? 32} dev ${o.ifname} noprefixroute`,
     `link set ${o.ifname} up`,
     `route add ${o.gatewayIp} dev ${o.ifname} scope link`,

@@ -27,6 +27,7 @@ import {
 } from '../cni/protocol.js';
 import type { ApiServer } from './api.js';
 import { attachPod, detachPod, type PodRoute } from './attach.js';
+import { segmentsPerMessage } from '../dataplane/segment.js';
 import type { Cidr } from './config.js';
 import { compareEndpoint } from './endpoint-check.js';
 import { type EndpointRecord, digest, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
@@ -172,7 +173,8 @@ export class Endpoints {
         const hostIfname = hostIfnameFor(req);
         const wired = await attachPod({
           podNetnsPath: nsPath, ifname: req.ifname, hostIfname, podIp: formatIpv4(addr), prefixLen: prefix,
-          gatewayIp: formatIpv4(gateway), mtu: node.mtu, podMac: formatMac(randomLocalMac()), hostMac: formatMac(randomLocalMac()), routes,
+          gatewayIp: formatIpv4(gateway), mtu: node.mtu, gsoMaxSegs: segmentsPerMessage(node.mtu),
+          podMac: formatMac(randomLocalMac()), hostMac: formatMac(randomLocalMac()), routes,
         });
         undo.push({ what: `delete veth ${hostIfname}`, run: () => detachPod({ ifname: req.ifname, hostIfname }) });
         const rec: EndpointRecord = {

@@ -39,6 +39,17 @@ export const VNET_READ_HEADROOM = ENCAP_HEADROOM - VNET_HDR_LEN;
 export const GSO_MAX_SEGMENTS = 64;
 export const GSO_MAX_BYTES = 65507;
 
+/**
+ * How many full-size segments of an inner MTU of `mtu` one UDP_SEGMENT message holds (each
+ * datagram is VXLAN + Ethernet + the inner packet): 44 at 1450. A TCP super-packet of at most this
+ * many segments leaves in one message, and arrives as one UDP_GRO receive and one TUN write; one
+ * segment more takes a second of each. The agent caps pods' super-packets at this (gso_max_segs
+ * on the pod's interface).
+ */
+export function segmentsPerMessage(mtu: number): number {
+  return Math.max(1, Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / (ENCAP_HEADROOM + mtu))));
+}
+
 /** What the segmenter needs besides the packets. */
 export interface SegmentArea {
   /** The worker's egress memory (TUN slots and segment area). */

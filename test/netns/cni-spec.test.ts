@@ -113,6 +113,8 @@ describe.each(SUPPORTED_VERSIONS)('spec version %s', (v) => {
       // The kernel agrees: overlay MTU, address, default route via the node; the node's /32 route.
       const link = JSON.parse(await run('ip', ['-n', c.ns, '-j', 'addr', 'show', 'dev', 'eth0']))[0];
       expect(link.mtu).toBe(1450);
+      // Super-packets of at most what one UDP_SEGMENT message holds at 1450: 44 datagrams of 1472 bytes.
+      expect(JSON.parse(await run('ip', ['-n', c.ns, '-d', '-j', 'link', 'show', 'dev', 'eth0']))[0].gso_max_segs).toBe(44);
       expect(link.address).toBe(pod!.mac);
       expect(link.addr_info.map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`)).toContain(ip.address);
       expect(await podRoutes(c.ns)).toMatch(/^default via 10\.244\.1\.1 dev eth0/m);

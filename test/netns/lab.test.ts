@@ -107,7 +107,10 @@ test('attachPod undoes a half-done attach; detachPod is idempotent', async () =>
     await expect(run('ip', ['-n', node, 'link', 'show', 'veth-p1'])).rejects.toThrow(/does not exist/);
     await expect(run('ip', ['-n', pod, 'link', 'show', 'eth0'])).rejects.toThrow(/does not exist/);
     await run('ip', ['-n', pod, 'route', 'del', 'default']);
-    const r = await attachPod(opts);
+    await expect(attachPod({ ...opts, gsoMaxSegs: 0 })).rejects.toThrow('invalid gso_max_segs 0 (1..65535)');
+    await expect(run('ip', ['-n', pod, 'link', 'show', 'eth0'])).rejects.toThrow(/does not exist/);
+    const r = await attachPod({ ...opts, gsoMaxSegs: 44 });
+    expect(JSON.parse(await run('ip', ['-n', pod, '-d', '-j', 'link', 'show', 'dev', 'eth0']))[0].gso_max_segs).toBe(44);
     expect(r.podMac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
     expect(await nsRun(pod, 'ip', ['-4', 'addr', 'show', 'dev', 'eth0'])).toContain('10.244.1.2/32');
     expect(await nsRun(node, 'ip', ['route', 'get', '10.244.1.2'])).toContain('dev veth-p1');

@@ -11,7 +11,7 @@ import { ChecksumJobs } from '../../../src/dataplane/csum-jobs.js';
 import { CoalesceScratch, coalesceBatch } from '../../../src/dataplane/coalesce.js';
 import { decapBatch } from '../../../src/dataplane/decap.js';
 import { PeerTable } from '../../../src/dataplane/peers.js';
-import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea, type TcpSegmenter } from '../../../src/dataplane/segment.js';
+import { VNET_READ_HEADROOM, segmentBatch, segmentsPerMessage, type SegmentArea, type TcpSegmenter } from '../../../src/dataplane/segment.js';
 import { tcpSegmentJs } from '../../../src/dataplane/tcp-segment.js';
 import { flowHashV4 } from '../../../src/dataplane/flowhash.js';
 import { nativeAddon, tcpSegment } from '../../../src/io/native.js';
@@ -165,6 +165,15 @@ describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) 
     expect(vnet.vnetFlags(rx, fin.offs[2])).toBe(vnet.VNET_F_NEEDS_CSUM);
     expect(vnet.csumStart(rx, fin.offs[2])).toBe(20);
     expect(vnet.csumOffset(rx, fin.offs[2])).toBe(16);
+  });
+});
+
+describe('segmentsPerMessage', () => {
+  it('is what one UDP_SEGMENT message of full-size VXLAN datagrams holds, at most 64', () => {
+    expect(segmentsPerMessage(1450)).toBe(44); // 44 x 1472 = 64768 <= 65507 < 45 x 1472
+    expect(segmentsPerMessage(8950)).toBe(7);
+    expect(segmentsPerMessage(576)).toBe(64);
+    expect(segmentsPerMessage(65535)).toBe(1);
   });
 });
 
