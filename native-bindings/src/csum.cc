@@ -19,27 +19,9 @@ __attribute__((target("avx2"))) uint64_t Lanes(__m256i acc) {
   return s;
 }
 
-__attribute__((target("avx2"))) uint64_t SumAvx2(const uint8_t* p, size_t len, size_t* done) {
-  const __m256i zero = _mm256_setzero_si256();
-  uint64_t total = 0;
-  size_t i = 0;
-  while (i + 64 <= len) {
-    __m256i acc0 = zero, acc1 = zero;
-    for (size_t k = 0; k < kFlushSteps && i + 64 <= len; k++, i += 64) {
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 32));
-      acc0 = _mm256_add_epi32(acc0, _mm256_unpacklo_epi16(a, zero));
-      acc1 = _mm256_add_epi32(acc1, _mm256_unpackhi_epi16(a, zero));
-      acc0 = _mm256_add_epi32(acc0, _mm256_unpacklo_epi16(b, zero));
-      acc1 = _mm256_add_epi32(acc1, _mm256_unpackhi_epi16(b, zero));
-    }
-    total += Lanes(acc0) + Lanes(acc1);
-  }
-  *done = i;
-  return total;
-}
-
-__attribute__((target("avx2"))) uint64_t CopySumAvx2(uint8_t* dst, const uint8_t* src, size_t len, size_t* done) {
+// The sum of src[0, len) rounded down to 64 bytes, copying what it covers to dst when kCopy.
+template <bool kCopy>
+__attribute__((target("avx2"))) uint64_t Avx2(uint8_t* dst, const uint8_t* src, size_t len, size_t* done) {
   const __m256i zero = _mm256_setzero_si256();
   uint64_t total = 0;
   size_t i = 0;
@@ -48,8 +30,10 @@ __attribute__((target("avx2"))) uint64_t CopySumAvx2(uint8_t* dst, const uint8_t
     for (size_t k = 0; k < kFlushSteps && i + 64 <= len; k++, i += 64) {
       const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
       const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), a);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i + 32), b);
+      if (kCopy) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), a);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i + 32), b);
+      }
       acc0 = _mm256_add_epi32(acc0, _mm256_unpacklo_epi16(a, zero));
       acc1 = _mm256_add_epi32(acc1, _mm256_unpackhi_epi16(a, zero));
       acc0 = _mm256_add_epi32(acc0, _mm256_unpacklo_epi16(b, zero));
@@ -68,7 +52,7 @@ uint64_t SumWide(const uint8_t* p, size_t len, size_t* done) {
     *done = 0;
     return 0;
   }
-  return SumAvx2(p, len, done);
+  return Avx2<false>(nullptr, p, len, done);
 }
 
 uint64_t CopySumWide(uint8_t* dst, const uint8_t* src, size_t len, size_t* done) {
@@ -76,7 +60,7 @@ uint64_t CopySumWide(uint8_t* dst, const uint8_t* src, size_t len, size_t* done)
     *done = 0;
     return 0;
   }
-  return CopySumAvx2(dst, src, len, done);
+  return Avx2<true>(dst, src, len, done);
 }
 
 }  // namespace tulle

@@ -45,7 +45,7 @@ export const POLL_TIMEOUT_MS = 250;
 export const MAX_BATCHES_PER_WAKE = 32;
 /** Largest IPv4 packet (and so TUN super-packet) plus the virtio-net header. */
 const MAX_TUN_READ = 0xffff + VNET_HDR_LEN;
-/** TUN packets per read batch: with UDP_SEGMENT a super-packet is one or two messages; without, up to ~47. */
+/** TUN packets per read batch: with UDP_SEGMENT a super-packet is one message (two if it has more segments than one holds); without, up to ~47. */
 const TUN_BATCH_GSO = 16;
 const TUN_BATCH_NO_GSO = 4;
 /**
