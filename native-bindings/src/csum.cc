@@ -1,11 +1,22 @@
 #include "csum.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define TULLE_AVX2 1
 #include <immintrin.h>
+#endif
 
 namespace tulle {
+
+#ifdef TULLE_AVX2
 namespace {
 
-const bool kAvx2 = __builtin_cpu_supports("avx2");
+bool HaveAvx2() {
+  static const bool have = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return have;
+}
 
 // Each 64-byte step adds at most 2 * 0xffff to a 32-bit lane: lanes are flushed into the 64-bit
 // total every kFlushSteps steps, far before they could overflow.
@@ -48,7 +59,7 @@ __attribute__((target("avx2"))) uint64_t Avx2(uint8_t* dst, const uint8_t* src, 
 }  // namespace
 
 uint64_t SumWide(const uint8_t* p, size_t len, size_t* done) {
-  if (!kAvx2) {
+  if (!HaveAvx2()) {
     *done = 0;
     return 0;
   }
@@ -56,11 +67,25 @@ uint64_t SumWide(const uint8_t* p, size_t len, size_t* done) {
 }
 
 uint64_t CopySumWide(uint8_t* dst, const uint8_t* src, size_t len, size_t* done) {
-  if (!kAvx2) {
+  if (!HaveAvx2()) {
     *done = 0;
     return 0;
   }
   return Avx2<true>(dst, src, len, done);
 }
+
+#else  // no AVX2 on this architecture: the callers' scalar loops do all of it
+
+uint64_t SumWide(const uint8_t*, size_t, size_t* done) {
+  *done = 0;
+  return 0;
+}
+
+uint64_t CopySumWide(uint8_t*, const uint8_t*, size_t, size_t* done) {
+  *done = 0;
+  return 0;
+}
+
+#endif
 
 }  // namespace tulle

@@ -93,9 +93,10 @@ int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int m
 
 // tunRead(fd, buf, slotSize, headroom, lens, max[, maxBytes]) -> count | -errno.
 // Packet i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes; lens[i] is what
-// read() returned. With maxBytes, no further packet is read once the batch holds that many bytes. A packet longer than the room is cut, and read() may report either the room or
-// the packet's full length: callers size slots one byte larger than any packet they accept and
-// drop any lens[i] >= slotSize - headroom.
+// read() returned. With maxBytes, no further packet is read once the batch holds that many
+// bytes. A packet longer than the room is cut, and read() may report either the room or the
+// packet's full length: callers size slots one byte larger than any packet they accept and drop
+// any lens[i] >= slotSize - headroom.
 Napi::Value TunRead(const Napi::CallbackInfo& info) {
   Args a(info, "tunRead");
   int32_t fd, slot, headroom, max;

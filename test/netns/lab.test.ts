@@ -107,8 +107,10 @@ test('attachPod undoes a half-done attach; detachPod is idempotent', async () =>
     await expect(run('ip', ['-n', node, 'link', 'show', 'veth-p1'])).rejects.toThrow(/does not exist/);
     await expect(run('ip', ['-n', pod, 'link', 'show', 'eth0'])).rejects.toThrow(/does not exist/);
     await run('ip', ['-n', pod, 'route', 'del', 'default']);
+    // A bad value is refused before anything is created.
     await expect(attachPod({ ...opts, gsoMaxSegs: 0 })).rejects.toThrow('invalid gso_max_segs 0 (1..65535)');
     await expect(run('ip', ['-n', pod, 'link', 'show', 'eth0'])).rejects.toThrow(/does not exist/);
+    await expect(run('ip', ['-n', node, 'link', 'show', 'veth-p1'])).rejects.toThrow(/does not exist/);
     const r = await attachPod({ ...opts, gsoMaxSegs: 44 });
     expect(JSON.parse(await run('ip', ['-n', pod, '-d', '-j', 'link', 'show', 'dev', 'eth0']))[0].gso_max_segs).toBe(44);
     expect(r.podMac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);

@@ -44,6 +44,15 @@ describe('csumBatch sums as sum16 does', () => {
     for (let i = 0; i < k; i++) expect(sums[i], `length ${lens[i]} at ${offs[i]}`).toBe(fold(sum16(buf, offs[i], lens[i])));
   });
 
+  it('a range longer than the wide loop sums between two flushes of its lanes (256 KB)', () => {
+    const buf = new Uint8Array(600_001).fill(0xff);
+    buf.set(bytes(1000, 99, false), 300_000);
+    const sums = new Uint32Array(2);
+    csumBatch(buf, Int32Array.of(0, 1), Int32Array.of(600_000, 599_999), sums, 2);
+    expect(sums[0]).toBe(fold(sum16(buf, 0, 600_000)));
+    expect(sums[1]).toBe(fold(sum16(buf, 1, 599_999)));
+  });
+
   it('all-0xff data (every word 0xffff) and all-zero data', () => {
     for (const fill of [0xff, 0]) {
       const buf = new Uint8Array(65536).fill(fill);
@@ -65,10 +74,13 @@ describe('tcpSegment copies and sums random payloads as tcpSegmentJs does', () =
       const total = 52 + payload;
       mem[ip + 2] = total >> 8;
       mem[ip + 3] = total & 0xff;
+      mem[ip + 4] = 0xff; // ID 0xffff: wraps to 0 on the second segment
+      mem[ip + 5] = 0xff;
       mem[ip + 8] = 64;
       mem[ip + 9] = 6;
       mem.set([10, 244, 1, 2, 10, 244, 2, 2], ip + 12);
       updateHeaderChecksum(mem, ip);
+      mem.set([0xff, 0xff, 0xf0, 0x00], ip + 20 + 4); // sequence number wraps inside the packet
       mem[ip + 20 + 12] = 8 << 4; // 32-byte TCP header
       mem[ip + 20 + 13] = 0x18;
       return mem;
