@@ -40,14 +40,15 @@ export const GSO_MAX_SEGMENTS = 64;
 export const GSO_MAX_BYTES = 65507;
 
 /**
- * How many full-size segments of an inner MTU of `mtu` one UDP_SEGMENT message holds (each
- * datagram is VXLAN + Ethernet + the inner packet): 44 at 1450. A TCP super-packet of at most this
- * many segments leaves in one message, and arrives as one UDP_GRO receive and one TUN write; one
- * segment more takes a second of each. The agent caps pods' super-packets at this (gso_max_segs
- * on the pod's interface).
+ * How many datagrams carrying an inner packet of `packetLen` bytes one UDP_SEGMENT message holds
+ * (each is VXLAN + Ethernet + the packet), at least 1: 44 for full-size packets at an MTU of 1450.
+ * A TCP super-packet of at most this many segments leaves in one message, and arrives as one
+ * UDP_GRO receive and one TUN write; one segment more takes a second of each. segmentBatch cuts
+ * messages by it, and the agent caps pods' super-packets at it (gso_max_segs on the pod's
+ * interface).
  */
-export function segmentsPerMessage(mtu: number): number {
-  return Math.max(1, Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / (ENCAP_HEADROOM + mtu))));
+export function segmentsPerMessage(packetLen: number): number {
+  return Math.max(1, Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / (ENCAP_HEADROOM + packetLen))));
 }
 
 /** What the segmenter needs besides the packets. */
@@ -194,7 +195,7 @@ export function segmentBatch(
     const payload = len - hlen;
     const nseg = Math.ceil(payload / mss);
     const segFull = ENCAP_HEADROOM + hlen + mss;
-    const perMsg = area.gso ? Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / segFull)) : 1;
+    const perMsg = area.gso ? segmentsPerMessage(hlen + mss) : 1;
     const need = nseg * (ENCAP_HEADROOM + hlen) + payload;
     if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity) {
       if (k > 0) break; // send what there is, then resume with this packet

@@ -262,23 +262,24 @@ export class ForwardLoop {
       if (n < 0) throw new SysError(-n, 'read', `TUN queue of worker ${this.id}`);
       return false;
     }
-    let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += this.tunLens[i];
-    this.fromTun(half, n, onFallback);
-    return n === max || bytes >= this.tunBudget;
+    return this.fromTun(half, n, onFallback) >= this.tunBudget || n === max;
   }
 
-  /** Forwards the `n` packets in the TUN slots (lengths in tunLens) to the underlay. */
-  fromTun(half: number, n: number, onFallback: (what: string) => void): void {
+  /**
+   * Forwards the `n` packets in the TUN slots (lengths in tunLens) to the underlay. Returns the
+   * bytes read, which the offloaded loop's read budget counts; 0 without offloads, where
+   * encapBatch counts the packets and reads have no byte budget.
+   */
+  fromTun(half: number, n: number, onFallback: (what: string) => void): number {
     if (this.area === undefined) {
       if (encapBatch(this.ctx, half, this.txMem, this.txSlot, this.tunLens, n, this.sends) > 0) this.send(this.txMem, this.sends, false);
-      return;
+      return 0;
     }
     const c = this.ctx.counters;
-    for (let i = 0; i < n; i++) {
-      c[C.tun_rx_packets]++;
-      c[C.tun_rx_bytes] += this.tunLens[i] - VNET_HDR_LEN;
-    }
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += this.tunLens[i];
+    c[C.tun_rx_packets] += n;
+    c[C.tun_rx_bytes] += bytes - n * VNET_HDR_LEN;
     // Usually one round; more when the batch's segments outgrow one send (small MSS, no GSO).
     for (let from = 0; from < n; ) {
       from = segmentBatch(this.ctx, half, this.area, this.tunLens, from, n, this.sends, this.txJobs);
@@ -296,6 +297,7 @@ export class ForwardLoop {
         onFallback('UDP_SEGMENT refused with EIO; sending single datagrams');
       }
     }
+    return bytes;
   }
 
   /** One underlay batch in to the TUN device. Returns the number of messages received. */

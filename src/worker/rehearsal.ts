@@ -490,17 +490,22 @@ async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<R
       if (k <= 0) break;
       to.sink.written(back, backOffs, backLens, k);
     }
-    if (r.mismatch === null) {
-      const d = to.sink.mismatch ?? want.difference(to.sink.out);
-      if (d !== null) r.mismatch = `${where}, round ${r.rounds}: ${d}`;
-    }
-    to.sink.out.reset();
-    want.reset();
+    compareRound(r, want, to.sink, where);
   };
   return playRounds(o, r, a, b, () => {
     oneWay(a, b, NET_A + 2, NET_B + 2, 'A to B');
     oneWay(b, a, NET_B + 2, NET_A + 2, 'B to A');
   });
+}
+
+/** Records the round's first difference between what was read and what `got` wrote, then clears both for the next round. */
+function compareRound(r: RehearsalResult, want: Streams, got: Sink, where: string): void {
+  if (r.mismatch === null) {
+    const d = got.mismatch ?? want.difference(got.out);
+    if (d !== null) r.mismatch = `${where}, round ${r.rounds}: ${d}`;
+  }
+  got.out.reset();
+  want.reset();
 }
 
 /** Plays `round` until the round count or the time budget runs out, then adds up both sides. */
@@ -537,14 +542,6 @@ async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
   const expectAtA = new Streams();
   const r = newResult('in memory');
   const noFallback = (): void => undefined;
-  const compare = (want: Streams, got: Sink, where: string): void => {
-    if (r.mismatch === null) {
-      const d = got.mismatch ?? want.difference(got.out);
-      if (d !== null) r.mismatch = `${where}, round ${r.rounds}: ${d}`;
-    }
-    got.out.reset();
-    want.reset();
-  };
   const oneWay = (from: typeof a, to: typeof a, src: number, dst: number, want: Streams, where: string): void => {
     const n = fillRound(from.loop, vnet, o.mtu, src, dst, r.rounds, want, count);
     r.packetsIn += count.delivered;
@@ -558,7 +555,7 @@ async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
     const toHalf = to.ctx.table.beginRead(0);
     to.loop.fromUnderlay(toHalf, m);
     to.ctx.table.endRead(0);
-    compare(want, to.sink, where);
+    compareRound(r, want, to.sink, where);
   };
   return playRounds(o, r, a, b, () => {
     oneWay(a, b, NET_A + 2, NET_B + 2, expectAtB, 'A to B');
