@@ -21,7 +21,7 @@ function post(m: WorkerMessage): void {
  * still shorten the round trips that follow. Ping p50 (-i 0.005, request held) over the first
  * 200 pings of fresh 2-node labs: 54–60 µs (median 58.5 of six labs) after 400 rounds, 52–58
  * (53.5) after 4000, 52–54 after 1500; the next 200 pings 52–59, 51–55 and 52–54. 1500 rounds
- * take about 390 ms here; the budget stops a slower machine earlier.
+ * took 330–390 ms here; the budget stops a slower machine earlier.
  */
 const REHEARSAL_ROUNDS = 1500;
 const REHEARSAL_BUDGET_MS = 600;
