@@ -14,6 +14,7 @@
         "src/lock.cc",
         "src/offload.cc",
         "src/poll.cc",
+        "src/sched.cc",
         "src/segment.cc",
         "src/tun.cc",
         "src/udp.cc"

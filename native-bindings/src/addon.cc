@@ -40,6 +40,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOffload(env, exports, constants);
   RegisterSegment(env, exports, constants);
   RegisterLock(env, exports, constants);
+  RegisterSched(env, exports, constants);
   constants.Freeze();
   exports.Set("constants", constants);
   return exports;

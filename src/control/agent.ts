@@ -19,7 +19,7 @@ import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
-import { type AgentConfig, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
+import { type AgentConfig, checkCpusAllowed, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
 import { TunDevice } from './device.js';
 import { CpuLatencyRequest } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
@@ -101,6 +101,7 @@ export class Agent {
     if (cfg.mtu !== undefined && cfg.mtu + VXLAN_OVERHEAD_IPV4 > under.mtu) {
       this.log.warn({ mtu: cfg.mtu, underlay: under.name, underlayMtu: under.mtu }, 'configured MTU plus VXLAN overhead exceeds the underlay MTU; large packets will be dropped');
     }
+    if (cfg.cpus) checkCpusAllowed(cfg.cpus, native.threadCpus());
     if (native.ifNameToIndex(cfg.device) > 0) {
       throw new ConfigError('device', cfg.device, 'an interface of that name already exists (device busy)');
     }
@@ -160,6 +161,7 @@ export class Agent {
         batchSize: BATCH_SIZE, socketBufferBytes: SOCKET_BUFFER_BYTES, peerSab: this.table.sab,
         peerCapacity: PEER_CAPACITY, counterSab: this.counterSab, controlSab, wakeFd: wakeFds[id],
         maxDatagram: this.underlayMtu - IPV4_MIN_HEADER_LEN - UDP_HEADER_LEN,
+        cpu: cfg.cpus ? cfg.cpus[id % cfg.cpus.length] : -1,
       });
     }
     const sup = new Supervisor(distPath('src/worker/main.js'), inits, this.table, this.log, (reason) => this.fatal(reason));

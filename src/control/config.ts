@@ -21,6 +21,8 @@ export const MAX_MTU = 65535 - 64;
 export const MAX_VNI = 0xffffff;
 /** The kernel's PM QoS CPU latency range (PM_QOS_DEFAULT_VALUE is 2000 s). */
 export const MAX_CPU_LATENCY_US = 2_000_000_000;
+/** Highest CPU number `cpus` takes (CPU_SETSIZE - 1). */
+export const MAX_CPU = 1023;
 
 /**
  * One forwarding worker per two cores, at least one. The other half of the machine runs what a
@@ -90,6 +92,12 @@ export interface AgentConfig {
    * Applies to the whole machine. Absent: the machine's own idle policy.
    */
   readonly cpuLatencyUs: number | undefined;
+  /**
+   * CPUs the forwarding workers run on: worker i is pinned to cpus[i % cpus.length]. Lets the
+   * workers share CPUs with the pods they serve (a hand-off on one CPU costs a context switch, one
+   * across CPUs wakes the other CPU) or keep away from them. Absent: the scheduler places them.
+   */
+  readonly cpus: readonly number[] | undefined;
   readonly peers: readonly PeerConfig[];
   /** Where peers and this node's subnet come from (default: static). */
   readonly store: StoreConfig;
@@ -103,7 +111,7 @@ export interface NodeConfig extends AgentConfig {
 
 const FIELDS = [
   'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
-  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'store',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'cpus', 'store',
 ] as const;
 /** Fields that the etcd store takes from `<prefix>/config` and the leases instead. */
 const STORE_OWNED_FIELDS = ['vni', 'port', 'peers'] as const;
@@ -234,14 +242,49 @@ export function validateConfig(raw: unknown): AgentConfig {
   }
   const offloads = raw.offloads ?? true;
   const cpuLatencyUs = raw.cpuLatencyUs === undefined ? undefined : intField('cpuLatencyUs', raw.cpuLatencyUs, 0, MAX_CPU_LATENCY_US);
+  const cpus = raw.cpus === undefined ? undefined : cpusField('cpus', raw.cpus);
   const peersRaw = raw.peers === undefined ? [] : raw.peers;
   if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
   const peers = network && subnet ? peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP)) : [];
   checkPeerSet(peers);
   return {
     network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, cpuLatencyUs,
-    peers, store,
+    cpus, peers, store,
   };
+}
+
+/** A non-empty list of distinct CPU numbers (0..MAX_CPU). */
+function cpusField(name: string, v: unknown): number[] {
+  if (!Array.isArray(v) || v.length === 0) throw new ConfigError(name, v, 'must be a non-empty array of CPU numbers, e.g. [0] or [0, 1]');
+  const seen = new Set<number>();
+  return v.map((c, i) => {
+    const cpu = intField(`${name}[${i}]`, c, 0, MAX_CPU);
+    if (seen.has(cpu)) throw new ConfigError(`${name}[${i}]`, c, 'appears twice');
+    seen.add(cpu);
+    return cpu;
+  });
+}
+
+/**
+ * Checks `cpus` against the CPUs this process may run on (`allowed`, ascending); throws
+ * ConfigError naming the first CPU outside them.
+ */
+export function checkCpusAllowed(cpus: readonly number[], allowed: readonly number[]): void {
+  cpus.forEach((cpu, i) => {
+    if (!allowed.includes(cpu)) throw new ConfigError(`cpus[${i}]`, cpu, `is not a CPU this process may run on (${formatCpuList(allowed)})`);
+  });
+}
+
+/** 0,1,2,5 -> "0-2,5". */
+export function formatCpuList(cpus: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < cpus.length; ) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j] + 1) j++;
+    parts.push(j === i ? String(cpus[i]) : `${cpus[i]}-${cpus[j]}`);
+    i = j + 1;
+  }
+  return parts.length > 0 ? parts.join(',') : 'none';
 }
 
 function parsePeer(p: unknown, i: number, network: Cidr, own: Cidr, ownIP: number): PeerConfig {
@@ -304,6 +347,7 @@ export function describe(cfg: AgentConfig): Record<string, unknown> {
     workers: cfg.workers,
     offloads: cfg.offloads,
     cpuLatencyUs: cfg.cpuLatencyUs ?? null,
+    cpus: cfg.cpus ?? null,
     store: cfg.store.type,
   };
 }

@@ -46,6 +46,8 @@ export const MAX_POLL_FDS = 64;
 export const IFNAMSIZ = 16;
 /** Paths are at most PATH_MAX - 1 bytes. */
 export const PATH_MAX = 4096;
+/** CPU numbers are below MAX_CPUS (CPU_SETSIZE). */
+export const MAX_CPUS = 1024;
 
 /** TUNSETIFF flags (include/uapi/linux/if_tun.h). */
 export const IFF_TUN = 0x0001;
@@ -102,6 +104,7 @@ export interface NativeConstants {
   readonly POLLHUP: number;
   readonly POLLNVAL: number;
   readonly PATH_MAX: number;
+  readonly MAX_CPUS: number;
 }
 
 /** The addon's exports. Contracts are on the validating wrappers below, which share the names. */
@@ -138,6 +141,8 @@ export interface NativeAddon {
   lockOpen(path: string): number;
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): number;
   funlock(fd: number): number;
+  threadCpus(out: Int32Array): number;
+  pinThread(cpus: Int32Array, count: number): number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,13 +154,14 @@ export const ADDON_PATH = 'native-bindings/build/Release/tulle_native.node';
 const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
   MAX_BATCH, MAX_POLL_FDS, IFNAMSIZ, IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR,
   TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
-  POLLIN, POLLERR, POLLHUP, POLLNVAL, PATH_MAX,
+  POLLIN, POLLERR, POLLHUP, POLLNVAL, PATH_MAX, MAX_CPUS,
 };
 
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
   'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'socketPair', 'eventfdSignal',
   'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment', 'lockOpen', 'flock', 'funlock',
+  'threadCpus', 'pinThread',
 ];
 
 function loadAddon(): NativeAddon {
@@ -489,6 +495,26 @@ export function ifNameToIndex(name: string): number {
 export function ifMtu(name: string): number {
   ifName('ifMtu', name);
   return nativeAddon.ifMtu(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU placement.
+
+/** The CPUs the calling thread may run on, ascending. Throws SysError if the kernel refuses to say. */
+export function threadCpus(): number[] {
+  const out = new Int32Array(MAX_CPUS);
+  const n = check(nativeAddon.threadCpus(out), 'sched_getaffinity', 'the calling thread');
+  return Array.from(out.subarray(0, Math.min(n, MAX_CPUS)));
+}
+
+/**
+ * Lets the calling thread, and only it, run on `cpus` alone. 0 or -errno (-EINVAL when none of
+ * them is online or allowed to this process).
+ */
+export function pinThread(cpus: readonly number[]): number {
+  if (cpus.length < 1 || cpus.length > MAX_CPUS) throw new RangeError(`pinThread: cpus must hold 1..${MAX_CPUS} CPU numbers, got ${cpus.length}`);
+  for (const c of cpus) int('pinThread', 'cpu', c, 0, MAX_CPUS - 1);
+  return nativeAddon.pinThread(Int32Array.from(cpus), cpus.length);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ export interface WorkerInit {
   readonly wakeFd: number;
   /** The largest UDP payload the underlay interface takes (its MTU minus IPv4 and UDP headers). */
   readonly maxDatagram: number;
+  /** The CPU this worker pins itself to (agent config `cpus`), or -1 to leave it to the scheduler. */
+  readonly cpu: number;
 }
 
 /** Kernel offloads a worker uses; `gso` can drop to false at run time (EIO from UDP_SEGMENT). */

@@ -6,6 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as native from '../io/native.js';
+import { check } from '../io/errors.js';
 import { PeerTable } from '../dataplane/peers.js';
 import { workerCounters } from '../dataplane/counters.js';
 import { ForwardLoop } from './loop.js';
@@ -42,6 +43,8 @@ async function rehearseAndLog(init: WorkerInit, features: Features): Promise<voi
 }
 
 async function start(init: WorkerInit): Promise<void> {
+  // Before anything else, so the rehearsal warms the caches of the CPU the loop will run on.
+  if (init.cpu >= 0) check(native.pinThread([init.cpu]), 'sched_setaffinity', `worker ${init.id} to CPU ${init.cpu}`);
   const tunFd = native.openTun(init.device, init.tunFlags);
   const rxFd = native.openUdp(init.vtepIP, init.port, true, init.socketBufferBytes);
   const sendFds = new Int32Array(init.flowSockets);

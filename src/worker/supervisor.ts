@@ -32,6 +32,8 @@ export interface WorkerStatus {
   restarts: number;
   startedAt: string;
   sourcePorts: number[];
+  /** The CPU the worker is pinned to, or null when the scheduler places it. */
+  cpu: number | null;
   features?: Features;
   lastExit?: string;
 }
@@ -204,6 +206,7 @@ export class Supervisor {
       restarts: s.restarts,
       startedAt: new Date(s.startedAt).toISOString(),
       sourcePorts: s.sourcePorts,
+      cpu: this.inits[s.id].cpu >= 0 ? this.inits[s.id].cpu : null,
       ...(s.features ? { features: s.features } : {}),
       ...(s.lastExit ? { lastExit: s.lastExit } : {}),
     }));

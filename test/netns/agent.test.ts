@@ -11,12 +11,13 @@
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { request } from '../../src/control/api.js';
 import { CpuLatencyRequest } from '../../src/control/cpu-latency.js';
+import * as native from '../../src/io/native.js';
 import { createNetns, deleteNetns } from '../../src/lab/netns.js';
 import { nsRun } from '../../src/util/exec.js';
 import { distPath } from '../../src/util/paths.js';
@@ -143,6 +144,14 @@ describe('agent start-up checks', () => {
     expect(await links()).not.toContain('tulle0');
   });
 
+  test('cpus naming a CPU the process may not use is refused before any change', async () => {
+    const { code, err } = await (await startAgent(config({ cpus: [0, 1023] }))).exit;
+    expect(code).toBe(2);
+    expect(err).toMatch(/"cpus\[1\]".*1023/);
+    expect(await links()).not.toContain('tulle0');
+    expect(await routes()).not.toContain('10.244.0.0/16');
+  });
+
   test('a vtepIP not on any interface is refused', async () => {
     const { code, err } = await (await startAgent(config({ vtepIP: '172.31.0.9' }))).exit;
     expect(code).toBe(2);
@@ -220,6 +229,28 @@ describe('agent lifecycle', () => {
     process.kill(run.pid, 'SIGTERM');
     expect((await run.exit).code).toBe(0);
     expect(await CpuLatencyRequest.effective()).toBe(before);
+  });
+
+  test('cpus: each worker thread runs on its CPU alone, and status says which', async () => {
+    const allowed = native.threadCpus();
+    const cpus = [allowed[allowed.length - 1], allowed[0]];
+    expect(allowed.length, `this test needs at least 2 CPUs available, it has ${allowed.join(',')}`).toBeGreaterThanOrEqual(2);
+    const cfg = config({ workers: 3, cpus });
+    const run = await startAgent(cfg);
+    const s = (await waitReady(cfg.socket as string, run)) as { workers: { id: number; cpu: number | null }[] };
+    expect(s.workers.map((w) => w.cpu)).toEqual([cpus[0], cpus[1], cpus[0]]);
+    // The agent's threads by allowed CPU list: two pinned to cpus[0], one to cpus[1], the rest free.
+    const lists = new Map<string, number>();
+    for (const tid of readdirSync(`/proc/${run.pid}/task`)) {
+      const list = /^Cpus_allowed_list:\s*(.*)$/m.exec(readFileSync(`/proc/${run.pid}/task/${tid}/status`, 'utf8'))?.[1].trim() ?? '?';
+      lists.set(list, (lists.get(list) ?? 0) + 1);
+    }
+    expect(lists.get(String(cpus[0]))).toBe(2);
+    expect(lists.get(String(cpus[1]))).toBe(1);
+    const human = await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', cfg.socket as string]);
+    expect(human).toContain(`cpu=${cpus[1]}`);
+    process.kill(run.pid, 'SIGTERM');
+    expect((await run.exit).code).toBe(0);
   });
 
   test('a second agent on the same socket is refused while the first runs', async () => {

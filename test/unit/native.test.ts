@@ -5,10 +5,10 @@
  * nothing is sent. The workers run test/support/native-worker.mjs, which imports the compiled
  * dist/src/io/native.js: run `npx tsc -p tsconfig.json` first.
  */
-import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -284,5 +284,58 @@ describe('SysError', () => {
     );
     expect(errnoName(constants.errno.EAGAIN)).toBe('EAGAIN');
     expect(new SysError(4000, 'read', 'x').code).toBe('ERRNO_4000');
+  });
+});
+
+describe('CPU placement', () => {
+  /** Threads of this process whose allowed CPU list (from /proc) is exactly `list`. */
+  function threadsAllowedOn(list: string): number {
+    let n = 0;
+    for (const tid of readdirSync('/proc/self/task')) {
+      try {
+        const status = readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
+        if (/^Cpus_allowed_list:\s*(.*)$/m.exec(status)?.[1].trim() === list) n++;
+      } catch {
+        // the thread ended while listed
+      }
+    }
+    return n;
+  }
+
+  test('a worker thread pins itself and only itself', async () => {
+    const before = native.threadCpus();
+    expect(before.length, `this test needs at least 2 CPUs available to the process, it has ${before.join(',')}`).toBeGreaterThanOrEqual(2);
+    expect([...before].sort((a, b) => a - b)).toEqual(before);
+    const cpu = before[before.length - 1];
+    const code = `
+      import { parentPort } from 'node:worker_threads';
+      const native = await import(${JSON.stringify(pathToFileURL(DIST_NATIVE).href)});
+      const rc = native.pinThread([${cpu}]);
+      parentPort.postMessage({ rc, cpus: native.threadCpus() });
+      parentPort.once('message', () => process.exit(0));`;
+    const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`));
+    try {
+      const m = await new Promise<{ rc: number; cpus: number[] }>((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      expect(m.rc).toBe(0);
+      expect(m.cpus).toEqual([cpu]);
+      expect(threadsAllowedOn(String(cpu))).toBe(1);
+      expect(native.threadCpus()).toEqual(before);
+    } finally {
+      w.postMessage('exit');
+      await new Promise((r) => w.once('exit', r));
+    }
+  });
+
+  test('refuses CPU numbers out of range, and a CPU the machine does not have with EINVAL', () => {
+    expect(() => native.pinThread([])).toThrow(RangeError);
+    expect(() => native.pinThread([-1])).toThrow(/cpu/);
+    expect(() => native.pinThread([native.MAX_CPUS])).toThrow(/cpu/);
+    expect(() => native.nativeAddon.pinThread(Int32Array.of(5000), 1)).toThrow(/0\.\.1023/);
+    const absent = native.MAX_CPUS - 1;
+    expect(native.threadCpus(), `CPU ${absent} exists here; the test needs a CPU number the machine lacks`).not.toContain(absent);
+    expect(native.pinThread([absent])).toBe(-EINVAL);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, validateConfig } from '../../../src/control/config.js';
+import { checkCpusAllowed, ConfigError, formatCpuList, validateConfig } from '../../../src/control/config.js';
 
 const base = {
   network: '10.244.0.0/16',
@@ -38,6 +38,8 @@ describe('validateConfig', () => {
     expect(c.store).toEqual({ type: 'static' });
     expect(c.cpuLatencyUs).toBeUndefined();
     expect(validateConfig({ ...base, cpuLatencyUs: 0 }).cpuLatencyUs).toBe(0);
+    expect(c.cpus).toBeUndefined();
+    expect(validateConfig({ ...base, cpus: [1, 0] }).cpus).toEqual([1, 0]);
     expect(c.peers[0].subnet.prefix).toBe(24);
   });
 
@@ -46,6 +48,13 @@ describe('validateConfig', () => {
     rejects({ cpuLatencyUs: -1 }, 'cpuLatencyUs', '-1');
     rejects({ cpuLatencyUs: 1.5 }, 'cpuLatencyUs', '1.5');
     rejects({ cpuLatencyUs: '0' }, 'cpuLatencyUs', '"0"');
+    rejects({ cpus: [] }, 'cpus', '[]');
+    rejects({ cpus: 0 }, 'cpus', '0');
+    rejects({ cpus: [0, -1] }, 'cpus[1]', '-1');
+    rejects({ cpus: [0.5] }, 'cpus[0]', '0.5');
+    rejects({ cpus: ['1'] }, 'cpus[0]', '"1"');
+    rejects({ cpus: [1024] }, 'cpus[0]', '1024');
+    rejects({ cpus: [3, 1, 3] }, 'cpus[2]', '3');
     rejects({ network: '10.244.0.0/33' }, 'network', '10.244.0.0/33');
     rejects({ subnet: '10.244.1.5/24' }, 'subnet', '10.244.1.5/24');
     rejects({ subnet: '10.245.1.0/24' }, 'subnet', '10.245.1.0/24');
@@ -132,5 +141,30 @@ describe('validateConfig: store', () => {
       store: { type: 'etcd', endpoints: ['https://e1:2379', 'https://e2:2379'], caFile: '/etc/tulle/ca.pem', certFile: '/c', keyFile: '/k', username: 'u', passwordFile: '/p' },
     });
     expect(tls.store).toMatchObject({ endpoints: ['https://e1:2379', 'https://e2:2379'], caFile: '/etc/tulle/ca.pem', username: 'u' });
+  });
+});
+
+describe('cpus against the CPUs the process may use', () => {
+  it('accepts CPUs in the allowed set', () => {
+    expect(() => checkCpusAllowed([0, 2], [0, 1, 2, 3])).not.toThrow();
+  });
+
+  it('names the first CPU outside it, and the allowed set', () => {
+    let err: unknown;
+    try {
+      checkCpusAllowed([1, 5, 7], [0, 1, 2, 3, 6]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).field).toBe('cpus[1]');
+    expect((err as ConfigError).message).toContain('5');
+    expect((err as ConfigError).message).toContain('0-3,6');
+  });
+
+  it('writes CPU lists the way the kernel does', () => {
+    expect(formatCpuList([0, 1, 2, 5, 7, 8])).toBe('0-2,5,7-8');
+    expect(formatCpuList([3])).toBe('3');
+    expect(formatCpuList([])).toBe('none');
   });
 });
