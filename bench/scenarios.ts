@@ -13,8 +13,12 @@
  * of halting): a tulle scenario asks its agents to hold it (agent config "cpuLatencyUs"), any
  * other scenario has the benchmark hold it for the trial. A scenario and its baseline must agree
  * on it, so both are measured with the machine in the same state.
+ *
+ * `cpu` puts the pods' processes (ping, the iperf3 client and server) on that one CPU, and a tulle
+ * scenario's workers too (agent config "cpus"): every hand-off of a round trip then stays on one
+ * CPU. A scenario and its baseline must agree on it as well.
  */
-import { MAX_CPU_LATENCY_US } from '../src/control/config.js';
+import { MAX_CPU, MAX_CPU_LATENCY_US } from '../src/control/config.js';
 import { DEFAULT_UNDERLAY_MTU, LAB_MODES, MAX_UNDERLAY_MTU, MIN_UNDERLAY_MTU, type LabMode } from '../src/lab/topology.js';
 
 export interface Scenario {
@@ -30,6 +34,8 @@ export interface Scenario {
   offloads?: boolean;
   /** CPU wake-up latency request held during the trial (see above); absent = the machine's default. */
   cpuLatencyUs?: number;
+  /** CPU for the pods' processes and tulle's workers (see above); absent = the scheduler places them. */
+  cpu?: number;
   /** Name of the kernel-vxlan scenario (same MTU) this one's figures are compared with. */
   baseline?: string;
   /** Part of a run without --only. */
@@ -55,6 +61,10 @@ export const SCENARIOS: readonly Scenario[] = [
     description: 'tulle, 1 worker, offloads off (config "offloads": false)' },
   { name: 'tulle-w1-lowlat', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, cpuLatencyUs: 0, baseline: 'kernel-vxlan-lowlat', inDefaultRun: true,
     description: 'tulle, 1 worker, agents holding a 0 µs CPU latency request (config "cpuLatencyUs": 0)' },
+  { name: 'kernel-vxlan-cpu0', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, cpu: 0, inDefaultRun: true,
+    description: "Linux VXLAN as flannel configures it, the pods' processes on CPU 0" },
+  { name: 'tulle-w1-cpu0', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: true,
+    description: 'tulle, 1 worker, the workers (config "cpus": [0]) and the pods\' processes on CPU 0' },
   { name: 'tulle-w1-offloads-on', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: true, baseline: 'kernel-vxlan', inDefaultRun: false,
     description: 'tulle, 1 worker, offloads on (config "offloads": true)' },
   { name: 'tulle-w2-offloads-off', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 2, offloads: false, baseline: 'kernel-vxlan', inDefaultRun: false,
@@ -90,6 +100,9 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     if (s.cpuLatencyUs !== undefined && (!Number.isInteger(s.cpuLatencyUs) || s.cpuLatencyUs < 0 || s.cpuLatencyUs > MAX_CPU_LATENCY_US)) {
       problems.push(`${at}: cpuLatencyUs ${JSON.stringify(s.cpuLatencyUs)} outside 0..${MAX_CPU_LATENCY_US}`);
     }
+    if (s.cpu !== undefined && (!Number.isInteger(s.cpu) || s.cpu < 0 || s.cpu > MAX_CPU)) {
+      problems.push(`${at}: cpu ${JSON.stringify(s.cpu)} outside 0..${MAX_CPU}`);
+    }
     if (s.mode === 'tulle' && s.baseline === undefined) problems.push(`${at}: a tulle scenario needs a kernel-vxlan baseline`);
     if (s.mode === 'kernel-vxlan' && s.baseline !== undefined) problems.push(`${at}: kernel-vxlan is the baseline, it has none`);
   }
@@ -102,6 +115,8 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     else if (b.mtu !== s.mtu) problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} has mtu ${b.mtu}, not ${s.mtu}`);
     else if (b.cpuLatencyUs !== s.cpuLatencyUs) {
       problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} has cpuLatencyUs ${String(b.cpuLatencyUs)}, not ${String(s.cpuLatencyUs)}`);
+    } else if (b.cpu !== s.cpu) {
+      problems.push(`${at}: baseline ${JSON.stringify(s.baseline)} has cpu ${String(b.cpu)}, not ${String(s.cpu)}`);
     }
   }
   return problems;
@@ -137,5 +152,6 @@ export function agentOverrides(s: Scenario): Record<string, unknown> | undefined
   if (s.workers !== undefined) o.workers = s.workers;
   if (s.offloads !== undefined) o.offloads = s.offloads;
   if (s.cpuLatencyUs !== undefined) o.cpuLatencyUs = s.cpuLatencyUs;
+  if (s.cpu !== undefined) o.cpus = [s.cpu];
   return Object.keys(o).length > 0 ? o : undefined;
 }

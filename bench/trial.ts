@@ -136,7 +136,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       }
       log(`holding a ${sc.cpuLatencyUs} µs CPU latency request for this trial`);
     }
-    log(`lab up (${sc.mode}, mtu ${sc.mtu}${sc.mode === 'tulle' ? `, agent ${JSON.stringify(agentOverrides(sc) ?? {})}` : ''})`);
+    log(`lab up (${sc.mode}, mtu ${sc.mtu}${sc.cpu !== undefined ? `, pods' processes on CPU ${sc.cpu}` : ''}${sc.mode === 'tulle' ? `, agent ${JSON.stringify(agentOverrides(sc) ?? {})}` : ''})`);
     try {
       lab = await labUp({ name: o.labName, nodes: 2, pods: 1, mode: sc.mode, store: 'static', underlayMtu: sc.mtu, agent: agentOverrides(sc) });
     } catch (e) {
@@ -149,8 +149,8 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     const server = lab.pods.find((p) => p.node === 2)!;
     const agents = agentPids(lab);
     await step('ping RTT', async () => {
-      await pingRtt(client.ns, server.ip, WARMUP_PINGS, 0.05);
-      const s = await pingRtt(client.ns, server.ip, RTT_PINGS, RTT_INTERVAL_S);
+      await pingRtt(client.ns, server.ip, WARMUP_PINGS, 0.05, sc.cpu);
+      const s = await pingRtt(client.ns, server.ip, RTT_PINGS, RTT_INTERVAL_S, sc.cpu);
       if (s.received === 0) throw new Error(`no replies from ${server.ip}`);
       r.rtt = { sent: s.sent, received: s.received, p50Us: s.p50Ms * 1000, p99Us: s.p99Ms * 1000 };
       log(`ping RTT p50 ${r.rtt.p50Us.toFixed(0)} us, p99 ${r.rtt.p99Us.toFixed(0)} us (${s.received}/${s.sent})`);
@@ -164,7 +164,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       await step(`TCP ${streams} stream(s)`, async () => {
         const agentBefore = agentsCpuS(agents);
         const before = sampleCpu();
-        const t = await iperf3Tcp(client.ns, server.ns, server.ip, { seconds: o.seconds, streams });
+        const t = await iperf3Tcp(client.ns, server.ns, server.ip, { seconds: o.seconds, streams, cpu: sc.cpu });
         const cpu = cpuBetween(before, sampleCpu());
         const agentAfter = agentsCpuS(agents);
         const gb = t.bytes / BYTES_PER_GB;
@@ -180,7 +180,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     }
     for (const payload of UDP_PAYLOADS) {
       await step(`UDP ${payload} B`, async () => {
-        const u = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: o.seconds, bitrate: '0' });
+        const u = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: o.seconds, bitrate: '0', cpu: sc.cpu });
         r.udp.push({ payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent });
         log(`UDP ${payload} B: received ${(u.receivedPps / 1000).toFixed(0)} kpps of ${(u.sentPps / 1000).toFixed(0)} kpps sent, loss ${u.lostPercent.toFixed(1)} %`);
       });

@@ -64,9 +64,17 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] as number;
 }
 
-/** `count` pings from a namespace, `intervalS` apart; RTT percentiles from the replies. */
-export async function pingRtt(fromNs: string, toIp: string, count = 100, intervalS = 0.01): Promise<RttStats> {
-  const out = await nsRun(fromNs, 'ping', ['-n', '-c', String(count), '-i', String(intervalS), '-W', '1', toIp], {
+/**
+ * A command line that runs `cmd` on `cpu` alone (taskset), or as it is when `cpu` is undefined:
+ * for measurements that put the pods' processes on a chosen CPU.
+ */
+export function onCpu(cpu: number | undefined, cmd: string, args: readonly string[]): [string, string[]] {
+  return cpu === undefined ? [cmd, [...args]] : ['taskset', ['-c', String(cpu), cmd, ...args]];
+}
+
+/** `count` pings from a namespace, `intervalS` apart, ping on `cpu` if given; RTT percentiles from the replies. */
+export async function pingRtt(fromNs: string, toIp: string, count = 100, intervalS = 0.01, cpu?: number): Promise<RttStats> {
+  const out = await nsRun(fromNs, ...onCpu(cpu, 'ping', ['-n', '-c', String(count), '-i', String(intervalS), '-W', '1', toIp]), {
     timeoutMs: count * (intervalS + 1) * 1000 + 5000,
   }).catch((e: { message: string }) => {
     throw new Error(`ping RTT ${fromNs} -> ${toIp}: ${e.message}`);
@@ -179,14 +187,19 @@ interface Iperf3Json {
   end?: { sum_received?: Iperf3Sum; sum_sent?: Iperf3Sum };
 }
 
-/** Starts a one-off iperf3 server, runs the client with `clientArgs`, returns the client's JSON report. */
-async function iperf3Run(clientNs: string, serverNs: string, serverIp: string, port: string, seconds: number, clientArgs: readonly string[]): Promise<Iperf3Json> {
-  const server = spawnInNs(serverNs, 'iperf3', ['-s', '-1', '-B', serverIp, '-p', port, '--forceflush']);
+/**
+ * Starts a one-off iperf3 server, runs the client with `clientArgs`, returns the client's JSON
+ * report. Both run on `cpu` alone when it is given.
+ */
+async function iperf3Run(
+  clientNs: string, serverNs: string, serverIp: string, port: string, seconds: number, clientArgs: readonly string[], cpu: number | undefined,
+): Promise<Iperf3Json> {
+  const server = spawnInNs(serverNs, ...onCpu(cpu, 'iperf3', ['-s', '-1', '-B', serverIp, '-p', port, '--forceflush']));
   const srv = watch(server, `iperf3 server in ${serverNs}`);
   srv.done.catch(() => {});
   try {
     for (;;) if (/Server listening/.test(await srv.line())) break;
-    const out = await nsRun(clientNs, 'iperf3', ['-c', serverIp, '-p', port, '-t', String(seconds), '-J', ...clientArgs], {
+    const out = await nsRun(clientNs, ...onCpu(cpu, 'iperf3', ['-c', serverIp, '-p', port, '-t', String(seconds), '-J', ...clientArgs]), {
       timeoutMs: (seconds + 30) * 1000,
     }).catch((e: unknown) => {
       // iperf3 -J reports its own errors as JSON on stdout; stderr is empty.
@@ -206,13 +219,13 @@ export async function iperf3Tcp(
   clientNs: string,
   serverNs: string,
   serverIp: string,
-  opts: { seconds?: number; streams?: number; port?: number } = {},
+  opts: { seconds?: number; streams?: number; port?: number; cpu?: number } = {},
 ): Promise<Iperf3Result> {
   const seconds = opts.seconds ?? 5;
   const port = String(opts.port ?? 5201);
   const what = `iperf3 ${clientNs} -> ${serverNs} (${serverIp}:${port})`;
   try {
-    const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-P', String(opts.streams ?? 1)]);
+    const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-P', String(opts.streams ?? 1)], opts.cpu);
     const recv = j.end!.sum_received!;
     return { gbps: recv.bits_per_second / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0, seconds: recv.seconds, bytes: recv.bytes };
   } catch (e) {
@@ -241,13 +254,13 @@ export async function iperf3Udp(
   clientNs: string,
   serverNs: string,
   serverIp: string,
-  opts: { payload: number; seconds?: number; bitrate?: string; port?: number },
+  opts: { payload: number; seconds?: number; bitrate?: string; port?: number; cpu?: number },
 ): Promise<Iperf3UdpResult> {
   const seconds = opts.seconds ?? 5;
   const port = String(opts.port ?? 5201);
   const what = `iperf3 UDP ${clientNs} -> ${serverNs} (${serverIp}:${port}, ${opts.payload} B)`;
   try {
-    const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-u', '-b', opts.bitrate ?? '0', '-l', String(opts.payload)]);
+    const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-u', '-b', opts.bitrate ?? '0', '-l', String(opts.payload)], opts.cpu);
     const recv = j.end!.sum_received!;
     const sent = j.end?.sum_sent;
     const sentPackets = sent?.packets ?? recv.packets ?? 0;

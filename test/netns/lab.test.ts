@@ -15,7 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
-import { pingAll, tcpTransfer } from '../../src/lab/measure.js';
+import { iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
+import { threadCpus } from '../../src/io/native.js';
 import { createNetns, deleteNetns, linksOfType, listNetns } from '../../src/lab/netns.js';
 import { labDown, labPrefix, labStateDir, labUp, readLabState, type LabMode, type LabState } from '../../src/lab/topology.js';
 import { existsSync } from 'node:fs';
@@ -64,6 +65,20 @@ describe.each<LabMode>(['kernel-vxlan', 'plain'])('lab in %s mode', (mode) => {
     expect(existsSync(labStateDir(lab))).toBe(false);
   }, 120_000);
 });
+
+test("measurements put the pods' processes on a chosen CPU", async () => {
+  expect(onCpu(undefined, 'ping', ['-c', '1'])).toEqual(['ping', ['-c', '1']]);
+  expect(onCpu(3, 'ping', ['-c', '1'])).toEqual(['taskset', ['-c', '3', 'ping', '-c', '1']]);
+  const lab = newName();
+  const s = await labUp({ name: lab, nodes: 2, pods: 1, mode: 'plain' });
+  const [a, b] = [s.pods.find((p) => p.node === 1)!, s.pods.find((p) => p.node === 2)!];
+  const cpu = threadCpus().at(-1)!;
+  expect((await pingRtt(a.ns, b.ip, 5, 0.01, cpu)).received).toBe(5);
+  expect((await iperf3Tcp(a.ns, b.ns, b.ip, { seconds: 1, cpu })).bytes).toBeGreaterThan(0);
+  // A CPU the machine lacks: taskset refuses, so the wrapper is really in the command line.
+  expect(threadCpus()).not.toContain(1023);
+  await expect(pingRtt(a.ns, b.ip, 1, 0.01, 1023)).rejects.toThrow(/taskset/);
+}, 60_000);
 
 test('labDown after a crash: recorded and unrecorded namespaces, a process left inside', async () => {
   const lab = newName();

@@ -58,6 +58,8 @@ describe('scenario table', () => {
     }
     // The default run measures tulle and kernel VXLAN both with and without a CPU latency request.
     expect(run.filter((s) => s.cpuLatencyUs === 0).map((s) => s.mode).sort()).toEqual(['kernel-vxlan', 'tulle']);
+    // ... and with the pods' processes (and tulle's workers) on one CPU.
+    expect(run.filter((s) => s.cpu === 0).map((s) => s.mode).sort()).toEqual(['kernel-vxlan', 'tulle']);
   });
 
   it('reports bad rows: duplicate names, knobs on the wrong mode, missing or wrong baselines, bad numbers', () => {
@@ -77,6 +79,10 @@ describe('scenario table', () => {
       sc({ name: 't6', mode: 'tulle', baseline: 'k', cpuLatencyUs: 0 }),
       sc({ name: 't7', mode: 'tulle', baseline: 'kl' }),
       sc({ name: 't8', mode: 'tulle', baseline: 'kl', cpuLatencyUs: -5 }),
+      sc({ name: 'kc', mode: 'kernel-vxlan', cpu: 0 }),
+      sc({ name: 't9', mode: 'tulle', baseline: 'k', cpu: 0 }),
+      sc({ name: 't10', mode: 'tulle', baseline: 'kc', cpu: 1 }),
+      sc({ name: 'k11', mode: 'kernel-vxlan', cpu: 1.5 }),
     ]);
     const has = (re: RegExp): void => expect(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`).toBe(true);
     has(/"k": duplicate name/);
@@ -91,6 +97,10 @@ describe('scenario table', () => {
     has(/"t6": baseline "k" has cpuLatencyUs undefined, not 0/);
     has(/"t7": baseline "kl" has cpuLatencyUs 0, not undefined/);
     has(/"t8": cpuLatencyUs -5 outside/);
+    has(/"t9": baseline "k" has cpu undefined, not 0/);
+    has(/"t10": baseline "kc" has cpu 0, not 1/);
+    has(/"k11": cpu 1.5 outside/);
+    expect(problems.some((p) => p.startsWith('scenario "kc"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kl"'))).toBe(false);
   });
 
@@ -107,6 +117,7 @@ describe('scenario table', () => {
     expect(agentOverrides(sc({ mode: 'tulle', workers: 2, offloads: false }))).toEqual({ workers: 2, offloads: false });
     expect(agentOverrides(sc({ mode: 'tulle' }))).toBeUndefined();
     expect(agentOverrides(sc({ mode: 'tulle', cpuLatencyUs: 0 }))).toEqual({ cpuLatencyUs: 0 });
+    expect(agentOverrides(sc({ mode: 'tulle', workers: 1, cpu: 1 }))).toEqual({ workers: 1, cpus: [1] });
     expect(agentOverrides(sc({ mode: 'kernel-vxlan' }))).toBeUndefined();
   });
 });
