@@ -140,7 +140,7 @@ export function acceptanceChecks(rows: readonly ScenarioSummary[]): Check[] {
     };
     atLeast('TCP 1 stream vs kernel VXLAN', r.ratios.tcp1Gbps, 0.5, sc.baseline ?? 'baseline');
     const off = rows.find((o) => o.scenario.mode === 'tulle' && o.scenario.offloads === false && o.scenario.mtu === sc.mtu &&
-      o.scenario.workers === sc.workers && o.scenario.cpuLatencyUs === sc.cpuLatencyUs);
+      o.scenario.workers === sc.workers && o.scenario.cpuLatencyUs === sc.cpuLatencyUs && o.scenario.cpu === sc.cpu);
     if (off) atLeast('TCP 1 stream vs offloads off', ratio(med(r, 'tcp1Gbps'), med(off, 'tcp1Gbps')), 3, off.scenario.name);
     atLeast('UDP 64 B packet rate vs kernel VXLAN', r.ratios.udp64Kpps, 0.5, sc.baseline ?? 'baseline');
     const p50 = med(r, 'rttP50Us');

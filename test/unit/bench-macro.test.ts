@@ -178,6 +178,20 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(partial.find((c) => c.scenario === 'tulle-w1' && /UDP 64 B/.test(c.what))).toMatchObject({ pass: null, detail: 'figure missing' });
   });
 
+  it('measures the 3x figure only against an offloads-off row with the same workers, CPU latency request and CPU', () => {
+    const names = ['kernel-vxlan', 'tulle-w1', 'tulle-w1-offloads-off', 'kernel-vxlan-cpu0', 'tulle-w1-cpu0'];
+    const rows2 = aggregate(SCENARIOS.filter((s) => names.includes(s.name)), [
+      trial('kernel-vxlan', 1, { tcp1: 15, udp64: 300e3, p50: 10 }),
+      trial('kernel-vxlan-cpu0', 1, { tcp1: 13, udp64: 150e3, p50: 10 }),
+      trial('tulle-w1', 1, { tcp1: 9, udp64: 200e3, p50: 100 }),
+      trial('tulle-w1-offloads-off', 1, { tcp1: 2 }),
+      trial('tulle-w1-cpu0', 1, { tcp1: 6, udp64: 50e3, p50: 49 }),
+    ]);
+    const checks = acceptanceChecks(rows2);
+    expect(checks.filter((c) => /offloads off/.test(c.what)).map((c) => c.scenario)).toEqual(['tulle-w1']);
+    expect(checks.find((c) => c.scenario === 'tulle-w1-cpu0' && /RTT/.test(c.what))).toMatchObject({ pass: true, detail: '49 µs vs 10 µs (+39 µs)' });
+  });
+
   it('prints one row per metric and one column per scenario, ratios in parentheses, missing as "-"', () => {
     const text = formatTable(rows);
     const lines = text.split('\n');
