@@ -101,7 +101,7 @@ export class Supervisor {
           slot.state = 'running';
           slot.sourcePorts = m.sourcePorts;
           slot.features = m.features;
-          this.log.info({ worker: slot.id, threadId: w.threadId, sourcePorts: m.sourcePorts, features: m.features }, 'worker running');
+          this.log.info({ worker: slot.id, threadId: w.threadId, sourcePorts: m.sourcePorts, features: m.features, cpu: init.cpu >= 0 ? init.cpu : null }, 'worker running');
           resolve();
         } else if (m.type === 'features') {
           slot.features = m.features;
