@@ -26,7 +26,11 @@ export interface WorkerInit {
   readonly wakeFd: number;
   /** The largest UDP payload the underlay interface takes (its MTU minus IPv4 and UDP headers). */
   readonly maxDatagram: number;
-  /** The CPU this worker pins itself to (agent config `cpus`), or -1 to leave it to the scheduler. */
+  /**
+   * The CPU this worker pins itself to (agent config `cpus`), or -1 to leave it to the scheduler.
+   * If the kernel refuses (the CPU went offline since the agent checked), the worker warns and
+   * runs unpinned rather than stop forwarding; its ready message says where it runs.
+   */
   readonly cpu: number;
 }
 
@@ -52,6 +56,6 @@ export function controlBytes(workers: number): number {
 
 /** Messages a worker posts to the supervisor (control path only, never per packet). */
 export type WorkerMessage =
-  | { type: 'ready'; sourcePorts: number[]; features: Features }
+  | { type: 'ready'; sourcePorts: number[]; features: Features; cpu: number | null }
   | { type: 'features'; features: Features }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; detail?: Record<string, unknown> };

@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as native from '../io/native.js';
-import { check } from '../io/errors.js';
+import { SysError } from '../io/errors.js';
 import { PeerTable } from '../dataplane/peers.js';
 import { workerCounters } from '../dataplane/counters.js';
 import { ForwardLoop } from './loop.js';
@@ -44,7 +44,12 @@ async function rehearseAndLog(init: WorkerInit, features: Features): Promise<voi
 
 async function start(init: WorkerInit): Promise<void> {
   // Before anything else, so the rehearsal warms the caches of the CPU the loop will run on.
-  if (init.cpu >= 0) check(native.pinThread([init.cpu]), 'sched_setaffinity', `worker ${init.id} to CPU ${init.cpu}`);
+  let cpu: number | null = null;
+  if (init.cpu >= 0) {
+    const rc = native.pinThread([init.cpu]);
+    if (rc === 0) cpu = init.cpu;
+    else post({ type: 'log', level: 'warn', msg: `${new SysError(-rc, 'sched_setaffinity', `worker ${init.id} to CPU ${init.cpu}`).message}; running unpinned` });
+  }
   const tunFd = native.openTun(init.device, init.tunFlags);
   const rxFd = native.openUdp(init.vtepIP, init.port, true, init.socketBufferBytes);
   const sendFds = new Int32Array(init.flowSockets);
@@ -66,7 +71,7 @@ async function start(init: WorkerInit): Promise<void> {
   };
   await rehearseAndLog(init, features);
   const loop = new ForwardLoop(init.id, ctx, { tunFd, rxFd, sendFds, wakeFd: init.wakeFd, rehearsal: undefined }, init.batchSize, init.controlSab, features, init.maxDatagram);
-  post({ type: 'ready', sourcePorts, features: { ...features } });
+  post({ type: 'ready', sourcePorts, features: { ...features }, cpu });
   loop.run((what) => {
     post({ type: 'log', level: 'warn', msg: what });
     post({ type: 'features', features: { ...features } });

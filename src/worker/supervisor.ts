@@ -32,7 +32,7 @@ export interface WorkerStatus {
   restarts: number;
   startedAt: string;
   sourcePorts: number[];
-  /** The CPU the worker is pinned to, or null when the scheduler places it. */
+  /** The CPU the worker runs on alone, or null when the scheduler places it (or it is not running yet). */
   cpu: number | null;
   features?: Features;
   lastExit?: string;
@@ -46,6 +46,7 @@ interface Slot {
   rapidFailures: number;
   startedAt: number;
   sourcePorts: number[];
+  cpu: number | null;
   features?: Features;
   lastExit?: string;
   timer?: NodeJS.Timeout;
@@ -67,7 +68,7 @@ export class Supervisor {
     private readonly log: Logger,
     private readonly onFatal: (reason: string) => void = () => undefined,
   ) {
-    this.slots = inits.map((i) => ({ id: i.id, state: 'stopped', restarts: 0, rapidFailures: 0, startedAt: 0, sourcePorts: [] }));
+    this.slots = inits.map((i) => ({ id: i.id, state: 'stopped', restarts: 0, rapidFailures: 0, startedAt: 0, sourcePorts: [], cpu: null }));
     this.control = new Int32Array(inits[0].controlSab);
   }
 
@@ -101,7 +102,8 @@ export class Supervisor {
           slot.state = 'running';
           slot.sourcePorts = m.sourcePorts;
           slot.features = m.features;
-          this.log.info({ worker: slot.id, threadId: w.threadId, sourcePorts: m.sourcePorts, features: m.features, cpu: init.cpu >= 0 ? init.cpu : null }, 'worker running');
+          slot.cpu = m.cpu;
+          this.log.info({ worker: slot.id, threadId: w.threadId, sourcePorts: m.sourcePorts, features: m.features, cpu: m.cpu }, 'worker running');
           resolve();
         } else if (m.type === 'features') {
           slot.features = m.features;
@@ -206,7 +208,7 @@ export class Supervisor {
       restarts: s.restarts,
       startedAt: new Date(s.startedAt).toISOString(),
       sourcePorts: s.sourcePorts,
-      cpu: this.inits[s.id].cpu >= 0 ? this.inits[s.id].cpu : null,
+      cpu: s.cpu,
       ...(s.features ? { features: s.features } : {}),
       ...(s.lastExit ? { lastExit: s.lastExit } : {}),
     }));

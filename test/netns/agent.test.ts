@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +105,32 @@ async function waitReady(socket: string, run: Run): Promise<Record<string, unkno
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('agent not ready within 10 s');
+}
+
+/**
+ * A new cpuset cgroup (v1 hierarchy, or v2 with the cpuset controller on for the root's
+ * children) allowed only `cpu`. Returns its directory; the caller moves processes back and
+ * removes it.
+ */
+async function tempCpuset(cpu: number): Promise<string> {
+  const name = `tl-ag-cpuset-${randomBytes(3).toString('hex')}`;
+  const v1 = '/sys/fs/cgroup/cpuset';
+  if (existsSync(join(v1, 'cpuset.cpus'))) {
+    const dir = join(v1, name);
+    await mkdir(dir);
+    await writeFile(join(dir, 'cpuset.cpus'), String(cpu));
+    await writeFile(join(dir, 'cpuset.mems'), (await readFile(join(v1, 'cpuset.mems'), 'utf8')).trim());
+    return dir;
+  }
+  const v2 = '/sys/fs/cgroup';
+  const control = existsSync(join(v2, 'cgroup.subtree_control')) ? await readFile(join(v2, 'cgroup.subtree_control'), 'utf8') : '';
+  if (!control.split(/\s+/).includes('cpuset')) {
+    throw new Error('this test needs a cpuset cgroup: neither /sys/fs/cgroup/cpuset (v1) nor the cpuset controller in /sys/fs/cgroup/cgroup.subtree_control (v2)');
+  }
+  const dir = join(v2, name);
+  await mkdir(dir);
+  await writeFile(join(dir, 'cpuset.cpus'), String(cpu));
+  return dir;
 }
 
 async function links(): Promise<string> {
@@ -251,6 +277,35 @@ describe('agent lifecycle', () => {
     expect(human).toContain(`cpu=${cpus[1]}`);
     process.kill(run.pid, 'SIGTERM');
     expect((await run.exit).code).toBe(0);
+  });
+
+  test('cpus: a worker restarted where its CPU is no longer allowed warns and forwards unpinned', async () => {
+    const allowed = native.threadCpus();
+    expect(allowed.length, `this test needs at least 2 CPUs available, it has ${allowed.join(',')}`).toBeGreaterThanOrEqual(2);
+    const [keep, lose] = [allowed[0], allowed[allowed.length - 1]];
+    const cfg = config({ workers: 1, cpus: [lose] });
+    const run = await startAgent(cfg);
+    const socket = cfg.socket as string;
+    expect(((await waitReady(socket, run)) as { workers: { cpu: number | null }[] }).workers[0].cpu).toBe(lose);
+    // A cpuset holding only `keep` takes `lose` away from the agent, as a CPU going offline would.
+    const cpuset = await tempCpuset(keep);
+    try {
+      await writeFile(join(cpuset, 'cgroup.procs'), String(run.pid));
+      await request(socket, 'POST', '/v1/workers/0/kill');
+      let st = (await request(socket, 'GET', '/v1/status')) as { workers: { state: string; restarts: number; cpu: number | null }[] };
+      for (const t0 = Date.now(); !(st.workers[0].state === 'running' && st.workers[0].restarts === 1) && Date.now() - t0 < 5000; ) {
+        await new Promise((r) => setTimeout(r, 50));
+        st = (await request(socket, 'GET', '/v1/status')) as typeof st;
+      }
+      expect([st.workers[0].state, st.workers[0].restarts, st.workers[0].cpu]).toEqual(['running', 1, null]);
+    } finally {
+      await writeFile(join(cpuset, '..', 'cgroup.procs'), String(run.pid)).catch(() => undefined);
+      await rmdir(cpuset);
+    }
+    process.kill(run.pid, 'SIGTERM');
+    const { code, out } = await run.exit;
+    expect(code).toBe(0);
+    expect(out).toMatch(new RegExp(`sched_setaffinity worker 0 to CPU ${lose}: EINVAL.*running unpinned`));
   });
 
   test('a second agent on the same socket is refused while the first runs', async () => {
