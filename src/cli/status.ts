@@ -8,7 +8,7 @@ interface Status {
   ready: boolean;
   node: Record<string, unknown>;
   workers: {
-    id: number; state: string; restarts: number; threadId: number; sourcePorts: number[]; cpu?: number | null; lastExit?: string;
+    id: number; state: string; restarts: number; threadId: number; sourcePorts: number[]; cpu?: number | null; wantedCpu?: number | null; lastExit?: string;
     features?: { vnet: boolean; gso: boolean; gro: boolean };
   }[];
   peers: { subnet: string; vtepIP: string; vtepMAC: string }[];
@@ -72,7 +72,7 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   for (const w of s.workers) {
     const f = w.features;
     const offloads = f ? `tso=${f.vnet ? 'on' : 'off'} udp-gso=${f.gso ? 'on' : 'off'} udp-gro=${f.gro ? 'on' : 'off'}` : 'offloads unknown';
-    out.push(`  #${w.id} ${w.state} thread=${w.threadId} restarts=${w.restarts}${w.cpu != null ? ` cpu=${w.cpu}` : ''} ${offloads}${w.lastExit ? ` last exit: ${w.lastExit}` : ''}`);
+    out.push(`  #${w.id} ${w.state} thread=${w.threadId} restarts=${w.restarts}${cpuText(w)} ${offloads}${w.lastExit ? ` last exit: ${w.lastExit}` : ''}`);
   }
   out.push(`peers    ${s.peers.length}`);
   for (const p of s.peers) out.push(`  ${p.subnet.padEnd(18)} via ${p.vtepIP} ${p.vtepMAC}`);
@@ -87,4 +87,11 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   }
   process.stdout.write(`${out.join('\n')}\n`);
   return 0;
+}
+
+/** ` cpu=N` for a pinned worker, ` cpu=unpinned (wanted N)` for a running one whose pinning failed. */
+function cpuText(w: { state: string; cpu?: number | null; wantedCpu?: number | null }): string {
+  if (w.cpu != null) return ` cpu=${w.cpu}`;
+  if (w.wantedCpu != null && w.state === 'running') return ` cpu=unpinned (wanted ${w.wantedCpu})`;
+  return '';
 }

@@ -101,7 +101,12 @@ export class Agent {
     if (cfg.mtu !== undefined && cfg.mtu + VXLAN_OVERHEAD_IPV4 > under.mtu) {
       this.log.warn({ mtu: cfg.mtu, underlay: under.name, underlayMtu: under.mtu }, 'configured MTU plus VXLAN overhead exceeds the underlay MTU; large packets will be dropped');
     }
-    if (cfg.cpus) checkCpusAllowed(cfg.cpus, native.threadCpus());
+    if (cfg.cpus) {
+      checkCpusAllowed(cfg.cpus, native.threadCpus());
+      if (cfg.cpus.length > cfg.workers) {
+        this.log.warn({ cpus: cfg.cpus, workers: cfg.workers, unused: cfg.cpus.slice(cfg.workers) }, `cpus lists ${cfg.cpus.length} CPUs for ${cfg.workers} worker(s); the last ${cfg.cpus.length - cfg.workers} are not used`);
+      }
+    }
     if (native.ifNameToIndex(cfg.device) > 0) {
       throw new ConfigError('device', cfg.device, 'an interface of that name already exists (device busy)');
     }

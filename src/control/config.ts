@@ -266,12 +266,12 @@ function cpusField(name: string, v: unknown): number[] {
 }
 
 /**
- * Checks `cpus` against the CPUs this process may run on (`allowed`, ascending); throws
- * ConfigError naming the first CPU outside them.
+ * Checks `cpus` against the CPUs the agent may run on (`allowed`, ascending: its main thread's set,
+ * which the workers inherit); throws ConfigError naming the first CPU outside them.
  */
 export function checkCpusAllowed(cpus: readonly number[], allowed: readonly number[]): void {
   cpus.forEach((cpu, i) => {
-    if (!allowed.includes(cpu)) throw new ConfigError(`cpus[${i}]`, cpu, `is not a CPU this process may run on (${formatCpuList(allowed)})`);
+    if (!allowed.includes(cpu)) throw new ConfigError(`cpus[${i}]`, cpu, `is not a CPU the agent may run on (its allowed CPUs: ${formatCpuList(allowed)})`);
   });
 }
 

@@ -34,6 +34,8 @@ export interface WorkerStatus {
   sourcePorts: number[];
   /** The CPU the worker runs on alone, or null when the scheduler places it (or it is not running yet). */
   cpu: number | null;
+  /** The CPU the agent config asks this worker to run on, or null when it asks for none. */
+  wantedCpu: number | null;
   features?: Features;
   lastExit?: string;
 }
@@ -118,6 +120,7 @@ export class Supervisor {
         clearTimeout(timer);
         this.table.release(slot.id);
         slot.worker = undefined;
+        slot.cpu = null;
         const why = lastError ? `${lastError.name}: ${lastError.message}` : `exit code ${code}`;
         if (!ready) {
           slot.state = 'stopped';
@@ -209,6 +212,7 @@ export class Supervisor {
       startedAt: new Date(s.startedAt).toISOString(),
       sourcePorts: s.sourcePorts,
       cpu: s.cpu,
+      wantedCpu: this.inits[s.id].cpu >= 0 ? this.inits[s.id].cpu : null,
       ...(s.features ? { features: s.features } : {}),
       ...(s.lastExit ? { lastExit: s.lastExit } : {}),
     }));

@@ -171,6 +171,7 @@ describe('agent start-up checks', () => {
   });
 
   test('cpus naming a CPU the process may not use is refused before any change', async () => {
+    expect(native.threadCpus(), 'this test needs CPU 1023 to be outside the allowed set').not.toContain(1023);
     const { code, err } = await (await startAgent(config({ cpus: [0, 1023] }))).exit;
     expect(code).toBe(2);
     expect(err).toMatch(/"cpus\[1\]".*1023/);
@@ -279,6 +280,21 @@ describe('agent lifecycle', () => {
     expect((await run.exit).code).toBe(0);
   });
 
+  test('cpus: CPUs listed beyond the workers are named in a warning', async () => {
+    const allowed = native.threadCpus();
+    expect(allowed.length, `this test needs at least 2 CPUs available, it has ${allowed.join(',')}`).toBeGreaterThanOrEqual(2);
+    const cfg = config({ workers: 1, cpus: [allowed[0], allowed[1]] });
+    const run = await startAgent(cfg);
+    const s = (await waitReady(cfg.socket as string, run)) as { workers: { cpu: number | null; wantedCpu: number | null }[] };
+    expect(s.workers.map((w) => [w.cpu, w.wantedCpu])).toEqual([[allowed[0], allowed[0]]]);
+    process.kill(run.pid, 'SIGTERM');
+    const { code, out } = await run.exit;
+    expect(code).toBe(0);
+    const line = out.split('\n').find((l) => l.includes('are not used')) ?? '';
+    expect(line).toContain('cpus lists 2 CPUs for 1 worker(s); the last 1 are not used');
+    expect(JSON.parse(line)).toMatchObject({ level: 40, unused: [allowed[1]], workers: 1 });
+  });
+
   test('cpus: a worker restarted where its CPU is no longer allowed warns and forwards unpinned', async () => {
     const allowed = native.threadCpus();
     expect(allowed.length, `this test needs at least 2 CPUs available, it has ${allowed.join(',')}`).toBeGreaterThanOrEqual(2);
@@ -298,6 +314,8 @@ describe('agent lifecycle', () => {
         st = (await request(socket, 'GET', '/v1/status')) as typeof st;
       }
       expect([st.workers[0].state, st.workers[0].restarts, st.workers[0].cpu]).toEqual(['running', 1, null]);
+      const human = await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', socket]);
+      expect(human).toContain(`cpu=unpinned (wanted ${lose})`);
     } finally {
       await writeFile(join(cpuset, '..', 'cgroup.procs'), String(run.pid)).catch(() => undefined);
       await rmdir(cpuset);

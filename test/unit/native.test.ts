@@ -338,4 +338,12 @@ describe('CPU placement', () => {
     expect(native.threadCpus(), `CPU ${absent} exists here; the test needs a CPU number the machine lacks`).not.toContain(absent);
     expect(native.pinThread([absent])).toBe(-EINVAL);
   });
+
+  test('threadCpus reports the full count even when the output array is shorter', () => {
+    const all = native.threadCpus();
+    const one = new Int32Array(1);
+    expect(native.nativeAddon.threadCpus(one)).toBe(all.length);
+    expect(one[0]).toBe(all[0]);
+    expect(native.nativeAddon.threadCpus(new Int32Array(0))).toBe(all.length);
+  });
 });

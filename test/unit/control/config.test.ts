@@ -158,8 +158,9 @@ describe('cpus against the CPUs the process may use', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).field).toBe('cpus[1]');
-    expect((err as ConfigError).message).toContain('5');
-    expect((err as ConfigError).message).toContain('0-3,6');
+    expect((err as ConfigError).value).toBe(5);
+    expect((err as ConfigError).message).toMatch(/\(got 5\)$/);
+    expect((err as ConfigError).message).toContain('allowed CPUs: 0-3,6)');
   });
 
   it('writes CPU lists the way the kernel does', () => {
