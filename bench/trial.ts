@@ -15,7 +15,7 @@
  */
 import { request } from '../src/control/api.js';
 import { CpuLatencyRequest } from '../src/control/cpu-latency.js';
-import { iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
+import { handoffRtt, iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
 import { agentOverrides, type Scenario } from './scenarios.js';
@@ -60,6 +60,11 @@ export interface TrialResult {
   trial: number;
   startedAt: string;
   rtt: RttFigures | null;
+  /**
+   * Four process hand-offs (handoff.c) timed as the pings are, from the client pod with its CPU
+   * placement: the least a userspace forwarder adds to a round trip on this machine.
+   */
+  handoff: { p50Us: number; p99Us: number } | null;
   /** Busy cores on the machine with the lab idle, just before the TCP runs. */
   backgroundCores: number | null;
   tcp: TcpFigures[];
@@ -109,7 +114,7 @@ async function idleCores(): Promise<number> {
 }
 
 export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Promise<TrialResult> {
-  const r: TrialResult = { scenario: sc.name, trial, startedAt: new Date().toISOString(), rtt: null, backgroundCores: null, tcp: [], udp: [], agents: [], errors: [] };
+  const r: TrialResult = { scenario: sc.name, trial, startedAt: new Date().toISOString(), rtt: null, handoff: null, backgroundCores: null, tcp: [], udp: [], agents: [], errors: [] };
   const log = (l: string): void => o.log(`  ${sc.name} #${trial}: ${l}`);
   const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
     if (o.stopping()) throw new Interrupted('interrupted');
@@ -154,6 +159,11 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       if (s.received === 0) throw new Error(`no replies from ${server.ip}`);
       r.rtt = { sent: s.sent, received: s.received, p50Us: s.p50Ms * 1000, p99Us: s.p99Ms * 1000 };
       log(`ping RTT p50 ${r.rtt.p50Us.toFixed(0)} us, p99 ${r.rtt.p99Us.toFixed(0)} us (${s.received}/${s.sent})`);
+    });
+    await step('process hand-offs', async () => {
+      const h = await handoffRtt(client.ns, RTT_PINGS, RTT_INTERVAL_S, sc.cpu);
+      r.handoff = { p50Us: h.p50Us, p99Us: h.p99Us };
+      log(`4 process hand-offs p50 ${h.p50Us.toFixed(0)} us, p99 ${h.p99Us.toFixed(0)} us (no networking)`);
     });
     if (r.rtt === null) {
       r.errors.push('skipped the throughput measurements: the server pod is unreachable');

@@ -1,4 +1,5 @@
-# Builds build/Release/tulle_native.node, the thin Node-API addon loaded only by src/io/native.ts.
+# Builds build/Release/tulle_native.node, the thin Node-API addon loaded only by src/io/native.ts,
+# and build/Release/tulle_handoff, the bench's measure of what process hand-offs cost (handoff.c).
 # C++17, node-addon-api without C++ exceptions (errors travel as negative errno or a pending JS
 # exception), -O2 instead of node-gyp's default -O3.
 {
@@ -30,6 +31,13 @@
       "cflags_cc!": ["-O3", "-fexceptions", "-std=gnu++17", "-std=gnu++20"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
       "cflags_cc": ["-std=c++17", "-fno-exceptions"]
+    },
+    {
+      "target_name": "tulle_handoff",
+      "type": "executable",
+      "sources": ["src/handoff.c"],
+      "cflags!": ["-O3"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -1,7 +1,10 @@
 // Reachability, integrity and throughput checks between lab namespaces.
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { CommandError, distScript, nsRun, spawnInNs } from '../util/exec.js';
+import { packageRoot } from '../util/paths.js';
 import { streamDigest } from './tcpcheck.js';
 
 export interface PodRef {
@@ -89,6 +92,38 @@ export async function pingRtt(fromNs: string, toIp: string, count = 100, interva
     p99Ms: percentile(rtts, 99),
     maxMs: rtts[rtts.length - 1] ?? NaN,
   };
+}
+
+export interface HandoffStats {
+  rounds: number;
+  gapUs: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+/** The helper built with the addon (native-bindings/src/handoff.c). */
+export function handoffBinary(): string {
+  const p = join(packageRoot(), 'native-bindings', 'build', 'Release', 'tulle_handoff');
+  if (!existsSync(p)) throw new Error(`${p} is missing: build the native part first (npm install, or npm run build)`);
+  return p;
+}
+
+/**
+ * What four hand-offs between processes cost here, with no networking: `rounds` round trips
+ * P -> A -> B -> A -> P over pipes, `gapS` apart as pings are, in namespace `ns`, on `cpu` if
+ * given (see handoff.c). The same wake-ups a ping through two tulle agents needs, without any of
+ * tulle's work: the least a design that forwards in userspace adds to the kernel's path.
+ */
+export async function handoffRtt(ns: string, rounds: number, gapS: number, cpu?: number): Promise<HandoffStats> {
+  const gapUs = Math.round(gapS * 1e6);
+  const out = await nsRun(ns, ...onCpu(cpu, handoffBinary(), [String(rounds), String(gapUs)]), {
+    timeoutMs: rounds * (gapUs / 1000 + 10) + 5000,
+  }).catch((e: { message: string }) => {
+    throw new Error(`process hand-offs in ${ns}: ${e.message}`);
+  });
+  const r = JSON.parse(out) as Partial<HandoffStats>;
+  if (r.rounds !== rounds || typeof r.p50Us !== 'number' || typeof r.p99Us !== 'number') throw new Error(`process hand-offs in ${ns}: unexpected output ${JSON.stringify(out.trim())}`);
+  return { rounds, gapUs, p50Us: r.p50Us, p99Us: r.p99Us };
 }
 
 /** Collects a child's stdout lines and its exit, for helpers that report on stdout. */

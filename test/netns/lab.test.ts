@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
-import { iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
+import { handoffBinary, handoffRtt, iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
 import { threadCpus } from '../../src/io/native.js';
 import { createNetns, deleteNetns, linksOfType, listNetns } from '../../src/lab/netns.js';
 import { labDown, labPrefix, labStateDir, labUp, readLabState, type LabMode, type LabState } from '../../src/lab/topology.js';
@@ -78,6 +78,27 @@ test("measurements put the pods' processes on a chosen CPU", async () => {
   // A CPU the machine lacks: taskset refuses, so the wrapper is really in the command line.
   expect(threadCpus()).not.toContain(1023);
   await expect(pingRtt(a.ns, b.ip, 1, 0.01, 1023)).rejects.toThrow(/taskset/);
+}, 60_000);
+
+test('process hand-offs: timed rounds with their CPU placement, bad arguments refused', async () => {
+  const ns = `tl${randomBytes(3).toString('hex')}-ho`;
+  await createNetns(ns);
+  try {
+    const h = await handoffRtt(ns, 50, 0.001);
+    expect(h.rounds).toBe(50);
+    expect(h.gapUs).toBe(1000);
+    expect(h.p50Us).toBeGreaterThan(0);
+    expect(h.p99Us).toBeGreaterThanOrEqual(h.p50Us);
+    const cpu = threadCpus()[0]!;
+    expect((await handoffRtt(ns, 20, 0, cpu)).rounds).toBe(20);
+    // taskset refuses a CPU the machine lacks: the placement is really in the command line.
+    await expect(handoffRtt(ns, 5, 0, 1023)).rejects.toThrow(/taskset/);
+  } finally {
+    await deleteNetns(ns);
+  }
+  for (const bad of [['0', '100'], ['10', '-1'], ['10'], ['x', '5'], ['100001', '0'], ['10', '1000001']]) {
+    await expect(run(handoffBinary(), bad), bad.join(' ')).rejects.toThrow(/usage: tulle_handoff ROUNDS GAP_US/);
+  }
 }, 60_000);
 
 test('labDown after a crash: recorded and unrecorded namespaces, a process left inside', async () => {
