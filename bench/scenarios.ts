@@ -14,6 +14,10 @@
  * other scenario has the benchmark hold it for the trial. A scenario and its baseline must agree
  * on it, so both are measured with the machine in the same state.
  *
+ * `userspaceTunnel` (plain labs only) routes the pods' traffic through tulle_udptun, a minimal
+ * userspace tunnel in C (src/lab/udptun.ts): the floor of any tunnel that forwards in user space
+ * on this machine, measured in the same run as tulle and compared with the same kernel VXLAN.
+ *
  * `cpu` puts the pods' processes (ping, the iperf3 client and server) on that one CPU, and a tulle
  * scenario's workers too (agent config "cpus"): every hand-off of a round trip then stays on one
  * CPU. A scenario and its baseline must agree on it as well.
@@ -36,6 +40,8 @@ export interface Scenario {
   cpuLatencyUs?: number;
   /** CPU for the pods' processes and tulle's workers (see above); absent = the scheduler places them. */
   cpu?: number;
+  /** plain only: the pods' traffic crosses tulle_udptun instead of the underlay's routes (see above). */
+  userspaceTunnel?: boolean;
   /** Name of the kernel-vxlan scenario (same MTU) this one's figures are compared with. */
   baseline?: string;
   /** Part of a run without --only. */
@@ -53,6 +59,8 @@ export const SCENARIOS: readonly Scenario[] = [
     description: "Linux VXLAN as flannel configures it (flannel.1, veth offloads at their defaults)" },
   { name: 'kernel-vxlan-lowlat', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, cpuLatencyUs: 0, inDefaultRun: true,
     description: 'Linux VXLAN as flannel configures it, with a 0 µs CPU latency request held by the benchmark' },
+  { name: 'c-udp-tunnel', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: true, baseline: 'kernel-vxlan', inDefaultRun: true,
+    description: 'a minimal userspace tunnel in C (tulle_udptun: one thread per node, poll, read, send; receive, write): the userspace floor' },
   { name: 'tulle-w1', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, baseline: 'kernel-vxlan', inDefaultRun: true,
     description: "tulle, 1 worker, the agent's default offload setting" },
   { name: 'tulle-w2', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 2, baseline: 'kernel-vxlan', inDefaultRun: true,
@@ -95,6 +103,9 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     }
     if (s.workers !== undefined && (!Number.isInteger(s.workers) || s.workers < 1 || s.workers > MAX_SCENARIO_WORKERS)) {
       problems.push(`${at}: workers ${JSON.stringify(s.workers)} outside 1..${MAX_SCENARIO_WORKERS}`);
+    }
+    if (s.userspaceTunnel !== undefined && (s.mode !== 'plain' || typeof s.userspaceTunnel !== 'boolean')) {
+      problems.push(`${at}: userspaceTunnel must be true or false, and only on a plain scenario`);
     }
     if (s.offloads !== undefined && typeof s.offloads !== 'boolean') problems.push(`${at}: offloads must be true or false`);
     if (s.cpuLatencyUs !== undefined && (!Number.isInteger(s.cpuLatencyUs) || s.cpuLatencyUs < 0 || s.cpuLatencyUs > MAX_CPU_LATENCY_US)) {

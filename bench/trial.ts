@@ -16,6 +16,7 @@
 import { request } from '../src/control/api.js';
 import { CpuLatencyRequest } from '../src/control/cpu-latency.js';
 import { handoffRtt, iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
+import { startUdpTunnels } from '../src/lab/udptun.js';
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
 import { agentOverrides, type Scenario } from './scenarios.js';
@@ -149,6 +150,16 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       r.errors.push(`lab up: ${(e as Error).message}`);
       log(`FAILED lab up: ${oneLine((e as Error).message)}`);
       return r;
+    }
+    if (sc.userspaceTunnel === true) {
+      try {
+        await startUdpTunnels(lab);
+        log(`userspace tunnel up (tulle_udptun on both nodes)`);
+      } catch (e) {
+        r.errors.push(`userspace tunnel: ${(e as Error).message}`);
+        log(`FAILED userspace tunnel: ${oneLine((e as Error).message)}`);
+        return r;
+      }
     }
     const client = lab.pods.find((p) => p.node === 1)!;
     const server = lab.pods.find((p) => p.node === 2)!;

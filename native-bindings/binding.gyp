@@ -1,5 +1,6 @@
 # Builds build/Release/tulle_native.node, the thin Node-API addon loaded only by src/io/native.ts,
-# and build/Release/tulle_handoff, the bench's measure of what process hand-offs cost (handoff.c).
+# and two programs the bench measures against: build/Release/tulle_handoff (what process hand-offs
+# cost, handoff.c) and build/Release/tulle_udptun (a minimal userspace tunnel, udptun.c).
 # C++17, node-addon-api without C++ exceptions (errors travel as negative errno or a pending JS
 # exception), -O2 instead of node-gyp's default -O3.
 {
@@ -36,6 +37,13 @@
       "target_name": "tulle_handoff",
       "type": "executable",
       "sources": ["src/handoff.c"],
+      "cflags!": ["-O3"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "tulle_udptun",
+      "type": "executable",
+      "sources": ["src/udptun.c"],
       "cflags!": ["-O3"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }

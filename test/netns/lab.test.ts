@@ -16,8 +16,9 @@ import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
 import { handoffBinary, handoffRtt, iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
+import { startUdpTunnels, UDPTUN_DEVICE, udptunBinary } from '../../src/lab/udptun.js';
 import { threadCpus } from '../../src/io/native.js';
-import { createNetns, deleteNetns, linksOfType, listNetns } from '../../src/lab/netns.js';
+import { createNetns, deleteNetns, ipIn, linksOfType, listNetns } from '../../src/lab/netns.js';
 import { labDown, labPrefix, labStateDir, labUp, readLabState, type LabMode, type LabState } from '../../src/lab/topology.js';
 import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
@@ -100,6 +101,25 @@ test('process hand-offs: timed rounds with their CPU placement, bad arguments re
     await expect(run(handoffBinary(), bad), bad.join(' ')).rejects.toThrow(/usage: tulle_handoff ROUNDS GAP_US/);
   }
 }, 60_000);
+
+test('the minimal userspace tunnel carries a plain lab\'s pods both ways, and its device and routes go when it stops', async () => {
+  const lab = newName();
+  const s = await labUp({ name: lab, nodes: 2, pods: 1, mode: 'plain' });
+  const [n1, n2] = s.nodes;
+  await expect(startUdpTunnels({ ...s, mode: 'kernel-vxlan' })).rejects.toThrow(/plain lab/);
+  const t = await startUdpTunnels(s);
+  expect(t.pids).toHaveLength(2);
+  expect(await ipIn(n1!.ns, ['route', 'show', n2!.subnet])).toContain(`dev ${UDPTUN_DEVICE}`);
+  expect(await ipIn(n2!.ns, ['route', 'show', n1!.subnet])).toContain(`dev ${UDPTUN_DEVICE}`);
+  expect(await ipIn(n1!.ns, ['link', 'show', UDPTUN_DEVICE])).toMatch(/mtu 1472 .*state UNKNOWN/);
+  await checkLab(s);
+  await t.stop();
+  expect(t.pids.every((pid) => !processAlive(pid))).toBe(true);
+  await expect(ipIn(n1!.ns, ['link', 'show', UDPTUN_DEVICE])).rejects.toThrow();
+  for (const bad of [['x'], ['', '172.31.0.1', '172.31.0.2', '4790'], ['t0', '300.1.1.1', '172.31.0.2', '4790'], ['t0', '172.31.0.1', '172.31.0.2', '0'], ['t0', '172.31.0.1', '172.31.0.2', '65536x']]) {
+    await expect(run(udptunBinary(), bad), bad.join(' ')).rejects.toThrow(/usage: tulle_udptun TUN LOCAL_IP PEER_IP PORT/);
+  }
+}, 120_000);
 
 test('labDown after a crash: recorded and unrecorded namespaces, a process left inside', async () => {
   const lab = newName();

@@ -83,6 +83,8 @@ describe('scenario table', () => {
       sc({ name: 't9', mode: 'tulle', baseline: 'k', cpu: 0 }),
       sc({ name: 't10', mode: 'tulle', baseline: 'kc', cpu: 1 }),
       sc({ name: 'k11', mode: 'kernel-vxlan', cpu: 1.5 }),
+      sc({ name: 't12', mode: 'tulle', baseline: 'k', userspaceTunnel: true }),
+      sc({ name: 'u1', baseline: 'k', userspaceTunnel: true }),
     ]);
     const has = (re: RegExp): void => expect(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`).toBe(true);
     has(/"k": duplicate name/);
@@ -100,6 +102,8 @@ describe('scenario table', () => {
     has(/"t9": baseline "k" has cpu undefined, not 0/);
     has(/"t10": baseline "kc" has cpu 0, not 1/);
     has(/"k11": cpu 1.5 outside/);
+    has(/"t12": userspaceTunnel must be true or false, and only on a plain scenario/);
+    expect(problems.some((p) => p.startsWith('scenario "u1"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kc"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kl"'))).toBe(false);
   });
@@ -136,7 +140,7 @@ function trial(scenario: string, n: number, f: { tcp1?: number; tcp4?: number; u
 }
 
 describe('aggregate, ratios and acceptance figures', () => {
-  const scenarios = SCENARIOS.filter((s) => ['plain', 'kernel-vxlan', 'tulle-w1', 'tulle-w1-offloads-off'].includes(s.name));
+  const scenarios = SCENARIOS.filter((s) => ['plain', 'kernel-vxlan', 'c-udp-tunnel', 'tulle-w1', 'tulle-w1-offloads-off'].includes(s.name));
   const trials: TrialResult[] = [
     trial('kernel-vxlan', 1, { tcp1: 16, tcp4: 20, udp64: 300e3, p50: 10, cpu: 0.5 }),
     trial('kernel-vxlan', 2, { tcp1: 14, tcp4: 22, udp64: 320e3, p50: 12, cpu: 0.7 }),
@@ -148,6 +152,8 @@ describe('aggregate, ratios and acceptance figures', () => {
     { ...trial('tulle-w1-offloads-off', 2, {}), errors: ['lab up: agent (pid 34) exited'] },
     { ...trial('tulle-w1-offloads-off', 3, {}), errors: ['lab up: agent (pid 56) exited'] },
     trial('plain', 1, { tcp1: 18 }),
+    trial('c-udp-tunnel', 1, { p50: 40 }),
+    trial('c-udp-tunnel', 2, { p50: 44 }),
   ];
   const rows = aggregate(scenarios, trials);
   const row = (n: string) => rows.find((r) => r.scenario.name === n)!;
@@ -173,7 +179,8 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(get('tulle-w1', /TCP 1 stream vs offloads off/)).toMatchObject({ pass: true, detail: expect.stringContaining('4.13x tulle-w1-offloads-off') });
     expect(get('tulle-w1', /UDP 64 B/).pass).toBe(false);
     expect(get('tulle-w1', /RTT p50/)).toMatchObject({
-      pass: true, detail: '60 µs vs 11 µs (+49 µs); 4 process hand-offs alone take 35 µs here, kernel p50 + hand-offs = 46 µs',
+      pass: true,
+      detail: '60 µs vs 11 µs (+49 µs); 4 process hand-offs alone take 35 µs here, kernel p50 + hand-offs = 46 µs; the minimal userspace tunnel (c-udp-tunnel) takes 42 µs',
     });
     expect(row('tulle-w1').metrics.handoffP50Us).toEqual({ median: 35, min: 30, max: 40, n: 2 });
     expect(row('tulle-w1').ratios).not.toHaveProperty('handoffP50Us');
@@ -200,14 +207,15 @@ describe('aggregate, ratios and acceptance figures', () => {
   it('prints one row per metric and one column per scenario, ratios in parentheses, missing as "-"', () => {
     const text = formatTable(rows);
     const lines = text.split('\n');
-    expect(lines[0]).toMatch(/^metric \(median\)\s+plain\s+kernel-vxlan\s+tulle-w1\s+tulle-w1-offloads-off$/);
+    expect(lines[0]).toMatch(/^metric \(median\)\s+plain\s+kernel-vxlan\s+c-udp-tunnel\s+tulle-w1\s+tulle-w1-offloads-off$/);
     expect(lines).toHaveLength(2 + METRICS.length + 1);
     expect(text).toContain('8.25 (0.55x)');
-    expect(lines.find((l) => l.startsWith('TCP 4 streams'))).toMatch(/21\.00\s+-\s+-$/);
-    expect(lines.at(-1)).toMatch(/^trials ok \/ run\s+1\/1\s+3\/3\s+2\/3\s+1\/3$/);
+    expect(lines.find((l) => l.startsWith('TCP 4 streams'))).toMatch(/21\.00\s+-\s+-\s+-$/);
+    expect(lines.find((l) => l.startsWith('ping RTT p50'))).toMatch(/11\s+42 \(3\.82x\)\s+60 \(5\.45x\)/);
+    expect(lines.at(-1)).toMatch(/^trials ok \/ run\s+1\/1\s+3\/3\s+2\/2\s+2\/3\s+1\/3$/);
     const md = formatMarkdown(rows).split('\n');
-    expect(md[0]).toBe('| metric (median) | plain | kernel-vxlan | tulle-w1 | tulle-w1-offloads-off |');
-    expect(md[1]).toBe('|---|---:|---:|---:|---:|');
+    expect(md[0]).toBe('| metric (median) | plain | kernel-vxlan | c-udp-tunnel | tulle-w1 | tulle-w1-offloads-off |');
+    expect(md[1]).toBe('|---|---:|---:|---:|---:|---:|');
   });
 });
 

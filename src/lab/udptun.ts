@@ -1,0 +1,66 @@
+/**
+ * A minimal userspace tunnel between the two nodes of a plain lab (tulle_udptun, built with the
+ * addon from native-bindings/src/udptun.c): each node routes the other's pod subnet into a TUN
+ * device whose packets one C thread carries as bare UDP datagrams. The bench measures it as the
+ * floor of any userspace tunnel on the machine: the same wake-ups and system calls as tulle's
+ * one-worker loop, none of tulle's work.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { packageRoot } from '../util/paths.js';
+import { spawnInNs, terminateProcesses } from '../util/exec.js';
+import { ipIn } from './netns.js';
+import { DEFAULT_UNDERLAY_MTU, LabError, type LabState } from './topology.js';
+
+export const UDPTUN_DEVICE = 'tlut0';
+export const UDPTUN_PORT = 4790;
+/** Outer IPv4 and UDP headers. */
+const UDPTUN_OVERHEAD = 28;
+const READY_TIMEOUT_MS = 5000;
+
+export function udptunBinary(): string {
+  const p = join(packageRoot(), 'native-bindings', 'build', 'Release', 'tulle_udptun');
+  if (!existsSync(p)) throw new Error(`${p} is missing: build the native part first (npm install, or npm run build)`);
+  return p;
+}
+
+export interface UdpTunnels {
+  pids: number[];
+  /** Ends the tunnel processes; their devices and routes go with them, so the nodes no longer reach each other's pods. */
+  stop(): Promise<void>;
+}
+
+/** Starts one tunnel process per node and routes each node's traffic for the other pod subnet into it. */
+export async function startUdpTunnels(s: LabState): Promise<UdpTunnels> {
+  if (s.mode !== 'plain' || s.nodes.length !== 2) {
+    throw new LabError(`the userspace tunnel joins the two nodes of a plain lab; lab ${JSON.stringify(s.name)} is ${s.mode} with ${s.nodes.length} nodes`);
+  }
+  const pids: number[] = [];
+  const tunnels: UdpTunnels = { pids, stop: () => terminateProcesses([...pids]) };
+  try {
+    for (const [n, peer] of [[s.nodes[0]!, s.nodes[1]!], [s.nodes[1]!, s.nodes[0]!]] as const) {
+      const child = spawnInNs(n.ns, udptunBinary(), [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)]);
+      if (child.pid !== undefined) pids.push(child.pid);
+      let stderr = '';
+      child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new LabError(`tulle_udptun in ${n.ns} did not start within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+        createInterface({ input: child.stdout! }).once('line', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        child.once('exit', (code) => {
+          clearTimeout(timer);
+          reject(new LabError(`tulle_udptun in ${n.ns} exited (code ${String(code)}): ${stderr.trim()}`));
+        });
+      });
+      await ipIn(n.ns, ['link', 'set', UDPTUN_DEVICE, 'mtu', String((s.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - UDPTUN_OVERHEAD), 'up']);
+      await ipIn(n.ns, ['route', 'replace', peer.subnet, 'dev', UDPTUN_DEVICE]);
+    }
+  } catch (e) {
+    await tunnels.stop().catch(() => undefined);
+    throw e;
+  }
+  return tunnels;
+}
