@@ -19,7 +19,7 @@
  * on this machine, measured in the same run as tulle and compared with the same kernel VXLAN.
  *
  * `cpu` puts the pods' processes (ping, the iperf3 client and server) on that one CPU, and a tulle
- * scenario's workers too (agent config "cpus"): every hand-off of a round trip then stays on one
+ * scenario's workers (agent config "cpus") or the userspace tunnel's processes too: every hand-off of a round trip then stays on one
  * CPU. A scenario and its baseline must agree on it as well.
  */
 import { MAX_CPU, MAX_CPU_LATENCY_US } from '../src/control/config.js';
@@ -71,6 +71,10 @@ export const SCENARIOS: readonly Scenario[] = [
     description: 'tulle, 1 worker, agents holding a 0 µs CPU latency request (config "cpuLatencyUs": 0)' },
   { name: 'kernel-vxlan-cpu0', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, cpu: 0, inDefaultRun: true,
     description: "Linux VXLAN as flannel configures it, the pods' processes on CPU 0" },
+  { name: 'c-udp-tunnel-lowlat', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: true, cpuLatencyUs: 0, baseline: 'kernel-vxlan-lowlat', inDefaultRun: true,
+    description: 'the minimal userspace tunnel in C, with a 0 µs CPU latency request held by the benchmark' },
+  { name: 'c-udp-tunnel-cpu0', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: true, cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: true,
+    description: "the minimal userspace tunnel in C, its processes and the pods' processes on CPU 0" },
   { name: 'tulle-w1-cpu0', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: true,
     description: 'tulle, 1 worker, the workers (config "cpus": [0]) and the pods\' processes on CPU 0' },
   { name: 'tulle-w1-offloads-on', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: true, baseline: 'kernel-vxlan', inDefaultRun: false,

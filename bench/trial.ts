@@ -153,8 +153,8 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     }
     if (sc.userspaceTunnel === true) {
       try {
-        await startUdpTunnels(lab);
-        log(`userspace tunnel up (tulle_udptun on both nodes)`);
+        await startUdpTunnels(lab, sc.cpu);
+        log(`userspace tunnel up (tulle_udptun on both nodes${sc.cpu !== undefined ? `, on CPU ${sc.cpu}` : ''})`);
       } catch (e) {
         r.errors.push(`userspace tunnel: ${(e as Error).message}`);
         log(`FAILED userspace tunnel: ${oneLine((e as Error).message)}`);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { packageRoot } from '../util/paths.js';
 import { spawnInNs, terminateProcesses } from '../util/exec.js';
+import { onCpu } from './measure.js';
 import { ipIn } from './netns.js';
 import { DEFAULT_UNDERLAY_MTU, LabError, type LabState } from './topology.js';
 
@@ -31,8 +32,11 @@ export interface UdpTunnels {
   stop(): Promise<void>;
 }
 
-/** Starts one tunnel process per node and routes each node's traffic for the other pod subnet into it. */
-export async function startUdpTunnels(s: LabState): Promise<UdpTunnels> {
+/**
+ * Starts one tunnel process per node, on `cpu` alone if given, and routes each node's traffic for
+ * the other pod subnet into it.
+ */
+export async function startUdpTunnels(s: LabState, cpu?: number): Promise<UdpTunnels> {
   if (s.mode !== 'plain' || s.nodes.length !== 2) {
     throw new LabError(`the userspace tunnel joins the two nodes of a plain lab; lab ${JSON.stringify(s.name)} is ${s.mode} with ${s.nodes.length} nodes`);
   }
@@ -40,7 +44,7 @@ export async function startUdpTunnels(s: LabState): Promise<UdpTunnels> {
   const tunnels: UdpTunnels = { pids, stop: () => terminateProcesses([...pids]) };
   try {
     for (const [n, peer] of [[s.nodes[0]!, s.nodes[1]!], [s.nodes[1]!, s.nodes[0]!]] as const) {
-      const child = spawnInNs(n.ns, udptunBinary(), [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)]);
+      const child = spawnInNs(n.ns, ...onCpu(cpu, udptunBinary(), [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)]));
       if (child.pid !== undefined) pids.push(child.pid);
       let stderr = '';
       child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));

@@ -20,7 +20,7 @@ import { startUdpTunnels, UDPTUN_DEVICE, udptunBinary } from '../../src/lab/udpt
 import { threadCpus } from '../../src/io/native.js';
 import { createNetns, deleteNetns, ipIn, linksOfType, listNetns } from '../../src/lab/netns.js';
 import { labDown, labPrefix, labStateDir, labUp, readLabState, type LabMode, type LabState } from '../../src/lab/topology.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 
 const TRANSFER_BYTES = 4 << 20;
@@ -116,6 +116,12 @@ test('the minimal userspace tunnel carries a plain lab\'s pods both ways, and it
   await t.stop();
   expect(t.pids.every((pid) => !processAlive(pid))).toBe(true);
   await expect(ipIn(n1!.ns, ['link', 'show', UDPTUN_DEVICE])).rejects.toThrow();
+  // On a chosen CPU, as the bench's -cpu0 scenario runs it.
+  const cpu = threadCpus().at(-1)!;
+  const pinned = await startUdpTunnels(s, cpu);
+  for (const pid of pinned.pids) expect(/^Cpus_allowed_list:\s*(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]).toBe(String(cpu));
+  expect(await pingAll(s.pods)).toEqual([]);
+  await pinned.stop();
   for (const bad of [['x'], ['', '172.31.0.1', '172.31.0.2', '4790'], ['t0', '300.1.1.1', '172.31.0.2', '4790'], ['t0', '172.31.0.1', '172.31.0.2', '0'], ['t0', '172.31.0.1', '172.31.0.2', '65536x']]) {
     await expect(run(udptunBinary(), bad), bad.join(' ')).rejects.toThrow(/usage: tulle_udptun TUN LOCAL_IP PEER_IP PORT/);
   }

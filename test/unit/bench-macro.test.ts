@@ -56,10 +56,13 @@ describe('scenario table', () => {
     for (const s of SCENARIOS.filter((x) => x.mode === 'tulle')) {
       expect(SCENARIOS.find((b) => b.name === s.baseline)?.mtu).toBe(s.mtu);
     }
-    // The default run measures tulle and kernel VXLAN both with and without a CPU latency request.
-    expect(run.filter((s) => s.cpuLatencyUs === 0).map((s) => s.mode).sort()).toEqual(['kernel-vxlan', 'tulle']);
-    // ... and with the pods' processes (and tulle's workers) on one CPU.
-    expect(run.filter((s) => s.cpu === 0).map((s) => s.mode).sort()).toEqual(['kernel-vxlan', 'tulle']);
+    // The default run measures tulle, kernel VXLAN and the userspace floor both with and without a
+    // CPU latency request ...
+    const kinds = (xs: Scenario[]): string[] => xs.map((s) => (s.userspaceTunnel ? 'c-udp-tunnel' : s.mode)).sort();
+    expect(kinds(run.filter((s) => s.cpuLatencyUs === undefined && s.cpu === undefined))).toEqual(expect.arrayContaining(['c-udp-tunnel', 'kernel-vxlan', 'tulle']));
+    expect(kinds(run.filter((s) => s.cpuLatencyUs === 0))).toEqual(['c-udp-tunnel', 'kernel-vxlan', 'tulle']);
+    // ... and with the pods' processes (and tulle's workers, or the tunnel's processes) on one CPU.
+    expect(kinds(run.filter((s) => s.cpu === 0))).toEqual(['c-udp-tunnel', 'kernel-vxlan', 'tulle']);
   });
 
   it('reports bad rows: duplicate names, knobs on the wrong mode, missing or wrong baselines, bad numbers', () => {
