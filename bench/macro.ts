@@ -25,6 +25,8 @@ import { SCENARIOS, selectScenarios, type Scenario } from './scenarios.js';
 import { oneLine, runTrial, type TrialResult } from './trial.js';
 import { acceptanceChecks, aggregate, formatChecks, formatMarkdown, formatTable } from './report.js';
 import { renderChart } from './svg.js';
+import { handoffBinary } from '../src/lab/measure.js';
+import { udptunBinary } from '../src/lab/udptun.js';
 
 export const DEFAULT_TRIALS = 3;
 export const DEFAULT_SECONDS = 5;
@@ -115,6 +117,9 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError((e as Error).message);
   }
   const { run: scenarios, addedBaselines } = selected;
+  // The helper programs come with the addon; without them every trial would fail after its lab is built.
+  handoffBinary();
+  if (scenarios.some((s) => s.userspaceTunnel === true)) udptunBinary();
   const labName = `bench${randomBytes(3).toString('hex')}`;
   const started = new Date();
   const log = (l: string): void => console.log(l);

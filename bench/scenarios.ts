@@ -121,6 +121,13 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     if (s.mode === 'tulle' && s.baseline === undefined) problems.push(`${at}: a tulle scenario needs a kernel-vxlan baseline`);
     if (s.mode === 'kernel-vxlan' && s.baseline !== undefined) problems.push(`${at}: kernel-vxlan is the baseline, it has none`);
   }
+  const floors = new Map<string, string>();
+  for (const s of table.filter((x) => x.userspaceTunnel === true && x.mode === 'plain')) {
+    const key = `${s.mtu}/${String(s.cpuLatencyUs)}/${String(s.cpu)}`;
+    const other = floors.get(key);
+    if (other !== undefined) problems.push(`scenario ${JSON.stringify(s.name)}: a second userspace tunnel with the same mtu, cpuLatencyUs and cpu as ${JSON.stringify(other)}`);
+    else floors.set(key, s.name);
+  }
   for (const s of table) {
     if (s.baseline === undefined) continue;
     const b = byName.get(s.baseline);

@@ -16,7 +16,7 @@
 import { request } from '../src/control/api.js';
 import { CpuLatencyRequest } from '../src/control/cpu-latency.js';
 import { handoffRtt, iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
-import { startUdpTunnels } from '../src/lab/udptun.js';
+import { startUdpTunnels, type UdpTunnels } from '../src/lab/udptun.js';
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
 import { agentOverrides, type Scenario } from './scenarios.js';
@@ -131,6 +131,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
   let lab: LabState;
   // tulle agents hold the scenario's CPU latency request themselves; for the others the benchmark does.
   let cpuLatency: CpuLatencyRequest | undefined;
+  let tunnels: UdpTunnels | undefined;
   try {
     if (sc.cpuLatencyUs !== undefined && sc.mode !== 'tulle') {
       try {
@@ -153,7 +154,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     }
     if (sc.userspaceTunnel === true) {
       try {
-        await startUdpTunnels(lab, sc.cpu);
+        tunnels = await startUdpTunnels(lab, sc.cpu);
         log(`userspace tunnel up (tulle_udptun on both nodes${sc.cpu !== undefined ? `, on CPU ${sc.cpu}` : ''})`);
       } catch (e) {
         r.errors.push(`userspace tunnel: ${(e as Error).message}`);
@@ -216,6 +217,10 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
         if (workerRestarts > 0) log(`agent in ${n.ns}: ${workerRestarts} worker restart(s)`);
       });
     }
+    if (tunnels !== undefined && tunnels.pids.length < 2) {
+      r.errors.push('userspace tunnel: a tulle_udptun process exited during the trial; its figures are not the floor');
+      log('FAILED a tulle_udptun process exited during the trial');
+    }
     return r;
   } catch (e) {
     if (!(e instanceof Interrupted)) throw e;
@@ -224,6 +229,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     return r;
   } finally {
     try {
+      await tunnels?.stop().catch((e: Error) => r.errors.push(`userspace tunnel stop: ${e.message}`));
       await labDown({ name: o.labName });
     } finally {
       await cpuLatency?.release();

@@ -12,16 +12,31 @@
 // Pin it with taskset to measure a placement; the children inherit the CPU set.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { kMaxRounds = 100000, kMaxGapUs = 1000000 };
+
+// In a relaying child: die with the parent, and keep the caller's stdout and stderr pipes free, so
+// whoever waits for them sees them close when the parent ends.
+static void Child(pid_t parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(0);
+  int null = open("/dev/null", O_WRONLY);
+  if (null >= 0) {
+    dup2(null, STDOUT_FILENO);
+    dup2(null, STDERR_FILENO);
+    if (null > STDERR_FILENO) close(null);
+  }
+}
 
 static int WaitRead(int fd) {
   struct pollfd p = {fd, POLLIN, 0};
@@ -73,20 +88,27 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: tulle_handoff ROUNDS GAP_US (ROUNDS 1..%d, GAP_US 0..%d)\n", kMaxRounds, kMaxGapUs);
     return 2;
   }
-  // p_a: P -> A, a_b: A -> B, b_a: B -> A, a_p: A -> P.
+  // p_a: P -> A, a_b: A -> B, b_a: B -> A, a_p: A -> P. Each process closes the ends it does not
+  // use, so a process that dies is seen as end of file by the one reading from it.
   int p_a[2], a_b[2], b_a[2], a_p[2];
   if (pipe(p_a) < 0 || pipe(a_b) < 0 || pipe(b_a) < 0 || pipe(a_p) < 0) {
     fprintf(stderr, "tulle_handoff: pipe: %s\n", strerror(errno));
     return 1;
   }
+  signal(SIGPIPE, SIG_IGN);  // a write to a dead process fails with EPIPE instead
+  const pid_t parent = getpid();
   pid_t b = fork();
   if (b == 0) {  // B: echoes A's byte back to A.
+    Child(parent);
+    close(p_a[0]), close(p_a[1]), close(a_p[0]), close(a_p[1]), close(a_b[1]), close(b_a[0]);
     for (;;) {
       if (WaitRead(a_b[0]) < 0 || WriteByte(b_a[1]) < 0) _exit(0);
     }
   }
   pid_t a = b < 0 ? -1 : fork();
   if (a == 0) {  // A: P's byte to B, B's byte to P.
+    Child(parent);
+    close(p_a[1]), close(a_p[0]), close(a_b[0]), close(b_a[1]);
     for (;;) {
       if (WaitRead(p_a[0]) < 0 || WriteByte(a_b[1]) < 0 || WaitRead(b_a[0]) < 0 || WriteByte(a_p[1]) < 0) _exit(0);
     }
@@ -96,8 +118,9 @@ int main(int argc, char** argv) {
     if (b > 0) kill(b, SIGKILL);
     return 1;
   }
+  close(p_a[0]), close(a_p[1]), close(a_b[0]), close(a_b[1]), close(b_a[0]), close(b_a[1]);
   long long* ns = malloc(sizeof(long long) * (size_t)rounds);
-  int failed = ns == NULL;
+  int failed = ns == NULL, err = ns == NULL ? ENOMEM : 0;
   for (long i = 0; i < rounds && !failed; i++) {
     if (gap_us > 0) {
       struct timespec gap = {gap_us / 1000000, (gap_us % 1000000) * 1000};
@@ -105,15 +128,20 @@ int main(int argc, char** argv) {
       }
     }
     long long t0 = NowNs();
-    if (WriteByte(p_a[1]) < 0 || WaitRead(a_p[0]) < 0) failed = 1;
-    else ns[i] = NowNs() - t0;
+    errno = 0;
+    if (WriteByte(p_a[1]) < 0 || WaitRead(a_p[0]) < 0) {
+      failed = 1;
+      err = errno;
+    } else {
+      ns[i] = NowNs() - t0;
+    }
   }
   kill(a, SIGKILL);
   kill(b, SIGKILL);
   waitpid(a, NULL, 0);
   waitpid(b, NULL, 0);
   if (failed) {
-    fprintf(stderr, "tulle_handoff: a hand-off failed: %s\n", ns == NULL ? "out of memory" : strerror(errno));
+    fprintf(stderr, "tulle_handoff: a hand-off failed: %s\n", err != 0 ? strerror(err) : "a relaying process exited");
     return 1;
   }
   qsort(ns, (size_t)rounds, sizeof ns[0], Compare);

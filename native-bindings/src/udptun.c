@@ -40,10 +40,10 @@ int main(int argc, char** argv) {
   char* end;
   errno = 0;
   long port = strtol(argv[4], &end, 10);
+  if (errno != 0 || end == argv[4] || *end != '\0' || port < 1 || port > 65535) return Usage();
   size_t name_len = strlen(argv[1]);
   if (name_len < 1 || name_len >= IFNAMSIZ || inet_pton(AF_INET, argv[2], &local.sin_addr) != 1 ||
-      inet_pton(AF_INET, argv[3], &peer.sin_addr) != 1 || errno != 0 || end == argv[4] || *end != '\0' || port < 1 ||
-      port > 65535) {
+      inet_pton(AF_INET, argv[3], &peer.sin_addr) != 1) {
     return Usage();
   }
   local.sin_port = peer.sin_port = htons((uint16_t)port);
@@ -75,12 +75,14 @@ int main(int argc, char** argv) {
     }
     if (p[0].revents != 0) {
       ssize_t n;
-      while ((n = read(tun, buf, sizeof buf)) > 0) (void)send(udp, buf, (size_t)n, 0);  // a failed send is a drop
+      while ((n = read(tun, buf, sizeof buf)) > 0) {
+        if (send(udp, buf, (size_t)n, 0) < 0) continue;  // a drop
+      }
     }
     if (p[1].revents != 0) {
       ssize_t n;
       while ((n = recv(udp, buf, sizeof buf, 0)) >= 0) {
-        if (n > 0) (void)write(tun, buf, (size_t)n);  // a failed write is a drop
+        if (n > 0 && write(tun, buf, (size_t)n) < 0) continue;  // a drop
       }
     }
   }

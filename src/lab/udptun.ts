@@ -4,6 +4,11 @@
  * device whose packets one C thread carries as bare UDP datagrams. The bench measures it as the
  * floor of any userspace tunnel on the machine: the same wake-ups and system calls as tulle's
  * one-worker loop, none of tulle's work.
+ *
+ * The tunnel devices get the underlay MTU minus the outer IPv4 and UDP headers (1472 on a
+ * 1500-byte underlay), while a plain lab's pods keep the underlay MTU: full-size TCP segments
+ * find the smaller MTU by path MTU discovery on their first crossing. The bench uses these rows
+ * for their round trips; kernel VXLAN's pods have 1450.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -45,18 +50,28 @@ export async function startUdpTunnels(s: LabState, cpu?: number): Promise<UdpTun
   try {
     for (const [n, peer] of [[s.nodes[0]!, s.nodes[1]!], [s.nodes[1]!, s.nodes[0]!]] as const) {
       const child = spawnInNs(n.ns, ...onCpu(cpu, udptunBinary(), [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)]));
-      if (child.pid !== undefined) pids.push(child.pid);
+      const pid = child.pid;
+      if (pid !== undefined) pids.push(pid);
       let stderr = '';
       child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+      // An ended process leaves the list, so stop() never signals a PID the system has reused.
+      child.once('exit', () => {
+        const i = pid === undefined ? -1 : pids.indexOf(pid);
+        if (i >= 0) pids.splice(i, 1);
+      });
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new LabError(`tulle_udptun in ${n.ns} did not start within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-        createInterface({ input: child.stdout! }).once('line', () => {
+        const fail = (why: string): void => {
+          clearTimeout(timer);
+          reject(new LabError(`tulle_udptun in ${n.ns} ${why}`));
+        };
+        const timer = setTimeout(() => fail(`did not start within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
+        child.once('error', (e) => fail(`could not start: ${e.message}`));
+        // 'close' comes after stderr has been read to its end, so the message is whole.
+        child.once('close', (code) => fail(`exited (code ${String(code)}): ${stderr.trim()}`));
+        createInterface({ input: child.stdout! }).once('line', (line) => {
+          if (line !== 'ready') return fail(`printed ${JSON.stringify(line)} instead of "ready"`);
           clearTimeout(timer);
           resolve();
-        });
-        child.once('exit', (code) => {
-          clearTimeout(timer);
-          reject(new LabError(`tulle_udptun in ${n.ns} exited (code ${String(code)}): ${stderr.trim()}`));
         });
       });
       await ipIn(n.ns, ['link', 'set', UDPTUN_DEVICE, 'mtu', String((s.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - UDPTUN_OVERHEAD), 'up']);

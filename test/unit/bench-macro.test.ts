@@ -88,6 +88,8 @@ describe('scenario table', () => {
       sc({ name: 'k11', mode: 'kernel-vxlan', cpu: 1.5 }),
       sc({ name: 't12', mode: 'tulle', baseline: 'k', userspaceTunnel: true }),
       sc({ name: 'u1', baseline: 'k', userspaceTunnel: true }),
+      sc({ name: 'u2', baseline: 'k', userspaceTunnel: true }),
+      sc({ name: 'u3', baseline: 'kc', cpu: 0, userspaceTunnel: true }),
     ]);
     const has = (re: RegExp): void => expect(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`).toBe(true);
     has(/"k": duplicate name/);
@@ -107,6 +109,8 @@ describe('scenario table', () => {
     has(/"k11": cpu 1.5 outside/);
     has(/"t12": userspaceTunnel must be true or false, and only on a plain scenario/);
     expect(problems.some((p) => p.startsWith('scenario "u1"'))).toBe(false);
+    has(/"u2": a second userspace tunnel with the same mtu, cpuLatencyUs and cpu as "u1"/);
+    expect(problems.some((p) => p.startsWith('scenario "u3"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kc"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kl"'))).toBe(false);
   });
@@ -207,6 +211,26 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(checks.find((c) => c.scenario === 'tulle-w1-cpu0' && /RTT/.test(c.what))).toMatchObject({ pass: true, detail: '49 µs vs 10 µs (+39 µs)' });
   });
 
+  it('names, on each round-trip line, the userspace tunnel measured with the same CPU latency request and CPU', () => {
+    const names = ['kernel-vxlan', 'kernel-vxlan-lowlat', 'kernel-vxlan-cpu0', 'c-udp-tunnel', 'c-udp-tunnel-lowlat', 'c-udp-tunnel-cpu0', 'tulle-w1', 'tulle-w1-lowlat', 'tulle-w1-cpu0'];
+    const rows3 = aggregate(SCENARIOS.filter((s) => names.includes(s.name)), [
+      ...['kernel-vxlan', 'kernel-vxlan-lowlat', 'kernel-vxlan-cpu0'].map((n) => trial(n, 1, { tcp1: 10, udp64: 100e3, p50: 50 })),
+      trial('c-udp-tunnel', 1, { p50: 180 }),
+      trial('c-udp-tunnel-lowlat', 1, { p50: 100 }),
+      trial('c-udp-tunnel-cpu0', 1, { p50: 90 }),
+      ...['tulle-w1', 'tulle-w1-lowlat', 'tulle-w1-cpu0'].map((n) => trial(n, 1, { tcp1: 6, udp64: 60e3, p50: 200 })),
+    ]);
+    const rtt = (n: string): string => acceptanceChecks(rows3).find((c) => c.scenario === n && /RTT/.test(c.what))!.detail;
+    expect(rtt('tulle-w1')).toMatch(/the minimal userspace tunnel \(c-udp-tunnel\) takes 180 µs$/);
+    expect(rtt('tulle-w1-lowlat')).toMatch(/the minimal userspace tunnel \(c-udp-tunnel-lowlat\) takes 100 µs$/);
+    expect(rtt('tulle-w1-cpu0')).toMatch(/the minimal userspace tunnel \(c-udp-tunnel-cpu0\) takes 90 µs$/);
+    // Without a floor measured in the same state, the line names none.
+    const noFloor = aggregate(SCENARIOS.filter((s) => ['kernel-vxlan-cpu0', 'c-udp-tunnel', 'tulle-w1-cpu0'].includes(s.name)), [
+      trial('kernel-vxlan-cpu0', 1, { p50: 50 }), trial('c-udp-tunnel', 1, { p50: 180 }), trial('tulle-w1-cpu0', 1, { p50: 200 }),
+    ]);
+    expect(acceptanceChecks(noFloor).find((c) => /RTT/.test(c.what))!.detail).not.toContain('userspace tunnel');
+  });
+
   it('prints one row per metric and one column per scenario, ratios in parentheses, missing as "-"', () => {
     const text = formatTable(rows);
     const lines = text.split('\n');
@@ -287,6 +311,15 @@ describe('SVG chart', () => {
     expect(svg).toContain('it&apos;s');
     for (const m of METRICS) expect(svg).toContain(escapeXml(`${m.label} [${m.unit}]`));
     expect(svg).toContain('3.00 (0.19x)');
+    // The userspace floor is drawn in its own colour, not as plain routing.
+    const floorRows = aggregate(SCENARIOS.filter((s) => ['plain', 'kernel-vxlan', 'c-udp-tunnel'].includes(s.name)), [
+      trial('plain', 1, { tcp1: 20 }), trial('kernel-vxlan', 1, { tcp1: 15 }), trial('c-udp-tunnel', 1, { tcp1: 0.7 }),
+    ]);
+    const fills = (doc: string, label: string): string[] => [...doc.matchAll(new RegExp(`<text[^>]*>${label}</text>\\s*<rect[^>]*fill="(#[0-9a-f]{6})"`, 'g'))].map((m) => m[1]!);
+    const floorSvg = renderChart(floorRows, { title: 't', subtitle: 's' });
+    expect(floorSvg).toContain('minimal C tunnel');
+    expect(fills(floorSvg, 'c-udp-tunnel')[0]).toBeDefined();
+    expect(fills(floorSvg, 'c-udp-tunnel')[0]).not.toBe(fills(floorSvg, 'plain')[0]);
     expect(svg.match(/>n\/a</g)?.length).toBeGreaterThan(0); // "odd" has no figures
     expect(svg).not.toMatch(/NaN|undefined|Infinity/);
   });
