@@ -4,7 +4,7 @@
  * Everything here is pure (no I/O), so it is unit-tested.
  */
 import { ratio, summarize, type Summary } from './stats.js';
-import type { Scenario } from './scenarios.js';
+import { sameMachineState, type Scenario } from './scenarios.js';
 import type { TrialResult } from './trial.js';
 
 export interface MetricDef {
@@ -142,13 +142,12 @@ export function acceptanceChecks(rows: readonly ScenarioSummary[]): Check[] {
       });
     };
     atLeast('TCP 1 stream vs kernel VXLAN', r.ratios.tcp1Gbps, 0.5, sc.baseline ?? 'baseline');
-    const off = rows.find((o) => o.scenario.mode === 'tulle' && o.scenario.offloads === false && o.scenario.mtu === sc.mtu &&
-      o.scenario.workers === sc.workers && o.scenario.cpuLatencyUs === sc.cpuLatencyUs && o.scenario.cpu === sc.cpu);
+    const off = rows.find((o) => o.scenario.mode === 'tulle' && o.scenario.offloads === false && o.scenario.workers === sc.workers && sameMachineState(o.scenario, sc));
     if (off) atLeast('TCP 1 stream vs offloads off', ratio(med(r, 'tcp1Gbps'), med(off, 'tcp1Gbps')), 3, off.scenario.name);
     atLeast('UDP 64 B packet rate vs kernel VXLAN', r.ratios.udp64Kpps, 0.5, sc.baseline ?? 'baseline');
     const p50 = med(r, 'rttP50Us');
     // The userspace floor measured with the machine in the same state.
-    const floor = rows.find((f) => f.scenario.userspaceTunnel === true && f.scenario.mtu === sc.mtu && f.scenario.cpuLatencyUs === sc.cpuLatencyUs && f.scenario.cpu === sc.cpu);
+    const floor = rows.find((f) => f.scenario.userspaceTunnel === true && sameMachineState(f.scenario, sc));
     const kp50 = med(base, 'rttP50Us');
     const ok = p50 !== undefined && kp50 !== undefined && Number.isFinite(p50) && Number.isFinite(kp50);
     out.push({

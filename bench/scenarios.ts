@@ -89,6 +89,11 @@ export const SCENARIOS: readonly Scenario[] = [
     description: "tulle, 1 worker, jumbo underlay MTU 9000, the agent's default offload setting" },
 ];
 
+/** Whether two scenarios see the machine in the same state: underlay MTU, CPU latency request and CPU placement. */
+export function sameMachineState(a: Scenario, b: Scenario): boolean {
+  return a.mtu === b.mtu && a.cpuLatencyUs === b.cpuLatencyUs && a.cpu === b.cpu;
+}
+
 /** Every problem with a scenario table (empty when it is valid). */
 export function scenarioProblems(table: readonly Scenario[]): string[] {
   const problems: string[] = [];
@@ -121,13 +126,11 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     if (s.mode === 'tulle' && s.baseline === undefined) problems.push(`${at}: a tulle scenario needs a kernel-vxlan baseline`);
     if (s.mode === 'kernel-vxlan' && s.baseline !== undefined) problems.push(`${at}: kernel-vxlan is the baseline, it has none`);
   }
-  const floors = new Map<string, string>();
-  for (const s of table.filter((x) => x.userspaceTunnel === true && x.mode === 'plain')) {
-    const key = `${s.mtu}/${String(s.cpuLatencyUs)}/${String(s.cpu)}`;
-    const other = floors.get(key);
-    if (other !== undefined) problems.push(`scenario ${JSON.stringify(s.name)}: a second userspace tunnel with the same mtu, cpuLatencyUs and cpu as ${JSON.stringify(other)}`);
-    else floors.set(key, s.name);
-  }
+  const floors = table.filter((x) => x.userspaceTunnel === true && x.mode === 'plain');
+  floors.forEach((s, i) => {
+    const other = floors.slice(0, i).find((f) => sameMachineState(f, s));
+    if (other) problems.push(`scenario ${JSON.stringify(s.name)}: a second userspace tunnel with the same mtu, cpuLatencyUs and cpu as ${JSON.stringify(other.name)}`);
+  });
   for (const s of table) {
     if (s.baseline === undefined) continue;
     const b = byName.get(s.baseline);

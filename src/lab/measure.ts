@@ -1,10 +1,8 @@
 // Reachability, integrity and throughput checks between lab namespaces.
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { CommandError, distScript, nsRun, spawnInNs } from '../util/exec.js';
-import { packageRoot } from '../util/paths.js';
+import { nativeProgram } from '../util/paths.js';
 import { streamDigest } from './tcpcheck.js';
 
 export interface PodRef {
@@ -103,9 +101,7 @@ export interface HandoffStats {
 
 /** The helper built with the addon (native-bindings/src/handoff.c). */
 export function handoffBinary(): string {
-  const p = join(packageRoot(), 'native-bindings', 'build', 'Release', 'tulle_handoff');
-  if (!existsSync(p)) throw new Error(`${p} is missing: build the native part first (npm install, or npm run build)`);
-  return p;
+  return nativeProgram('tulle_handoff');
 }
 
 /**
@@ -127,7 +123,7 @@ export async function handoffRtt(ns: string, rounds: number, gapS: number, cpu?:
 }
 
 /** Collects a child's stdout lines and its exit, for helpers that report on stdout. */
-function watch(child: ChildProcess, what: string): { line: () => Promise<string>; done: Promise<string> } {
+export function watch(child: ChildProcess, what: string): { line: () => Promise<string>; done: Promise<string> } {
   const lines: string[] = [];
   const waiters: ((l: string) => void)[] = [];
   let stderr = '';

@@ -10,12 +10,9 @@
  * find the smaller MTU by path MTU discovery on their first crossing. The bench uses these rows
  * for their round trips; kernel VXLAN's pods have 1450.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { packageRoot } from '../util/paths.js';
+import { nativeProgram } from '../util/paths.js';
 import { spawnInNs, terminateProcesses } from '../util/exec.js';
-import { onCpu } from './measure.js';
+import { onCpu, watch } from './measure.js';
 import { ipIn } from './netns.js';
 import { DEFAULT_UNDERLAY_MTU, LabError, type LabState } from './topology.js';
 
@@ -23,12 +20,9 @@ export const UDPTUN_DEVICE = 'tlut0';
 export const UDPTUN_PORT = 4790;
 /** Outer IPv4 and UDP headers. */
 const UDPTUN_OVERHEAD = 28;
-const READY_TIMEOUT_MS = 5000;
 
 export function udptunBinary(): string {
-  const p = join(packageRoot(), 'native-bindings', 'build', 'Release', 'tulle_udptun');
-  if (!existsSync(p)) throw new Error(`${p} is missing: build the native part first (npm install, or npm run build)`);
-  return p;
+  return nativeProgram('tulle_udptun');
 }
 
 export interface UdpTunnels {
@@ -52,28 +46,16 @@ export async function startUdpTunnels(s: LabState, cpu?: number): Promise<UdpTun
       const child = spawnInNs(n.ns, ...onCpu(cpu, udptunBinary(), [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)]));
       const pid = child.pid;
       if (pid !== undefined) pids.push(pid);
-      let stderr = '';
-      child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
       // An ended process leaves the list, so stop() never signals a PID the system has reused.
       child.once('exit', () => {
         const i = pid === undefined ? -1 : pids.indexOf(pid);
         if (i >= 0) pids.splice(i, 1);
       });
-      await new Promise<void>((resolve, reject) => {
-        const fail = (why: string): void => {
-          clearTimeout(timer);
-          reject(new LabError(`tulle_udptun in ${n.ns} ${why}`));
-        };
-        const timer = setTimeout(() => fail(`did not start within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
-        child.once('error', (e) => fail(`could not start: ${e.message}`));
-        // 'close' comes after stderr has been read to its end, so the message is whole.
-        child.once('close', (code) => fail(`exited (code ${String(code)}): ${stderr.trim()}`));
-        createInterface({ input: child.stdout! }).once('line', (line) => {
-          if (line !== 'ready') return fail(`printed ${JSON.stringify(line)} instead of "ready"`);
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      const w = watch(child, `tulle_udptun in ${n.ns}`);
+      // Its end is seen through `pids` (the bench checks it after a trial), not as an error here.
+      w.done.catch(() => undefined);
+      const line = await w.line();
+      if (line !== 'ready') throw new LabError(`tulle_udptun in ${n.ns} printed ${JSON.stringify(line)} instead of "ready"`);
       await ipIn(n.ns, ['link', 'set', UDPTUN_DEVICE, 'mtu', String((s.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - UDPTUN_OVERHEAD), 'up']);
       await ipIn(n.ns, ['route', 'replace', peer.subnet, 'dev', UDPTUN_DEVICE]);
     }

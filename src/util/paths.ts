@@ -28,3 +28,10 @@ export function distPath(rel: string): string {
   if (!existsSync(p)) throw new Error(`${p} is missing: build tulle first (npm run build:ts)`);
   return p;
 }
+
+/** Path of a program built with the addon (native-bindings/binding.gyp); fails clearly when not built. */
+export function nativeProgram(name: string): string {
+  const p = join(packageRoot(), 'native-bindings', 'build', 'Release', name);
+  if (!existsSync(p)) throw new Error(`${p} is missing: build the native part first (npm install, or npm run build)`);
+  return p;
+}
