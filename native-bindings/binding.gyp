@@ -16,6 +16,7 @@
         "src/lock.cc",
         "src/offload.cc",
         "src/poll.cc",
+        "src/port.cc",
         "src/sched.cc",
         "src/segment.cc",
         "src/tun.cc",

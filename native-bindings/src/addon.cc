@@ -41,6 +41,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterSegment(env, exports, constants);
   RegisterLock(env, exports, constants);
   RegisterSched(env, exports, constants);
+  RegisterPort(env, exports, constants);
   constants.Freeze();
   exports.Set("constants", constants);
   return exports;

@@ -43,6 +43,7 @@ void RegisterOffload(Napi::Env env, Napi::Object exports, Napi::Object constants
 void RegisterSegment(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterLock(Napi::Env env, Napi::Object exports, Napi::Object constants);
 void RegisterSched(Napi::Env env, Napi::Object exports, Napi::Object constants);
+void RegisterPort(Napi::Env env, Napi::Object exports, Napi::Object constants);
 
 inline void SetConstant(Napi::Object obj, const char* name, int32_t value) {
   obj.Set(name, Napi::Number::New(obj.Env(), value));

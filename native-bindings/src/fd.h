@@ -10,6 +10,8 @@
 
 #include <unordered_set>
 
+#include "port.h"
+
 namespace tulle {
 
 // Owns one fd until Release(); closes it on destruction. Used while a socket or device is being
@@ -57,6 +59,7 @@ class FdRegistry {
 // Per-environment instance data.
 struct AddonState {
   FdRegistry fds;
+  PortRegistry ports;
 };
 
 // Waits up to timeout_ms for fd to become writable (used once per batch after EAGAIN).

@@ -13,6 +13,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "batch.h"
 
 #ifndef TUN_F_USO4
 #define TUN_F_USO4 0x20
@@ -72,6 +73,8 @@ Napi::Value TunSetVnetHdrSize(const Napi::CallbackInfo& info) {
   return Int(a.env(), ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? NegErrno() : 0);
 }
 
+}  // namespace
+
 // Reads up to max packets into slots, stopping early once max_bytes have been read; see TunRead.
 int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int max, int64_t max_bytes) {
   const size_t cap = static_cast<size_t>(slot - headroom);
@@ -90,6 +93,45 @@ int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int m
   }
   return n;
 }
+
+int WriteBatch(int fd, const uint8_t* buf, size_t buflen, const int32_t* offs, const int32_t* lens, int count,
+               int32_t* stats) {
+  int ok = 0, failed = 0, last_errno = 0, bytes = 0;
+  bool waited = false;
+  for (int i = 0; i < count; i++) {
+    const int32_t off = offs[i], len = lens[i];
+    if (off < 0 || len < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > buflen) {
+      failed++;
+      last_errno = EINVAL;
+      continue;
+    }
+    for (;;) {
+      if (write(fd, buf + off, static_cast<size_t>(len)) >= 0) {
+        ok++;
+        bytes += len;
+        break;
+      }
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN && !waited) {
+        waited = true;
+        WaitWritable(fd, kWriteWaitMs);
+        continue;
+      }
+      failed++;
+      last_errno = err;
+      break;
+    }
+  }
+  stats[0] = ok;
+  stats[1] = failed;
+  stats[2] = last_errno;
+  stats[3] = ok;
+  stats[4] = bytes;
+  return ok;
+}
+
+namespace {
 
 // tunRead(fd, buf, slotSize, headroom, lens, max[, maxBytes]) -> count | -errno.
 // Packet i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes; lens[i] is what
@@ -140,39 +182,7 @@ Napi::Value TunWrite(const Napi::CallbackInfo& info) {
   if (lens.len < static_cast<size_t>(count)) return a.RangeError("lens", "is shorter than count");
   if (stats.len < 5) return a.RangeError("stats", "must have at least 5 elements");
 
-  int ok = 0, failed = 0, last_errno = 0, bytes = 0;
-  bool waited = false;
-  for (int i = 0; i < count; i++) {
-    const int32_t off = offs.data[i], len = lens.data[i];
-    if (off < 0 || len < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > buf.len) {
-      failed++;
-      last_errno = EINVAL;
-      continue;
-    }
-    for (;;) {
-      if (write(fd, buf.data + off, static_cast<size_t>(len)) >= 0) {
-        ok++;
-        bytes += len;
-        break;
-      }
-      const int err = errno;
-      if (err == EINTR) continue;
-      if (err == EAGAIN && !waited) {
-        waited = true;
-        WaitWritable(fd, kWriteWaitMs);
-        continue;
-      }
-      failed++;
-      last_errno = err;
-      break;
-    }
-  }
-  stats.data[0] = ok;
-  stats.data[1] = failed;
-  stats.data[2] = last_errno;
-  stats.data[3] = ok;
-  stats.data[4] = bytes;
-  return Int(a.env(), ok);
+  return Int(a.env(), WriteBatch(fd, buf.data, buf.len, offs.data, lens.data, count, stats.data));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "batch.h"
 
 
 namespace tulle {
@@ -77,6 +78,53 @@ Napi::Value UdpLocalPort(const Napi::CallbackInfo& info) {
   return Int(a.env(), ntohs(sa.sin_port));
 }
 
+}  // namespace
+
+int RecvBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, uint32_t* ips, uint16_t* ports, int max,
+              int32_t* segs) {
+  const size_t n = static_cast<size_t>(max);
+  const bool gro = segs != nullptr;
+  struct mmsghdr msgs[kMaxBatch];
+  struct iovec iov[kMaxBatch];
+  struct sockaddr_in from[kMaxBatch];
+  alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
+  std::memset(msgs, 0, n * sizeof msgs[0]);
+  for (size_t i = 0; i < n; i++) {
+    if (gro) {
+      msgs[i].msg_hdr.msg_control = ctrl[i];
+      msgs[i].msg_hdr.msg_controllen = kCtrlLen;
+    }
+    iov[i].iov_base = buf + i * slot + headroom;
+    iov[i].iov_len = static_cast<size_t>(slot - headroom);
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+  }
+  int r;
+  do {
+    r = recvmmsg(fd, msgs, static_cast<unsigned>(n), MSG_DONTWAIT | MSG_TRUNC, nullptr);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN ? 0 : NegErrno();
+  for (int i = 0; i < r; i++) {
+    lens[i] = static_cast<int32_t>(msgs[i].msg_len);
+    ips[i] = ntohl(from[i].sin_addr.s_addr);
+    ports[i] = ntohs(from[i].sin_port);
+    if (!gro) continue;
+    segs[i] = 0;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int seg;
+        std::memcpy(&seg, CMSG_DATA(c), sizeof seg);
+        segs[i] = seg;
+      }
+    }
+  }
+  return r;
+}
+
+namespace {
+
 // udpRecv(fd, buf, slotSize, headroom, lens, srcIPs, srcPorts, max[, segSizes]) -> count | 0 | -errno.
 // One recvmmsg. With segSizes (a socket with UDP_GRO on), segSizes[i] is the segment size the
 // kernel coalesced datagram i from (its UDP_GRO cmsg, an int), or 0 for a single datagram. Datagram i lands at buf[i*slotSize + headroom], at most slotSize - headroom bytes;
@@ -106,43 +154,7 @@ Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   if (ports.len < n) return a.RangeError("srcPorts", "is shorter than max");
   if (gro && segs.len < n) return a.RangeError("segSizes", "is shorter than max");
 
-  struct mmsghdr msgs[kMaxBatch];
-  struct iovec iov[kMaxBatch];
-  struct sockaddr_in from[kMaxBatch];
-  alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
-  std::memset(msgs, 0, n * sizeof msgs[0]);
-  for (size_t i = 0; i < n; i++) {
-    if (gro) {
-      msgs[i].msg_hdr.msg_control = ctrl[i];
-      msgs[i].msg_hdr.msg_controllen = kCtrlLen;
-    }
-    iov[i].iov_base = buf.data + i * slot + headroom;
-    iov[i].iov_len = static_cast<size_t>(slot - headroom);
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-    msgs[i].msg_hdr.msg_name = &from[i];
-    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-  }
-  int r;
-  do {
-    r = recvmmsg(fd, msgs, static_cast<unsigned>(n), MSG_DONTWAIT | MSG_TRUNC, nullptr);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return Int(a.env(), errno == EAGAIN ? 0 : NegErrno());
-  for (int i = 0; i < r; i++) {
-    lens.data[i] = static_cast<int32_t>(msgs[i].msg_len);
-    ips.data[i] = ntohl(from[i].sin_addr.s_addr);
-    ports.data[i] = ntohs(from[i].sin_port);
-    if (!gro) continue;
-    segs.data[i] = 0;
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
-      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-        int seg;
-        std::memcpy(&seg, CMSG_DATA(c), sizeof seg);
-        segs.data[i] = seg;
-      }
-    }
-  }
-  return Int(a.env(), r);
+  return Int(a.env(), RecvBatch(fd, buf.data, slot, headroom, lens.data, ips.data, ports.data, max, gro ? segs.data : nullptr));
 }
 
 struct SendStats {
@@ -191,6 +203,81 @@ void SendRun(int fd, struct mmsghdr* msgs, const uint16_t* segs, int n, SendStat
   }
 }
 
+}  // namespace
+
+int SendBatch(const int32_t* fds, size_t nfds, const uint8_t* buf, size_t buflen, const int32_t* offs, const int32_t* lens,
+              const uint8_t* sock_idx, const uint32_t* ips, const uint16_t* ports, int count, const int32_t* segs,
+              int32_t* stats) {
+  SendStats st;
+  // Stable counting sort of the valid datagrams by socket index: order[start[s]..start[s+1]).
+  int start[257] = {0};
+  uint16_t order[kMaxBatch];
+  auto valid = [&](size_t i) {
+    const int32_t off = offs[i], len = lens[i];
+    return sock_idx[i] < nfds && off >= 0 && len >= 0 &&
+           static_cast<size_t>(off) + static_cast<size_t>(len) <= buflen;
+  };
+  const size_t n = static_cast<size_t>(count);
+  for (size_t i = 0; i < n; i++) {
+    if (valid(i)) {
+      start[sock_idx[i] + 1]++;
+    } else {
+      st.Fail(EINVAL);
+    }
+  }
+  for (int s = 0; s < 256; s++) start[s + 1] += start[s];
+  int next[256];
+  std::memcpy(next, start, sizeof next);
+  for (size_t i = 0; i < n; i++) {
+    if (valid(i)) order[next[sock_idx[i]]++] = static_cast<uint16_t>(i);
+  }
+
+  struct mmsghdr msgs[kMaxBatch];
+  struct iovec iov[kMaxBatch];
+  struct sockaddr_in to[kMaxBatch];
+  alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
+  uint16_t nsegs[kMaxBatch];
+  const int total = start[256];
+  std::memset(msgs, 0, static_cast<size_t>(total) * sizeof msgs[0]);
+  for (int k = 0; k < total; k++) {
+    const uint16_t i = order[k];
+    std::memset(&to[k], 0, sizeof to[k]);
+    to[k].sin_family = AF_INET;
+    to[k].sin_addr.s_addr = htonl(ips[i]);
+    to[k].sin_port = htons(ports[i]);
+    iov[k].iov_base = const_cast<uint8_t*>(buf) + offs[i];
+    iov[k].iov_len = static_cast<size_t>(lens[i]);
+    msgs[k].msg_hdr.msg_name = &to[k];
+    msgs[k].msg_hdr.msg_namelen = sizeof to[k];
+    msgs[k].msg_hdr.msg_iov = &iov[k];
+    msgs[k].msg_hdr.msg_iovlen = 1;
+    nsegs[k] = 1;
+    if (segs != nullptr && segs[i] > 0) {
+      std::memset(ctrl[k], 0, kCtrlLen);
+      msgs[k].msg_hdr.msg_control = ctrl[k];
+      msgs[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[k].msg_hdr);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t seg = static_cast<uint16_t>(segs[i]);
+      std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+      if (lens[i] > segs[i]) nsegs[k] = static_cast<uint16_t>((lens[i] + segs[i] - 1) / segs[i]);
+    }
+  }
+  for (int s = 0; s < 256; s++) {
+    if (start[s + 1] > start[s]) SendRun(fds[s], msgs + start[s], nsegs + start[s], start[s + 1] - start[s], &st);
+  }
+  stats[0] = st.sent;
+  stats[1] = st.failed;
+  stats[2] = st.last_errno;
+  stats[3] = st.datagrams;
+  stats[4] = st.bytes;
+  return st.sent;
+}
+
+namespace {
+
 // udpSend(fds, buf, offs, lens, sockIdx, dstIPs, dstPorts, count, stats[, segSizes]) -> messages sent.
 // With segSizes, a message with segSizes[i] > 0 carries a UDP_SEGMENT cmsg: the kernel splits it
 // into datagrams of that many bytes (the last may be shorter). EIO in stats[2] means the path
@@ -225,71 +312,8 @@ Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   if (stats.len < 5) return a.RangeError("stats", "must have at least 5 elements");
   if (gso && segs.len < n) return a.RangeError("segSizes", "is shorter than count");
 
-  SendStats st;
-  // Stable counting sort of the valid datagrams by socket index: order[start[s]..start[s+1]).
-  int start[257] = {0};
-  uint16_t order[kMaxBatch];
-  auto valid = [&](size_t i) {
-    const int32_t off = offs.data[i], len = lens.data[i];
-    return sock_idx.data[i] < fds.len && off >= 0 && len >= 0 &&
-           static_cast<size_t>(off) + static_cast<size_t>(len) <= buf.len;
-  };
-  for (size_t i = 0; i < n; i++) {
-    if (valid(i)) {
-      start[sock_idx.data[i] + 1]++;
-    } else {
-      st.Fail(EINVAL);
-    }
-  }
-  for (int s = 0; s < 256; s++) start[s + 1] += start[s];
-  int next[256];
-  std::memcpy(next, start, sizeof next);
-  for (size_t i = 0; i < n; i++) {
-    if (valid(i)) order[next[sock_idx.data[i]]++] = static_cast<uint16_t>(i);
-  }
-
-  struct mmsghdr msgs[kMaxBatch];
-  struct iovec iov[kMaxBatch];
-  struct sockaddr_in to[kMaxBatch];
-  alignas(struct cmsghdr) char ctrl[kMaxBatch][kCtrlLen];
-  uint16_t nsegs[kMaxBatch];
-  const int total = start[256];
-  std::memset(msgs, 0, static_cast<size_t>(total) * sizeof msgs[0]);
-  for (int k = 0; k < total; k++) {
-    const uint16_t i = order[k];
-    std::memset(&to[k], 0, sizeof to[k]);
-    to[k].sin_family = AF_INET;
-    to[k].sin_addr.s_addr = htonl(ips.data[i]);
-    to[k].sin_port = htons(ports.data[i]);
-    iov[k].iov_base = buf.data + offs.data[i];
-    iov[k].iov_len = static_cast<size_t>(lens.data[i]);
-    msgs[k].msg_hdr.msg_name = &to[k];
-    msgs[k].msg_hdr.msg_namelen = sizeof to[k];
-    msgs[k].msg_hdr.msg_iov = &iov[k];
-    msgs[k].msg_hdr.msg_iovlen = 1;
-    nsegs[k] = 1;
-    if (gso && segs.data[i] > 0) {
-      std::memset(ctrl[k], 0, kCtrlLen);
-      msgs[k].msg_hdr.msg_control = ctrl[k];
-      msgs[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-      struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[k].msg_hdr);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      const uint16_t seg = static_cast<uint16_t>(segs.data[i]);
-      std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
-      if (lens.data[i] > segs.data[i]) nsegs[k] = static_cast<uint16_t>((lens.data[i] + segs.data[i] - 1) / segs.data[i]);
-    }
-  }
-  for (int s = 0; s < 256; s++) {
-    if (start[s + 1] > start[s]) SendRun(fds.data[s], msgs + start[s], nsegs + start[s], start[s + 1] - start[s], &st);
-  }
-  stats.data[0] = st.sent;
-  stats.data[1] = st.failed;
-  stats.data[2] = st.last_errno;
-  stats.data[3] = st.datagrams;
-  stats.data[4] = st.bytes;
-  return Int(a.env(), st.sent);
+  return Int(a.env(), SendBatch(fds.data, fds.len, buf.data, buf.len, offs.data, lens.data, sock_idx.data, ips.data,
+                                 ports.data, count, gso ? segs.data : nullptr, stats.data));
 }
 
 }  // namespace

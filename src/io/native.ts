@@ -80,6 +80,19 @@ export const STAT_DATAGRAMS = 3;
 export const STAT_BYTES = 4;
 export const STATS_LEN = 5;
 
+/** Layout of a port's `state` Int32Array, filled by portWait (see the port functions of NativeAddon). */
+export const PORT_REV_TUN = 0;
+export const PORT_REV_RX = 1;
+export const PORT_REV_WAKE = 2;
+/** Packets portWait read from the TUN queue (0 when it was not readable), or -errno. */
+export const PORT_TUN_COUNT = 3;
+/** Messages portWait received (0 when the socket was not readable), or -errno. */
+export const PORT_RX_COUNT = 4;
+export const PORT_STATE_LEN = 5;
+/** portBindSend's `mem`: which of the port's two buffers a send batch points into. */
+export const PORT_TX_MEM = 0;
+export const PORT_RX_MEM = 1;
+
 // ---------------------------------------------------------------------------------------------
 // The raw surface.
 
@@ -105,6 +118,7 @@ export interface NativeConstants {
   readonly POLLNVAL: number;
   readonly PATH_MAX: number;
   readonly MAX_CPUS: number;
+  readonly PORT_STATE_LEN: number;
 }
 
 /** The addon's exports. Contracts are on the validating wrappers below, which share the names. */
@@ -143,6 +157,43 @@ export interface NativeAddon {
   funlock(fd: number): number;
   threadCpus(out: Int32Array): number;
   pinThread(cpus: Int32Array, count: number): number;
+  /*
+   * A forwarding loop's I/O port (native-bindings/src/port.cc): its fds and the typed arrays it
+   * keeps for life, bound once, so each call passes a handle and numbers. The addon holds a
+   * reference to every bound array until portClose (or the thread's end); a bound buffer must
+   * never be transferred. Counts are checked against what was bound (RangeError) and each
+   * packet's offset and length against its buffer (EINVAL in stats), as in the unbound calls.
+   * fds = [TUN queue, receive socket, wake eventfd]; receive slots have no headroom.
+   */
+  portOpen(
+    fds: Int32Array, sendFds: Int32Array, txMem: Uint8Array, txSlot: number, tunLens: Int32Array,
+    rxMem: Uint8Array, rxSlot: number, rxLens: Int32Array, rxSrcIPs: Uint32Array, rxSrcPorts: Uint16Array,
+    rxSegs: Int32Array | undefined, stats: Int32Array, state: Int32Array,
+  ): number;
+  /** Binds send batch k (0 or 1) over txMem (mem 0) or rxMem (mem 1); segSizes enables portSend's gso. */
+  portBindSend(
+    port: number, k: number, mem: number, offs: Int32Array, lens: Int32Array, sockIdx: Uint8Array,
+    dstIPs: Uint32Array, dstPorts: Uint16Array, segSizes?: Int32Array,
+  ): number;
+  /** Binds write batch k (0 or 1) over rxMem. */
+  portBindWrite(port: number, k: number, offs: Int32Array, lens: Int32Array): number;
+  /**
+   * poll on the three fds for up to timeoutMs; drains the wake eventfd if it fired; then reads up
+   * to tunMax packets (tunBudget bytes) from the TUN queue and receives up to rxMax messages if
+   * poll reported each readable (revents exactly POLLIN). Fills the port's state
+   * (PORT_STATE_LEN words). Returns the ready count, 0 on timeout or EINTR, or -errno.
+   */
+  portWait(port: number, timeoutMs: number, tunMax: number, tunHeadroom: number, tunBudget: number, rxMax: number): number;
+  /** tunRead into the bound TUN slots. */
+  portRead(port: number, max: number, headroom: number, budget: number): number;
+  /** udpRecv into the bound receive slots (with segment sizes if rxSegs was bound). */
+  portRecv(port: number, max: number): number;
+  /** udpSend of send batch k's first count messages, filling the bound stats. */
+  portSend(port: number, k: number, count: number, gso: boolean): number;
+  /** tunWrite of write batch k's messages at..at+count, filling the bound stats. */
+  portWrite(port: number, k: number, at: number, count: number): number;
+  /** Releases the port's references: 0, or -EBADF if it was not open. */
+  portClose(port: number): number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,14 +205,15 @@ export const ADDON_PATH = 'native-bindings/build/Release/tulle_native.node';
 const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
   MAX_BATCH, MAX_POLL_FDS, IFNAMSIZ, IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR,
   TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
-  POLLIN, POLLERR, POLLHUP, POLLNVAL, PATH_MAX, MAX_CPUS,
+  POLLIN, POLLERR, POLLHUP, POLLNVAL, PATH_MAX, MAX_CPUS, PORT_STATE_LEN,
 };
 
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
   'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'socketPair', 'eventfdSignal',
   'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment', 'lockOpen', 'flock', 'funlock',
-  'threadCpus', 'pinThread',
+  'threadCpus', 'pinThread', 'portOpen', 'portBindSend', 'portBindWrite', 'portWait', 'portRead', 'portRecv',
+  'portSend', 'portWrite', 'portClose',
 ];
 
 function loadAddon(): NativeAddon {

@@ -3,9 +3,9 @@
  * SO_REUSEPORT group on the VXLAN port, and `flowSockets` send sockets bound to ephemeral ports
  * (the outer source port of a datagram is the port of the socket its inner flow hashes to).
  *
- *   poll(TUN, UDP, wake) ─┬─ TUN readable ─► tunRead ─► encap / segment ─► [csumBatch] ─► udpSend
- *                         └─ UDP readable ─► udpRecv ─► decap ─► [coalesce + csumBatch] ─► tunWrite
- *                                                         └─ ARP replies ─► udpSend
+ *   wait(TUN, UDP, wake) ─┬─ TUN readable ─► read ─► encap / segment ─► [csumBatch] ─► send
+ *                         └─ UDP readable ─► recv ─► decap ─► [coalesce + csumBatch] ─► write
+ *                                                      └─ ARP replies ─► send
  *
  * Two shapes of the same loop, fixed when the worker starts:
  * - plain: one packet per TUN read and per datagram, headers written in place (encap.ts, decap.ts);
@@ -16,12 +16,14 @@
  *   drops to single-datagram sends for good and counts it.
  *
  * The loop calls the addon directly (`nativeAddon`), not through the checking wrappers of
- * native.ts: its buffers are fixed for the worker's life and sized in the constructor, the addon
- * still refuses anything out of range, and the wrappers' checks would run once per batch in code
- * that, at a few batches per second, V8 never optimizes.
+ * native.ts, and through an I/O port (native-bindings/src/port.cc): its fds and buffers are fixed
+ * for the worker's life, so the constructor binds them once and each call passes the port's
+ * handle and counts. The addon still refuses anything out of range. For a wake-up that brings one
+ * small packet, unpacking ten typed arrays per call cost more than the system call itself.
  *
- * One native call per batch and step; a full batch means more may be waiting, so the loop drains
- * up to MAX_BATCHES_PER_WAKE batches before it polls again. The peer table is read inside a
+ * One native call per batch and step, and the wait reads what it reports in the same call
+ * (portWait); a full batch means more may be waiting, so the loop drains up to
+ * MAX_BATCHES_PER_WAKE batches before it waits again. The peer table is read inside a
  * beginRead/endRead section per round and released before every poll (see peers.ts).
  */
 import * as native from '../io/native.js';
@@ -61,6 +63,11 @@ const TUN_BATCH_BYTES = 4 * 0x10000;
 const GRO_SLOT = 0x10000;
 const GRO_BATCH = 32;
 const ESEGMENT_IO = 5; // EIO
+/** The port's bound batches: sends over txMem, ARP replies over rxMem, and TUN writes. */
+const SEND_TX = 0;
+const SEND_REPLIES = 1;
+const WRITE_DECAPPED = 0;
+const WRITE_COALESCED = 1;
 
 /** poll() bits that mean the fd will not deliver again (the device went away, the socket broke). */
 const POLL_BROKEN = native.POLLERR | native.POLLHUP | native.POLLNVAL;
@@ -142,8 +149,11 @@ export class ForwardLoop {
   private readonly scratch: CoalesceScratch;
   // Shared.
   private readonly stats = new Int32Array(native.STATS_LEN);
-  private readonly pollFds: Int32Array;
-  private readonly revents = new Int32Array(3);
+  /** What portWait reports: revents, and what it read (PORT_* indices). */
+  private readonly portState = new Int32Array(native.PORT_STATE_LEN);
+  /** The addon's handle for this loop's fds and buffers (native-bindings/src/port.cc). */
+  private readonly port: number;
+  private readonly tunHeadroom: number;
   private readonly control: Int32Array;
 
   constructor(
@@ -207,7 +217,15 @@ export class ForwardLoop {
     this.rxJobs = new ChecksumJobs(features.vnet ? datagrams : 1);
     this.scratch = new CoalesceScratch(features.vnet ? datagrams : 1);
 
-    this.pollFds = Int32Array.of(io.tunFd, io.rxFd, io.wakeFd);
+    this.tunHeadroom = this.area !== undefined ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
+    this.port = raw.portOpen(Int32Array.of(io.tunFd, io.rxFd, io.wakeFd), io.sendFds, this.txMem, this.txSlot, this.tunLens,
+      this.rxMem, this.rxSlot, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, features.gro ? this.rxSegs : undefined, this.stats, this.portState);
+    const s = this.sends;
+    raw.portBindSend(this.port, SEND_TX, native.PORT_TX_MEM, s.offs, s.lens, s.sockIdx, s.dstIPs, s.dstPorts, s.segSizes);
+    const r = this.replies;
+    raw.portBindSend(this.port, SEND_REPLIES, native.PORT_RX_MEM, r.offs, r.lens, r.sockIdx, r.dstIPs, r.dstPorts);
+    raw.portBindWrite(this.port, WRITE_DECAPPED, this.writes.offs, this.writes.lens);
+    raw.portBindWrite(this.port, WRITE_COALESCED, this.final.offs, this.final.lens);
     this.control = new Int32Array(controlSab, id * CONTROL_WORDS * 4, CONTROL_WORDS);
   }
 
@@ -228,41 +246,43 @@ export class ForwardLoop {
   step(timeoutMs: number, onFallback: (what: string) => void): number {
     const table = this.ctx.table;
     const c = this.ctx.counters;
-    const ready = raw.poll(this.pollFds, this.revents, 3, timeoutMs);
+    const st = this.portState;
+    // One call waits and reads what the wait reported: the first round's batches are in already.
+    const ready = raw.portWait(this.port, timeoutMs, this.tunBatch, this.tunHeadroom, this.tunBudget, this.rxBatch);
     c[C.loop_polls]++;
     if (ready < 0) throw new SysError(-ready, 'poll', 'worker fds');
     if (ready === 0) return 0;
-    if ((this.revents[0] & POLL_BROKEN) !== 0) throw new DeviceGoneError(this.id);
-    if ((this.revents[1] & POLL_BROKEN) !== 0) throw new SysError(5, 'poll', `VXLAN socket of worker ${this.id} reports an error`);
-    if (this.revents[2] !== 0) native.eventfdDrain(this.io.wakeFd);
-    let tun = this.revents[0] !== 0;
-    let udp = this.revents[1] !== 0;
+    if ((st[native.PORT_REV_TUN] & POLL_BROKEN) !== 0) throw new DeviceGoneError(this.id);
+    if ((st[native.PORT_REV_RX] & POLL_BROKEN) !== 0) throw new SysError(5, 'poll', `VXLAN socket of worker ${this.id} reports an error`);
+    let tun = st[native.PORT_REV_TUN] !== 0;
+    let udp = st[native.PORT_REV_RX] !== 0;
     for (let round = 0; round < MAX_BATCHES_PER_WAKE && (tun || udp); round++) {
       const half = table.beginRead(this.id);
-      if (tun) tun = this.egress(half, onFallback);
+      if (tun) {
+        const n = round === 0 ? st[native.PORT_TUN_COUNT] : raw.portRead(this.port, this.tunBatch, this.tunHeadroom, this.tunBudget);
+        tun = this.egress(half, n, onFallback);
+      }
       if (udp) {
-        const written = this.ctx.counters[C.tun_tx_packets];
-        udp = this.ingress(half) === this.rxBatch;
+        const written = c[C.tun_tx_packets];
+        const n = round === 0 ? st[native.PORT_RX_COUNT] : raw.portRecv(this.port, this.rxBatch);
+        udp = this.ingress(half, n) === this.rxBatch;
         // Writing to the TUN device can queue a packet on it at once (a reply the pod's kernel
         // sends from the same softirq, a TCP ACK): read the TUN queue next rather than poll for it.
         // When the write queued nothing this costs one read that finds nothing, once per batch.
-        if (this.ctx.counters[C.tun_tx_packets] !== written) tun = true;
+        if (c[C.tun_tx_packets] !== written) tun = true;
       }
       c[C.loop_batches]++;
     }
     return ready;
   }
 
-  /** One TUN batch out to the underlay. Returns whether the batch was full (more may be queued). */
-  private egress(half: number, onFallback: (what: string) => void): boolean {
-    const headroom = this.area !== undefined ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
-    const max = this.tunBatch;
-    const n = raw.tunRead(this.io.tunFd, this.txMem, this.txSlot, headroom, this.tunLens, max, this.tunBudget);
+  /** Forwards one TUN batch of `n` packets (or -errno from the read) to the underlay. Returns whether the batch was full (more may be queued). */
+  private egress(half: number, n: number, onFallback: (what: string) => void): boolean {
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'read', `TUN queue of worker ${this.id}`);
       return false;
     }
-    return this.fromTun(half, n, onFallback) >= this.tunBudget || n === max;
+    return this.fromTun(half, n, onFallback) >= this.tunBudget || n === this.tunBatch;
   }
 
   /**
@@ -272,7 +292,7 @@ export class ForwardLoop {
    */
   fromTun(half: number, n: number, onFallback: (what: string) => void): number {
     if (this.area === undefined) {
-      if (encapBatch(this.ctx, half, this.txMem, this.txSlot, this.tunLens, n, this.sends) > 0) this.send(this.txMem, this.sends, false);
+      if (encapBatch(this.ctx, half, this.txMem, this.txSlot, this.tunLens, n, this.sends) > 0) this.send(SEND_TX, this.txMem, this.sends, false);
       return 0;
     }
     const c = this.ctx.counters;
@@ -287,7 +307,7 @@ export class ForwardLoop {
       this.txJobs.run(this.txMem);
       this.txJobs.store(this.txMem);
       const gso = this.area.gso;
-      this.send(this.txMem, this.sends, gso);
+      this.send(SEND_TX, this.txMem, this.sends, gso);
       if (gso && this.stats[native.STAT_LAST_ERRNO] === ESEGMENT_IO) {
         // The path cannot segment: from now on every segment is its own datagram.
         this.area.gso = false;
@@ -300,12 +320,8 @@ export class ForwardLoop {
     return bytes;
   }
 
-  /** One underlay batch in to the TUN device. Returns the number of messages received. */
-  private ingress(half: number): number {
-    const f = this.features;
-    const n = f.gro
-      ? raw.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch, this.rxSegs)
-      : raw.udpRecv(this.io.rxFd, this.rxMem, this.rxSlot, 0, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, this.rxBatch);
+  /** Forwards one underlay batch of `n` messages (or -errno from the receive) to the TUN device. Returns `n`. */
+  private ingress(half: number, n: number): number {
     if (n <= 0) {
       if (n < 0) throw new SysError(-n, 'recvmmsg', `VXLAN socket of worker ${this.id}`);
       return 0;
@@ -364,16 +380,16 @@ export class ForwardLoop {
       ? decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies, this.dgGso)
       : decapBatch(this.ctx, half, this.rxMem, offs, lens, this.rxCapacity, srcs, d, this.writes, this.replies);
     // ARP replies were built in place: send them before coalescing moves bytes in the slots.
-    if (this.replies.count > 0) this.send(this.rxMem, this.replies, false);
+    if (this.replies.count > 0) this.send(SEND_REPLIES, this.rxMem, this.replies, false);
     if (k > 0) {
       const w = f.vnet ? this.final : this.writes;
       if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch, f.uso);
       for (let at = 0; at < w.count; at += native.MAX_BATCH) {
         const cnt = Math.min(native.MAX_BATCH, w.count - at);
-        const offs = at === 0 ? w.offs : w.offs.subarray(at);
-        const lens = at === 0 ? w.lens : w.lens.subarray(at);
-        if (this.io.rehearsal !== undefined) this.io.rehearsal.written(this.rxMem, offs, lens, cnt);
-        const ok = raw.tunWrite(this.io.tunFd, this.rxMem, offs, lens, cnt, this.stats);
+        if (this.io.rehearsal !== undefined) {
+          this.io.rehearsal.written(this.rxMem, at === 0 ? w.offs : w.offs.subarray(at), at === 0 ? w.lens : w.lens.subarray(at), cnt);
+        }
+        const ok = raw.portWrite(this.port, f.vnet ? WRITE_COALESCED : WRITE_DECAPPED, at, cnt);
         c[C.tun_tx_packets] += ok;
         c[C.tun_tx_errors] += this.stats[native.STAT_FAILED];
       }
@@ -382,12 +398,16 @@ export class ForwardLoop {
     }
   }
 
-  private send(mem: Uint8Array, b: SendBatch, gso: boolean): void {
+  /** Releases the addon's hold on this loop's buffers; the loop must not run afterwards. */
+  close(): void {
+    raw.portClose(this.port);
+  }
+
+  /** Sends bound batch k (`b`, over `mem`). */
+  private send(k: number, mem: Uint8Array, b: SendBatch, gso: boolean): void {
     const c = this.ctx.counters;
     if (this.io.rehearsal !== undefined) this.io.rehearsal.sent(mem, b, gso);
-    const sent = gso
-      ? raw.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats, b.segSizes)
-      : raw.udpSend(this.io.sendFds, mem, b.offs, b.lens, b.sockIdx, b.dstIPs, b.dstPorts, b.count, this.stats);
+    const sent = raw.portSend(this.port, k, b.count, gso);
     c[C.tx_messages] += sent;
     c[C.tx_datagrams] += this.stats[native.STAT_DATAGRAMS];
     c[C.tx_bytes] += this.stats[native.STAT_BYTES];

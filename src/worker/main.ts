@@ -79,6 +79,7 @@ async function start(init: WorkerInit): Promise<void> {
     post({ type: 'log', level: 'warn', msg: what });
     post({ type: 'features', features: { ...features } });
   });
+  loop.close();
   native.closeFd(tunFd);
   native.closeFd(rxFd);
   for (const fd of sendFds) native.closeFd(fd);

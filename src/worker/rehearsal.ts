@@ -508,12 +508,23 @@ function compareRound(r: RehearsalResult, want: Streams, got: Sink, where: strin
   want.reset();
 }
 
-/** Plays `round` until the round count or the time budget runs out, then adds up both sides. */
-function playRounds(o: RehearsalOptions, r: RehearsalResult, a: { sink: Sink; ctx: DataplaneContext }, b: { sink: Sink; ctx: DataplaneContext }, round: () => void): RehearsalResult {
+interface RehearsalSide {
+  loop: ForwardLoop;
+  sink: Sink;
+  ctx: DataplaneContext;
+}
+
+/** Plays `round` until the round count or the time budget runs out, then adds up both sides and closes both loops. */
+function playRounds(o: RehearsalOptions, r: RehearsalResult, a: RehearsalSide, b: RehearsalSide, round: () => void): RehearsalResult {
   const started = performance.now();
-  while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
-    round();
-    r.rounds++;
+  try {
+    while (r.rounds < o.rounds && performance.now() - started < o.budgetMs) {
+      round();
+      r.rounds++;
+    }
+  } finally {
+    a.loop.close();
+    b.loop.close();
   }
   r.ms = performance.now() - started;
   r.packetsOut = a.sink.packetsOut + b.sink.packetsOut;
