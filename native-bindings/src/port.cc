@@ -3,8 +3,8 @@
 // ten typed arrays (unpacking those costs more than the system call for a single small packet),
 // and so that one call can wait and then read what the wait reported.
 //
-//   portOpen(fds, sendFds, txMem, txSlot, tunLens, rxMem, rxSlot, rxLens, rxSrcIPs, rxSrcPorts,
-//            rxSegs | undefined, stats, state) -> handle
+//   portOpen(arena, fds, sendFds, txMem, txSlot, tunLens, rxMem, rxSlot, rxLens, rxSrcIPs,
+//            rxSrcPorts, rxSegs | undefined, stats, state) -> handle
 //   portBindSend(h, k, mem, offs, lens, sockIdx, dstIPs, dstPorts, segSizes | undefined)
 //   portBindWrite(h, k, offs, lens)
 //   portWait(h, timeoutMs, tunMax, tunHeadroom, tunBudget, rxMax) -> ready | -errno
@@ -14,16 +14,20 @@
 //   portWrite(h, k, at, count) -> packets written
 //   portClose(h)
 //
-// fds = [TUN queue, receive socket, wake eventfd]; mem 0 is txMem, 1 is rxMem; k picks one of
-// kBatches bound send or write batches. The port holds a reference to every bound array, so none
-// is collected while bound; callers must not transfer (detach) a bound buffer. Every count is
-// checked against what was bound, and every packet's offset and length against its buffer, so a
-// wrong number fails (RangeError, or EINVAL in stats) instead of touching other memory.
+// fds = [TUN queue, receive socket, wake eventfd] and sendFds are copied; mem 0 is txMem, 1 is
+// rxMem; k picks one of kBatches bound send or write batches. Every bound array must be a view of
+// `arena`, one fixed-length (not resizable) ArrayBuffer that the port holds a reference to until
+// portClose or the environment's end. Each call first checks that the arena is still attached: a
+// transferred arena makes every call fail with a RangeError instead of reaching memory the loop
+// no longer owns. Every count is checked against what was bound, and every packet's offset and
+// length against its buffer, so a wrong number fails (RangeError, or EINVAL in stats) instead of
+// touching other memory. Handles are never reused within a thread.
 #include <errno.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <vector>
 
 #include "addon.h"
@@ -66,8 +70,9 @@ struct WriteBind {
 }  // namespace
 
 struct Port {
+  napi_ref arena = nullptr;
   int tun_fd = -1, rx_fd = -1, wake_fd = -1;
-  View<int32_t> send_fds;
+  std::vector<int32_t> send_fds;
   View<uint8_t> mem[2];
   int tx_slot = 0, rx_slot = 0;
   int tun_cap = 0, rx_cap = 0;
@@ -76,7 +81,6 @@ struct Port {
   View<uint16_t> rx_ports;
   SendBind sends[kBatches];
   WriteBind writes[kBatches];
-  std::vector<napi_ref> refs;
 };
 
 PortRegistry::~PortRegistry() {
@@ -85,12 +89,7 @@ PortRegistry::~PortRegistry() {
 }
 
 int PortRegistry::Add(Port* p) {
-  for (size_t i = 0; i < ports_.size(); i++) {
-    if (ports_[i] == nullptr) {
-      ports_[i] = p;
-      return static_cast<int>(i);
-    }
-  }
+  // A new handle every time: a stale handle then finds nothing instead of another loop's port.
   ports_.push_back(p);
   return static_cast<int>(ports_.size() - 1);
 }
@@ -107,32 +106,49 @@ Port* PortRegistry::Take(int h) {
 
 namespace {
 
-// Reads a typed array argument of the given type into view and keeps it alive in port->refs.
+// Reads a typed array argument into view; it must be a view of the port's arena.
 template <typename T>
-bool Keep(const Args& a, const Napi::CallbackInfo& info, size_t i, const char* name, Port* port, View<T>* view,
+bool Keep(const Args& a, const Napi::CallbackInfo& info, size_t i, const char* name, napi_value arena, View<T>* view,
           bool (Args::*get)(size_t, const char*, Span<T>*) const) {
   Span<T> s;
   if (!(a.*get)(i, name, &s)) return false;
-  napi_ref ref;
-  if (napi_create_reference(info.Env(), info[i], 1, &ref) != napi_ok) {
-    a.RangeError(name, "cannot be referenced");
+  napi_value buffer;
+  bool same = false;
+  if (napi_get_typedarray_info(info.Env(), info[i], nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok ||
+      napi_strict_equals(info.Env(), buffer, arena, &same) != napi_ok || !same) {
+    a.RangeError(name, "is not a view of the port's arena");
     return false;
   }
-  port->refs.push_back(ref);
   view->data = s.data;
   view->len = s.len;
   return true;
 }
 
-void Unref(napi_env env, Port* p) {
-  for (napi_ref r : p->refs) napi_delete_reference(env, r);
-  p->refs.clear();
+void Free(napi_env env, Port* p) {
+  if (p->arena != nullptr) napi_delete_reference(env, p->arena);
+  delete p;
 }
 
+// The port's arena, or null (with a RangeError pending) if it was detached.
+bool Attached(const Args& a, const Port* p) {
+  napi_value arena;
+  bool detached = true;
+  if (napi_get_reference_value(a.env(), p->arena, &arena) != napi_ok || arena == nullptr ||
+      napi_is_detached_arraybuffer(a.env(), arena, &detached) != napi_ok || detached) {
+    a.RangeError("port", "has lost its arena (the ArrayBuffer was detached)");
+    return false;
+  }
+  return true;
+}
+
+// The open port h of this thread with its arena attached, or null with a RangeError pending.
 Port* Lookup(const Args& a, int32_t h) {
   Port* p = State(a.env()).ports.Get(h);
-  if (p == nullptr) a.RangeError("port", "is not an open port of this thread");
-  return p;
+  if (p == nullptr) {
+    a.RangeError("port", "is not an open port of this thread");
+    return nullptr;
+  }
+  return Attached(a, p) ? p : nullptr;
 }
 
 // A bound batch capacity: at most kMaxBatch.
@@ -140,52 +156,80 @@ int Cap(size_t n) { return static_cast<int>(std::min(n, static_cast<size_t>(kMax
 
 Napi::Value PortOpen(const Napi::CallbackInfo& info) {
   Args a(info, "portOpen");
+  Napi::Env env = a.env();
+  napi_value arena = info[0];
+  bool is_ab = false, resizable = true;
+  napi_value prop;
+  if (napi_is_arraybuffer(env, arena, &is_ab) != napi_ok || !is_ab) {
+    Napi::TypeError::New(env, "portOpen: arena must be an ArrayBuffer").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  if (napi_get_named_property(env, arena, "resizable", &prop) != napi_ok ||
+      napi_get_value_bool(env, prop, &resizable) != napi_ok) {
+    resizable = false;  // engines without resizable buffers have no such property
+  }
+  if (resizable) return a.RangeError("arena", "must not be resizable");
   auto* p = new Port();
-  Span<int32_t> fds;
-  bool ok = a.Int32s(0, "fds", &fds) && Keep(a, info, 1, "sendFds", p, &p->send_fds, &Args::Int32s) &&
-            Keep(a, info, 2, "txMem", p, &p->mem[0], &Args::Bytes) && a.Int32(3, "txSlot", &p->tx_slot) &&
-            Keep(a, info, 4, "tunLens", p, &p->tun_lens, &Args::Int32s) &&
-            Keep(a, info, 5, "rxMem", p, &p->mem[1], &Args::Bytes) && a.Int32(6, "rxSlot", &p->rx_slot) &&
-            Keep(a, info, 7, "rxLens", p, &p->rx_lens, &Args::Int32s) &&
-            Keep(a, info, 8, "rxSrcIPs", p, &p->rx_ips, &Args::Uint32s) &&
-            Keep(a, info, 9, "rxSrcPorts", p, &p->rx_ports, &Args::Uint16s) &&
-            (!a.Has(10) || Keep(a, info, 10, "rxSegs", p, &p->rx_segs, &Args::Int32s)) &&
-            Keep(a, info, 11, "stats", p, &p->stats, &Args::Int32s) &&
-            Keep(a, info, 12, "state", p, &p->state, &Args::Int32s);
+  Span<int32_t> fds, send_fds;
+  bool ok = a.Int32s(1, "fds", &fds) && a.Int32s(2, "sendFds", &send_fds) &&
+            Keep(a, info, 3, "txMem", arena, &p->mem[0], &Args::Bytes) && a.Int32(4, "txSlot", &p->tx_slot) &&
+            Keep(a, info, 5, "tunLens", arena, &p->tun_lens, &Args::Int32s) &&
+            Keep(a, info, 6, "rxMem", arena, &p->mem[1], &Args::Bytes) && a.Int32(7, "rxSlot", &p->rx_slot) &&
+            Keep(a, info, 8, "rxLens", arena, &p->rx_lens, &Args::Int32s) &&
+            Keep(a, info, 9, "rxSrcIPs", arena, &p->rx_ips, &Args::Uint32s) &&
+            Keep(a, info, 10, "rxSrcPorts", arena, &p->rx_ports, &Args::Uint16s) &&
+            (!a.Has(11) || Keep(a, info, 11, "rxSegs", arena, &p->rx_segs, &Args::Int32s)) &&
+            Keep(a, info, 12, "stats", arena, &p->stats, &Args::Int32s) &&
+            Keep(a, info, 13, "state", arena, &p->state, &Args::Int32s);
   const char* bad = nullptr;
   const char* why = nullptr;
   if (ok) {
+    const size_t rx_slots = p->rx_slot < 1 ? 0 : p->mem[1].len / static_cast<size_t>(p->rx_slot);
     if (fds.len != 3) bad = "fds", why = "must hold 3 fds (TUN queue, receive socket, wake eventfd)";
-    else if (p->send_fds.len < 1 || p->send_fds.len > 256) bad = "sendFds", why = "must hold 1..256 fds";
+    else if (send_fds.len < 1 || send_fds.len > 256) bad = "sendFds", why = "must hold 1..256 fds";
     else if (p->tx_slot < 1) bad = "txSlot", why = "must be positive";
     else if (p->rx_slot < 1) bad = "rxSlot", why = "must be positive";
+    else if (p->mem[0].len < static_cast<size_t>(p->tx_slot)) bad = "txMem", why = "has no room for one TUN slot";
+    else if (p->tun_lens.len < 1) bad = "tunLens", why = "must not be empty";
+    else if (rx_slots < 1) bad = "rxMem", why = "has no room for one receive slot";
+    else if (p->rx_lens.len < 1) bad = "rxLens", why = "must not be empty";
+    else if (p->rx_ips.len < 1) bad = "rxSrcIPs", why = "must not be empty";
+    else if (p->rx_ports.len < 1) bad = "rxSrcPorts", why = "must not be empty";
+    else if (p->rx_segs.data != nullptr && p->rx_segs.len < 1) bad = "rxSegs", why = "must not be empty";
     else if (p->stats.len < 5) bad = "stats", why = "must have at least 5 elements";
     else if (p->state.len < kStateLen) bad = "state", why = "must have at least PORT_STATE_LEN elements";
   }
-  if (ok && bad == nullptr) {
-    p->tun_fd = fds.data[0];
-    p->rx_fd = fds.data[1];
-    p->wake_fd = fds.data[2];
-    p->tun_cap = Cap(std::min(p->tun_lens.len, p->mem[0].len / static_cast<size_t>(p->tx_slot)));
-    size_t rx = std::min({p->rx_lens.len, p->rx_ips.len, p->rx_ports.len, p->mem[1].len / static_cast<size_t>(p->rx_slot)});
-    if (p->rx_segs.data != nullptr) rx = std::min(rx, p->rx_segs.len);
-    p->rx_cap = Cap(rx);
-    if (p->tun_cap < 1) bad = "txMem", why = "has no room for one TUN slot";
-    else if (p->rx_cap < 1) bad = "rxMem", why = "has no room for one receive slot";
-  }
   if (!ok || bad != nullptr) {
-    Unref(a.env(), p);
     delete p;
-    if (bad != nullptr) return a.RangeError(bad, why);
-    return Napi::Value();
+    return bad != nullptr ? a.RangeError(bad, why) : Napi::Value();
   }
-  return Int(a.env(), State(a.env()).ports.Add(p));
+  p->tun_fd = fds.data[0];
+  p->rx_fd = fds.data[1];
+  p->wake_fd = fds.data[2];
+  p->send_fds.assign(send_fds.data, send_fds.data + send_fds.len);
+  // Batches are as long as the shortest of their arrays, and at most kMaxBatch.
+  p->tun_cap = Cap(std::min(p->tun_lens.len, p->mem[0].len / static_cast<size_t>(p->tx_slot)));
+  size_t rx = std::min({p->rx_lens.len, p->rx_ips.len, p->rx_ports.len, p->mem[1].len / static_cast<size_t>(p->rx_slot)});
+  if (p->rx_segs.data != nullptr) rx = std::min(rx, p->rx_segs.len);
+  p->rx_cap = Cap(rx);
+  if (napi_create_reference(env, arena, 1, &p->arena) != napi_ok) {
+    delete p;
+    return a.RangeError("arena", "cannot be referenced");
+  }
+  return Int(env, State(env).ports.Add(p));
 }
 
 bool Which(const Args& a, int32_t k) {
   if (k >= 0 && k < kBatches) return true;
   a.RangeError("k", "must be 0 or 1");
   return false;
+}
+
+// The port's arena as a value (the caller has checked it is attached).
+napi_value ArenaOf(const Args& a, const Port* p) {
+  napi_value arena = nullptr;
+  napi_get_reference_value(a.env(), p->arena, &arena);
+  return arena;
 }
 
 Napi::Value PortBindSend(const Napi::CallbackInfo& info) {
@@ -195,12 +239,14 @@ Napi::Value PortBindSend(const Napi::CallbackInfo& info) {
   Port* p = Lookup(a, h);
   if (p == nullptr || !Which(a, k)) return Napi::Value();
   if (mem != 0 && mem != 1) return a.RangeError("mem", "must be 0 (txMem) or 1 (rxMem)");
+  napi_value arena = ArenaOf(a, p);
   SendBind b;
   b.mem = mem;
-  if (!Keep(a, info, 3, "offs", p, &b.offs, &Args::Int32s) || !Keep(a, info, 4, "lens", p, &b.lens, &Args::Int32s) ||
-      !Keep(a, info, 5, "sockIdx", p, &b.sock, &Args::Bytes) || !Keep(a, info, 6, "dstIPs", p, &b.ips, &Args::Uint32s) ||
-      !Keep(a, info, 7, "dstPorts", p, &b.ports, &Args::Uint16s) ||
-      (a.Has(8) && !Keep(a, info, 8, "segSizes", p, &b.segs, &Args::Int32s))) {
+  if (!Keep(a, info, 3, "offs", arena, &b.offs, &Args::Int32s) || !Keep(a, info, 4, "lens", arena, &b.lens, &Args::Int32s) ||
+      !Keep(a, info, 5, "sockIdx", arena, &b.sock, &Args::Bytes) ||
+      !Keep(a, info, 6, "dstIPs", arena, &b.ips, &Args::Uint32s) ||
+      !Keep(a, info, 7, "dstPorts", arena, &b.ports, &Args::Uint16s) ||
+      (a.Has(8) && !Keep(a, info, 8, "segSizes", arena, &b.segs, &Args::Int32s))) {
     return Napi::Value();
   }
   size_t cap = std::min({b.offs.len, b.lens.len, b.sock.len, b.ips.len, b.ports.len});
@@ -217,27 +263,30 @@ Napi::Value PortBindWrite(const Napi::CallbackInfo& info) {
   if (!a.Int32(0, "port", &h) || !a.Int32(1, "k", &k)) return Napi::Value();
   Port* p = Lookup(a, h);
   if (p == nullptr || !Which(a, k)) return Napi::Value();
+  napi_value arena = ArenaOf(a, p);
   WriteBind b;
-  if (!Keep(a, info, 2, "offs", p, &b.offs, &Args::Int32s) || !Keep(a, info, 3, "lens", p, &b.lens, &Args::Int32s)) {
+  if (!Keep(a, info, 2, "offs", arena, &b.offs, &Args::Int32s) || !Keep(a, info, 3, "lens", arena, &b.lens, &Args::Int32s)) {
     return Napi::Value();
   }
-  b.cap = static_cast<int>(std::min(b.offs.len, b.lens.len));
+  b.cap = static_cast<int>(std::min({b.offs.len, b.lens.len, static_cast<size_t>(INT32_MAX)}));
   b.bound = true;
   p->writes[k] = b;
   return Int(a.env(), 0);
 }
 
-bool TunArgs(const Args& a, const Port* p, int32_t max, int32_t headroom, int32_t budget) {
+// Checks a TUN read's max, headroom and byte budget, naming the caller's arguments.
+bool TunArgs(const Args& a, const Port* p, int32_t max, const char* max_name, int32_t headroom, const char* headroom_name,
+             int32_t budget, const char* budget_name) {
   if (max < 0 || max > p->tun_cap) {
-    a.RangeError("tunMax", "exceeds the bound TUN slots");
+    a.RangeError(max_name, "exceeds the bound TUN slots");
     return false;
   }
   if (headroom < 0 || headroom >= p->tx_slot) {
-    a.RangeError("headroom", "must be in 0..txSlot-1");
+    a.RangeError(headroom_name, "must be in 0..txSlot-1");
     return false;
   }
   if (budget < 1) {
-    a.RangeError("budget", "must be positive");
+    a.RangeError(budget_name, "must be positive");
     return false;
   }
   return true;
@@ -267,7 +316,7 @@ Napi::Value PortWait(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   Port* p = Lookup(a, h);
-  if (p == nullptr || !TunArgs(a, p, tun_max, headroom, budget)) return Napi::Value();
+  if (p == nullptr || !TunArgs(a, p, tun_max, "tunMax", headroom, "tunHeadroom", budget, "tunBudget")) return Napi::Value();
   if (rx_max < 0 || rx_max > p->rx_cap) return a.RangeError("rxMax", "exceeds the bound receive slots");
   if (timeout_ms < -1) return a.RangeError("timeoutMs", "must be -1 or more");
   int32_t* st = p->state.data;
@@ -281,10 +330,12 @@ Napi::Value PortWait(const Napi::CallbackInfo& info) {
   st[kRevRx] = pfds[1].revents;
   st[kRevWake] = pfds[2].revents;
   if (pfds[2].revents != 0) Drain(p->wake_fd);
-  st[kTunCount] = pfds[0].revents == POLLIN && tun_max > 0
+  // A broken fd ends the loop: read nothing then, so nothing read is dropped with it.
+  const bool broken = ((pfds[0].revents | pfds[1].revents) & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+  st[kTunCount] = !broken && pfds[0].revents == POLLIN && tun_max > 0
                       ? ReadBatch(p->tun_fd, p->mem[0].data, p->tx_slot, headroom, p->tun_lens.data, tun_max, budget)
                       : 0;
-  st[kRxCount] = pfds[1].revents == POLLIN && rx_max > 0 ? Recv(p, rx_max) : 0;
+  st[kRxCount] = !broken && pfds[1].revents == POLLIN && rx_max > 0 ? Recv(p, rx_max) : 0;
   return Int(a.env(), n);
 }
 
@@ -296,7 +347,7 @@ Napi::Value PortRead(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   Port* p = Lookup(a, h);
-  if (p == nullptr || !TunArgs(a, p, max, headroom, budget)) return Napi::Value();
+  if (p == nullptr || !TunArgs(a, p, max, "max", headroom, "headroom", budget, "budget")) return Napi::Value();
   if (max == 0) return Int(a.env(), 0);
   return Int(a.env(), ReadBatch(p->tun_fd, p->mem[0].data, p->tx_slot, headroom, p->tun_lens.data, max, budget));
 }
@@ -325,7 +376,7 @@ Napi::Value PortSend(const Napi::CallbackInfo& info) {
   if (count < 0 || count > b.cap) return a.RangeError("count", "exceeds the bound send batch");
   if (gso && b.segs.data == nullptr) return a.RangeError("gso", "needs a batch bound with segSizes");
   const View<uint8_t>& m = p->mem[b.mem];
-  return Int(a.env(), SendBatch(p->send_fds.data, p->send_fds.len, m.data, m.len, b.offs.data, b.lens.data, b.sock.data,
+  return Int(a.env(), SendBatch(p->send_fds.data(), p->send_fds.size(), m.data, m.len, b.offs.data, b.lens.data, b.sock.data,
                                 b.ips.data, b.ports.data, count, gso ? b.segs.data : nullptr, p->stats.data));
 }
 
@@ -351,8 +402,7 @@ Napi::Value PortClose(const Napi::CallbackInfo& info) {
   if (!a.Int32(0, "port", &h)) return Napi::Value();
   Port* p = State(a.env()).ports.Take(h);
   if (p == nullptr) return Int(a.env(), -EBADF);
-  Unref(a.env(), p);
-  delete p;
+  Free(a.env(), p);
   return Int(a.env(), 0);
 }
 

@@ -21,7 +21,7 @@ class PortRegistry {
   int Add(Port* p);
   // The port with handle h, or null.
   Port* Get(int h) const;
-  // Gives up ownership of the port with handle h (null if none); the handle may be reused.
+  // Gives up ownership of the port with handle h (null if none); the handle is not reused.
   Port* Take(int h);
 
  private:

@@ -1,8 +1,10 @@
 /**
  * Preallocated descriptor arrays that carry one batch between the data-path
  * functions and the native send/write calls. Allocated once per worker; the
- * per-packet code only writes numbers into them.
+ * per-packet code only writes numbers into them. Given an arena (src/io/arena.ts), a batch's arrays
+ * are carved from it, so the batch can be bound to the addon's I/O port.
  */
+import { Arena } from '../io/arena.js';
 
 /**
  * Datagrams to send: slab offset and length, send-socket index, destination, and (when the
@@ -17,13 +19,17 @@ export class SendBatch {
   readonly dstIPs: Uint32Array;
   readonly dstPorts: Uint16Array;
   count = 0;
-  constructor(readonly capacity: number) {
-    this.offs = new Int32Array(capacity);
-    this.lens = new Int32Array(capacity);
-    this.segSizes = new Int32Array(capacity);
-    this.sockIdx = new Uint8Array(capacity);
-    this.dstIPs = new Uint32Array(capacity);
-    this.dstPorts = new Uint16Array(capacity);
+  /** Arena bytes a batch of `capacity` takes. */
+  static arenaBytes(capacity: number): number {
+    return 3 * Arena.bytes(Int32Array, capacity) + Arena.bytes(Uint8Array, capacity) + Arena.bytes(Uint32Array, capacity) + Arena.bytes(Uint16Array, capacity);
+  }
+  constructor(readonly capacity: number, arena: Arena = new Arena(SendBatch.arenaBytes(capacity))) {
+    this.offs = arena.take(Int32Array, capacity);
+    this.lens = arena.take(Int32Array, capacity);
+    this.segSizes = arena.take(Int32Array, capacity);
+    this.sockIdx = arena.take(Uint8Array, capacity);
+    this.dstIPs = arena.take(Uint32Array, capacity);
+    this.dstPorts = arena.take(Uint16Array, capacity);
   }
 }
 
@@ -36,9 +42,13 @@ export class WriteBatch {
   readonly lens: Int32Array;
   readonly gsoSizes: Int32Array;
   count = 0;
-  constructor(readonly capacity: number) {
-    this.offs = new Int32Array(capacity);
-    this.lens = new Int32Array(capacity);
-    this.gsoSizes = new Int32Array(capacity);
+  /** Arena bytes a batch of `capacity` takes. */
+  static arenaBytes(capacity: number): number {
+    return 3 * Arena.bytes(Int32Array, capacity);
+  }
+  constructor(readonly capacity: number, arena: Arena = new Arena(WriteBatch.arenaBytes(capacity))) {
+    this.offs = arena.take(Int32Array, capacity);
+    this.lens = arena.take(Int32Array, capacity);
+    this.gsoSizes = arena.take(Int32Array, capacity);
   }
 }

@@ -159,14 +159,16 @@ export interface NativeAddon {
   pinThread(cpus: Int32Array, count: number): number;
   /*
    * A forwarding loop's I/O port (native-bindings/src/port.cc): its fds and the typed arrays it
-   * keeps for life, bound once, so each call passes a handle and numbers. The addon holds a
-   * reference to every bound array until portClose (or the thread's end); a bound buffer must
-   * never be transferred. Counts are checked against what was bound (RangeError) and each
-   * packet's offset and length against its buffer (EINVAL in stats), as in the unbound calls.
-   * fds = [TUN queue, receive socket, wake eventfd]; receive slots have no headroom.
+   * keeps for life, bound once, so each call passes a handle and numbers. Every bound array is a
+   * view of `arena`, a fixed-length ArrayBuffer (src/io/arena.ts) the addon holds until
+   * portClose (or the thread's end); once the arena is detached every call of the port throws a
+   * RangeError. Counts are checked against what was bound (RangeError) and each packet's offset
+   * and length against its buffer (EINVAL in stats), as in the unbound calls. fds = [TUN queue,
+   * receive socket, wake eventfd] and sendFds are copied; receive slots have no headroom.
+   * Handles are not reused.
    */
   portOpen(
-    fds: Int32Array, sendFds: Int32Array, txMem: Uint8Array, txSlot: number, tunLens: Int32Array,
+    arena: ArrayBuffer, fds: Int32Array, sendFds: Int32Array, txMem: Uint8Array, txSlot: number, tunLens: Int32Array,
     rxMem: Uint8Array, rxSlot: number, rxLens: Int32Array, rxSrcIPs: Uint32Array, rxSrcPorts: Uint16Array,
     rxSegs: Int32Array | undefined, stats: Int32Array, state: Int32Array,
   ): number;
@@ -180,8 +182,8 @@ export interface NativeAddon {
   /**
    * poll on the three fds for up to timeoutMs; drains the wake eventfd if it fired; then reads up
    * to tunMax packets (tunBudget bytes) from the TUN queue and receives up to rxMax messages if
-   * poll reported each readable (revents exactly POLLIN). Fills the port's state
-   * (PORT_STATE_LEN words). Returns the ready count, 0 on timeout or EINTR, or -errno.
+   * poll reported each readable (revents exactly POLLIN) and neither reported an error. Fills the
+   * port's state (PORT_STATE_LEN words). Returns the ready count, 0 on timeout or EINTR, or -errno.
    */
   portWait(port: number, timeoutMs: number, tunMax: number, tunHeadroom: number, tunBudget: number, rxMax: number): number;
   /** tunRead into the bound TUN slots. */

@@ -28,6 +28,7 @@
  */
 import * as native from '../io/native.js';
 import { SysError } from '../io/errors.js';
+import { Arena } from '../io/arena.js';
 import { SendBatch, WriteBatch } from '../dataplane/batch.js';
 import { C } from '../dataplane/counters.js';
 import type { DataplaneContext } from '../dataplane/context.js';
@@ -148,9 +149,9 @@ export class ForwardLoop {
   private readonly rxJobs: ChecksumJobs;
   private readonly scratch: CoalesceScratch;
   // Shared.
-  private readonly stats = new Int32Array(native.STATS_LEN);
+  private readonly stats: Int32Array;
   /** What portWait reports: revents, and what it read (PORT_* indices). */
-  private readonly portState = new Int32Array(native.PORT_STATE_LEN);
+  private readonly portState: Int32Array;
   /** The addon's handle for this loop's fds and buffers (native-bindings/src/port.cc). */
   private readonly port: number;
   private readonly tunHeadroom: number;
@@ -166,30 +167,28 @@ export class ForwardLoop {
     /** The largest datagram the underlay takes (its MTU minus IPv4 and UDP headers). */
     maxDatagram = ENCAP_HEADROOM + ctx.mtu,
   ) {
+    // Sizes first: everything bound to the I/O port comes from one arena.
+    let txBytes: number;
+    let segBytes = 0;
+    let sendCap: number;
     if (features.vnet) {
       this.tunBatch = features.gso ? TUN_BATCH_GSO : TUN_BATCH_NO_GSO;
       this.tunBudget = TUN_BATCH_BYTES;
       this.txSlot = roundUp(VNET_READ_HEADROOM + MAX_TUN_READ, 64);
-      const tunBytes = this.txSlot * TUN_BATCH_GSO;
       // Worst case per super-packet: 64 KB of payload plus VXLAN + Ethernet + IPv4 + TCP headers per segment.
-      const segBytes = TUN_BATCH_GSO * (0xffff + 48 * (ENCAP_HEADROOM + 120));
-      this.txMem = new Uint8Array(tunBytes + segBytes);
-      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, maxDatagram, cut: native.tcpSegment };
-      this.sends = new SendBatch(native.MAX_BATCH);
-      this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
+      segBytes = TUN_BATCH_GSO * (0xffff + 48 * (ENCAP_HEADROOM + 120));
+      txBytes = this.txSlot * TUN_BATCH_GSO + segBytes;
+      sendCap = native.MAX_BATCH;
     } else {
       this.tunBatch = batch;
       this.tunBudget = 0x7fffffff;
       // Slots hold the largest accepted packet plus its headers, and one byte more so a longer
       // (cut) packet is told apart (see tunRead).
       this.txSlot = roundUp(ENCAP_HEADROOM + ctx.mtu + 1, 64);
-      this.txMem = new Uint8Array(this.txSlot * batch);
-      this.area = undefined;
-      this.sends = new SendBatch(batch);
-      this.txJobs = new ChecksumJobs(1);
+      txBytes = this.txSlot * batch;
+      sendCap = batch;
     }
-    this.tunLens = new Int32Array(Math.max(this.tunBatch, TUN_BATCH_GSO));
-
+    const tunLens = Math.max(this.tunBatch, TUN_BATCH_GSO);
     if (features.gro) {
       this.rxSlot = GRO_SLOT;
       this.rxBatch = GRO_BATCH;
@@ -201,31 +200,57 @@ export class ForwardLoop {
       this.rxCapacity = this.rxSlot;
     }
     const datagrams = features.gro ? GRO_BATCH * GSO_MAX_SEGMENTS : batch;
-    this.rxMem = new Uint8Array(this.rxSlot * this.rxBatch);
-    this.rxLens = new Int32Array(this.rxBatch);
-    this.rxSegs = new Int32Array(this.rxBatch);
-    this.rxSrcIPs = new Uint32Array(this.rxBatch);
-    this.rxSrcPorts = new Uint16Array(this.rxBatch);
+    const rx = this.rxBatch;
+    const arena = new Arena(
+      Arena.bytes(Uint8Array, txBytes) + Arena.bytes(Uint8Array, this.rxSlot * rx) + Arena.bytes(Int32Array, tunLens) +
+      3 * Arena.bytes(Int32Array, rx) + Arena.bytes(Uint16Array, rx) + Arena.bytes(Int32Array, native.STATS_LEN) +
+      Arena.bytes(Int32Array, native.PORT_STATE_LEN) + SendBatch.arenaBytes(sendCap) + SendBatch.arenaBytes(native.MAX_BATCH) +
+      2 * WriteBatch.arenaBytes(datagrams),
+    );
+    this.txMem = arena.take(Uint8Array, txBytes);
+    this.rxMem = arena.take(Uint8Array, this.rxSlot * rx);
+    this.tunLens = arena.take(Int32Array, tunLens);
+    this.rxLens = arena.take(Int32Array, rx);
+    this.rxSegs = arena.take(Int32Array, rx);
+    this.rxSrcIPs = arena.take(Uint32Array, rx);
+    this.rxSrcPorts = arena.take(Uint16Array, rx);
+    this.stats = arena.take(Int32Array, native.STATS_LEN);
+    this.portState = arena.take(Int32Array, native.PORT_STATE_LEN);
+    this.sends = new SendBatch(sendCap, arena);
+    this.replies = new SendBatch(native.MAX_BATCH, arena);
+    this.writes = new WriteBatch(datagrams, arena);
+    this.final = new WriteBatch(datagrams, arena);
+
+    if (features.vnet) {
+      const tunBytes = txBytes - segBytes;
+      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, maxDatagram, cut: native.tcpSegment };
+      this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
+    } else {
+      this.area = undefined;
+      this.txJobs = new ChecksumJobs(1);
+    }
     this.dgOffs = new Int32Array(datagrams);
     this.dgLens = new Int32Array(datagrams);
     this.dgSrcIPs = new Uint32Array(datagrams);
     this.dgGso = new Int32Array(datagrams);
-    for (let i = 0; i < this.rxBatch; i++) this.dgOffs[i] = i * this.rxSlot;
-    this.writes = new WriteBatch(datagrams);
-    this.final = new WriteBatch(datagrams);
-    this.replies = new SendBatch(native.MAX_BATCH);
+    for (let i = 0; i < rx; i++) this.dgOffs[i] = i * this.rxSlot;
     this.rxJobs = new ChecksumJobs(features.vnet ? datagrams : 1);
     this.scratch = new CoalesceScratch(features.vnet ? datagrams : 1);
 
     this.tunHeadroom = this.area !== undefined ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
-    this.port = raw.portOpen(Int32Array.of(io.tunFd, io.rxFd, io.wakeFd), io.sendFds, this.txMem, this.txSlot, this.tunLens,
+    this.port = raw.portOpen(arena.buffer, Int32Array.of(io.tunFd, io.rxFd, io.wakeFd), io.sendFds, this.txMem, this.txSlot, this.tunLens,
       this.rxMem, this.rxSlot, this.rxLens, this.rxSrcIPs, this.rxSrcPorts, features.gro ? this.rxSegs : undefined, this.stats, this.portState);
-    const s = this.sends;
-    raw.portBindSend(this.port, SEND_TX, native.PORT_TX_MEM, s.offs, s.lens, s.sockIdx, s.dstIPs, s.dstPorts, s.segSizes);
-    const r = this.replies;
-    raw.portBindSend(this.port, SEND_REPLIES, native.PORT_RX_MEM, r.offs, r.lens, r.sockIdx, r.dstIPs, r.dstPorts);
-    raw.portBindWrite(this.port, WRITE_DECAPPED, this.writes.offs, this.writes.lens);
-    raw.portBindWrite(this.port, WRITE_COALESCED, this.final.offs, this.final.lens);
+    try {
+      const s = this.sends;
+      raw.portBindSend(this.port, SEND_TX, native.PORT_TX_MEM, s.offs, s.lens, s.sockIdx, s.dstIPs, s.dstPorts, s.segSizes);
+      const r = this.replies;
+      raw.portBindSend(this.port, SEND_REPLIES, native.PORT_RX_MEM, r.offs, r.lens, r.sockIdx, r.dstIPs, r.dstPorts);
+      raw.portBindWrite(this.port, WRITE_DECAPPED, this.writes.offs, this.writes.lens);
+      raw.portBindWrite(this.port, WRITE_COALESCED, this.final.offs, this.final.lens);
+    } catch (e) {
+      raw.portClose(this.port);
+      throw e;
+    }
     this.control = new Int32Array(controlSab, id * CONTROL_WORDS * 4, CONTROL_WORDS);
   }
 
@@ -282,7 +307,8 @@ export class ForwardLoop {
       if (n < 0) throw new SysError(-n, 'read', `TUN queue of worker ${this.id}`);
       return false;
     }
-    return this.fromTun(half, n, onFallback) >= this.tunBudget || n === this.tunBatch;
+    const max = this.tunBatch; // fromTun may lower it (UDP_SEGMENT fallback)
+    return this.fromTun(half, n, onFallback) >= this.tunBudget || n === max;
   }
 
   /**

@@ -445,7 +445,7 @@ async function rehearseOnLoopback(o: RehearsalOptions, fds: number[]): Promise<R
     return { loop, ctx, stage, driver: s.driver, send: s.send, sink: new Sink(o.features.vnet) };
   };
   const a = await side(sa, sb.port, NET_A, NET_B, MAC_A, MAC_B);
-  const b = await side(sb, sa.port, NET_B, NET_A, MAC_B, MAC_A);
+  const b = await secondSide(a.loop, () => side(sb, sa.port, NET_B, NET_A, MAC_B, MAC_A));
   const vnet = o.features.vnet;
   const count = { delivered: 0 };
   const want = new Streams();
@@ -508,6 +508,16 @@ function compareRound(r: RehearsalResult, want: Streams, got: Sink, where: strin
   want.reset();
 }
 
+/** Makes the second side, closing the first side's loop if that fails (playRounds closes both otherwise). */
+async function secondSide<T>(first: ForwardLoop, make: () => Promise<T>): Promise<T> {
+  try {
+    return await make();
+  } catch (e) {
+    first.close();
+    throw e;
+  }
+}
+
 interface RehearsalSide {
   loop: ForwardLoop;
   sink: Sink;
@@ -542,7 +552,7 @@ async function rehearseInMemory(o: RehearsalOptions): Promise<RehearsalResult> {
     return { loop, sink, ctx };
   };
   const a = await side(NET_A, NET_B, VTEP_B, MAC_B, MAC_A);
-  const b = await side(NET_B, NET_A, VTEP_A, MAC_A, MAC_B);
+  const b = await secondSide(a.loop, () => side(NET_B, NET_A, VTEP_A, MAC_A, MAC_B));
   a.sink.peer = b.loop;
   a.sink.srcVtep = VTEP_A;
   b.sink.peer = a.loop;

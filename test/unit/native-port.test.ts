@@ -6,6 +6,7 @@
  * them, and that a closed or unknown handle is refused.
  */
 import { afterEach, describe, expect, test } from 'vitest';
+import { Arena } from '../../src/io/arena.js';
 import * as native from '../../src/io/native.js';
 
 const raw = native.nativeAddon;
@@ -14,6 +15,8 @@ const SLOTS = 4;
 
 interface Rig {
   port: number;
+  arena: Arena;
+  tun: number;
   tunPeer: number;
   rxPeer: number;
   wake: number;
@@ -21,6 +24,8 @@ interface Rig {
   tunLens: Int32Array;
   rxMem: Uint8Array;
   rxLens: Int32Array;
+  rxIPs: Uint32Array;
+  rxPorts: Uint16Array;
   stats: Int32Array;
   state: Int32Array;
   offs: Int32Array;
@@ -41,19 +46,28 @@ function rig(): Rig {
   const [rx, rxPeer] = pair();
   const wake = native.openEventfd();
   open.push(wake);
-  const sendFds = Int32Array.of(-1);
+  const arena = new Arena(64 * 1024);
   const r = {
-    tunPeer, rxPeer, wake,
-    txMem: new Uint8Array(SLOT * SLOTS), tunLens: new Int32Array(SLOTS),
-    rxMem: new Uint8Array(SLOT * SLOTS), rxLens: new Int32Array(SLOTS),
-    stats: new Int32Array(native.STATS_LEN), state: new Int32Array(native.PORT_STATE_LEN),
-    offs: new Int32Array(SLOTS), lens: new Int32Array(SLOTS),
+    arena, tun, tunPeer, rxPeer, wake,
+    txMem: arena.take(Uint8Array, SLOT * SLOTS), tunLens: arena.take(Int32Array, SLOTS),
+    rxMem: arena.take(Uint8Array, SLOT * SLOTS), rxLens: arena.take(Int32Array, SLOTS),
+    rxIPs: arena.take(Uint32Array, SLOTS), rxPorts: arena.take(Uint16Array, SLOTS),
+    stats: arena.take(Int32Array, native.STATS_LEN), state: arena.take(Int32Array, native.PORT_STATE_LEN),
+    offs: arena.take(Int32Array, SLOTS), lens: arena.take(Int32Array, SLOTS),
   };
-  const port = raw.portOpen(Int32Array.of(tun, rx, wake), sendFds, r.txMem, SLOT, r.tunLens, r.rxMem, SLOT, r.rxLens,
-    new Uint32Array(SLOTS), new Uint16Array(SLOTS), undefined, r.stats, r.state);
+  const port = raw.portOpen(arena.buffer, Int32Array.of(tun, rx, wake), Int32Array.of(-1), r.txMem, SLOT, r.tunLens, r.rxMem, SLOT,
+    r.rxLens, r.rxIPs, r.rxPorts, undefined, r.stats, r.state);
   ports.push(port);
   raw.portBindWrite(port, 0, r.offs, r.lens);
   return { port, ...r };
+}
+
+/** portOpen's arguments for `r` with `change` applied to them (by position). */
+function openArgs(r: Rig, change: Record<number, unknown>): Parameters<typeof raw.portOpen> {
+  const args: unknown[] = [r.arena.buffer, Int32Array.of(-1, -1, -1), Int32Array.of(-1), r.txMem, SLOT, r.tunLens, r.rxMem, SLOT,
+    r.rxLens, r.rxIPs, r.rxPorts, undefined, r.stats, r.state];
+  for (const [i, v] of Object.entries(change)) args[Number(i)] = v;
+  return args as Parameters<typeof raw.portOpen>;
 }
 
 /** Writes `bytes` as one datagram to fd. */
@@ -91,13 +105,18 @@ describe('I/O port', () => {
     expect(Array.from(r.state)).toEqual([0, 0, 0, 0, 0]);
   });
 
-  test('a wait stops reading at tunMax and tunBudget; portRead takes the rest', () => {
+  test('a wait stops reading at tunMax and at tunBudget; portRead takes the rest the same way', () => {
     const r = rig();
-    for (let i = 0; i < 3; i++) put(r.tunPeer, new Uint8Array(100).fill(i));
-    expect(raw.portWait(r.port, 1000, 2, 0, 1 << 20, SLOTS)).toBe(1);
+    for (let i = 0; i < 4; i++) put(r.tunPeer, new Uint8Array(100).fill(i + 1));
+    // The byte budget: the batch stops once it holds 150 bytes, so after the second packet.
+    expect(raw.portWait(r.port, 1000, SLOTS, 0, 150, SLOTS)).toBe(1);
     expect(r.state[native.PORT_TUN_COUNT]).toBe(2);
-    expect(raw.portRead(r.port, SLOTS, 0, 50)).toBe(1); // the budget stops the batch after its first packet
-    expect(r.txMem[0]).toBe(2);
+    expect([r.txMem[0], r.txMem[SLOT]]).toEqual([1, 2]);
+    // The count: one packet at most.
+    expect(raw.portRead(r.port, 1, 0, 1 << 20)).toBe(1);
+    expect(r.txMem[0]).toBe(3);
+    expect(raw.portRead(r.port, SLOTS, 0, 1 << 20)).toBe(1);
+    expect(r.txMem[0]).toBe(4);
     expect(raw.portRead(r.port, SLOTS, 0, 1 << 20)).toBe(0);
   });
 
@@ -128,9 +147,11 @@ describe('I/O port', () => {
 
   test('portSend to a socket the port does not have fails the batch in stats, not in memory', () => {
     const r = rig();
-    const offs = Int32Array.of(0);
-    const lens = Int32Array.of(8);
-    raw.portBindSend(r.port, 1, native.PORT_RX_MEM, offs, lens, Uint8Array.of(3), Uint32Array.of(0x7f000001), Uint16Array.of(9));
+    const sock = r.arena.take(Uint8Array, 1);
+    sock[0] = 3; // the port has one send socket (index 0)
+    r.offs[0] = 0;
+    r.lens[0] = 8;
+    raw.portBindSend(r.port, 1, native.PORT_RX_MEM, r.offs, r.lens, sock, r.arena.take(Uint32Array, 1), r.arena.take(Uint16Array, 1));
     expect(raw.portSend(r.port, 1, 1, false)).toBe(0);
     expect(r.stats[native.STAT_FAILED]).toBe(1);
     expect(r.stats[native.STAT_LAST_ERRNO]).toBe(22);
@@ -138,25 +159,70 @@ describe('I/O port', () => {
 
   test('counts beyond what was bound, unknown batches and handles are refused with the argument named', () => {
     const r = rig();
-    expect(() => raw.portWait(r.port, 0, SLOTS + 1, 0, 1, SLOTS)).toThrow(/portWait: tunMax exceeds the bound TUN slots/);
-    expect(() => raw.portWait(r.port, 0, SLOTS, SLOT, 1, SLOTS)).toThrow(/portWait: headroom must be in 0..txSlot-1/);
-    expect(() => raw.portRecv(r.port, SLOTS + 1)).toThrow(/portRecv: max exceeds the bound receive slots/);
-    expect(() => raw.portWrite(r.port, 0, SLOTS - 1, 2)).toThrow(/portWrite: at puts the batch outside/);
-    expect(() => raw.portWrite(r.port, 1, 0, 1)).toThrow(/portWrite: k names no bound write batch/);
-    expect(() => raw.portSend(r.port, 2, 0, false)).toThrow(/portSend: k must be 0 or 1/);
-    expect(() => raw.portSend(r.port, 0, 0, false)).toThrow(/portSend: k names no bound send batch/);
-    raw.portBindSend(r.port, 0, native.PORT_TX_MEM, r.offs, r.lens, new Uint8Array(SLOTS), new Uint32Array(SLOTS), new Uint16Array(SLOTS));
-    expect(() => raw.portSend(r.port, 0, 1, true)).toThrow(/portSend: gso needs a batch bound with segSizes/);
-    expect(() => raw.portSend(r.port, 0, SLOTS + 1, false)).toThrow(/portSend: count exceeds the bound send batch/);
-    expect(() => raw.portWait(12345, 0, 0, 0, 1, 0)).toThrow(/portWait: port is not an open port of this thread/);
-    expect(() => raw.portOpen(Int32Array.of(-1, -1), Int32Array.of(-1), r.txMem, SLOT, r.tunLens, r.rxMem, SLOT, r.rxLens,
-      new Uint32Array(SLOTS), new Uint16Array(SLOTS), undefined, r.stats, r.state)).toThrow(/portOpen: fds must hold 3 fds/);
-    expect(() => raw.portOpen(Int32Array.of(-1, -1, -1), Int32Array.of(-1), new Uint8Array(10), SLOT, r.tunLens, r.rxMem, SLOT, r.rxLens,
-      new Uint32Array(SLOTS), new Uint16Array(SLOTS), undefined, r.stats, r.state)).toThrow(/portOpen: txMem has no room for one TUN slot/);
-    expect(() => raw.portOpen(Int32Array.of(-1, -1, -1), Int32Array.of(-1), r.txMem, SLOT, r.tunLens, r.rxMem, SLOT, r.rxLens,
-      new Uint32Array(SLOTS), new Uint16Array(SLOTS), undefined, r.stats, new Int32Array(2))).toThrow(/portOpen: state must have at least PORT_STATE_LEN/);
-    expect(() => raw.portOpen(Int32Array.of(-1, -1, -1), Int32Array.of(-1), r.txMem, SLOT, r.tunLens, r.rxMem, SLOT, new Float64Array(4) as unknown as Int32Array,
-      new Uint32Array(SLOTS), new Uint16Array(SLOTS), undefined, r.stats, r.state)).toThrow(/portOpen: rxLens must be an Int32Array/);
+    expect(() => raw.portWait(r.port, 0, SLOTS + 1, 0, 1, SLOTS)).toThrow(/^portWait: tunMax exceeds the bound TUN slots$/);
+    expect(() => raw.portWait(r.port, 0, SLOTS, SLOT, 1, SLOTS)).toThrow(/^portWait: tunHeadroom must be in 0..txSlot-1$/);
+    expect(() => raw.portWait(r.port, 0, SLOTS, 0, 0, SLOTS)).toThrow(/^portWait: tunBudget must be positive$/);
+    expect(() => raw.portWait(r.port, 0, SLOTS, 0, 1, SLOTS + 1)).toThrow(/^portWait: rxMax exceeds the bound receive slots$/);
+    expect(() => raw.portWait(r.port, -2, SLOTS, 0, 1, SLOTS)).toThrow(/^portWait: timeoutMs must be -1 or more$/);
+    expect(() => raw.portRead(r.port, SLOTS + 1, 0, 1)).toThrow(/^portRead: max exceeds the bound TUN slots$/);
+    expect(() => raw.portRead(r.port, 1, -1, 1)).toThrow(/^portRead: headroom must be in 0..txSlot-1$/);
+    expect(() => raw.portRecv(r.port, SLOTS + 1)).toThrow(/^portRecv: max exceeds the bound receive slots$/);
+    expect(() => raw.portWrite(r.port, 0, SLOTS - 1, 2)).toThrow(/^portWrite: at puts the batch outside the bound write arrays$/);
+    expect(() => raw.portWrite(r.port, 1, 0, 1)).toThrow(/^portWrite: k names no bound write batch$/);
+    expect(() => raw.portSend(r.port, 2, 0, false)).toThrow(/^portSend: k must be 0 or 1$/);
+    expect(() => raw.portSend(r.port, 0, 0, false)).toThrow(/^portSend: k names no bound send batch$/);
+    const sock = r.arena.take(Uint8Array, 2);
+    const ips = r.arena.take(Uint32Array, SLOTS);
+    const dports = r.arena.take(Uint16Array, SLOTS);
+    expect(() => raw.portBindSend(r.port, 0, 2, r.offs, r.lens, sock, ips, dports)).toThrow(/^portBindSend: mem must be 0 \(txMem\) or 1 \(rxMem\)$/);
+    raw.portBindSend(r.port, 0, native.PORT_TX_MEM, r.offs, r.lens, sock, ips, dports);
+    expect(() => raw.portSend(r.port, 0, 1, true)).toThrow(/^portSend: gso needs a batch bound with segSizes$/);
+    // The batch is as long as its shortest array (sockIdx, 2).
+    expect(raw.portSend(r.port, 0, 2, false)).toBe(0);
+    expect(() => raw.portSend(r.port, 0, 3, false)).toThrow(/^portSend: count exceeds the bound send batch$/);
+    // Binding k again replaces the batch.
+    raw.portBindSend(r.port, 0, native.PORT_TX_MEM, r.offs, r.lens, r.arena.take(Uint8Array, SLOTS), ips, dports);
+    expect(raw.portSend(r.port, 0, SLOTS, false)).toBe(0);
+    expect(() => raw.portWait(12345, 0, 0, 0, 1, 0)).toThrow(/^portWait: port is not an open port of this thread$/);
+  });
+
+  test('portOpen names what is wrong and opens nothing', () => {
+    const r = rig();
+    const before = raw.portOpen(...openArgs(r, {}));
+    ports.push(before);
+    expect(() => raw.portOpen(...openArgs(r, { 1: Int32Array.of(-1, -1) }))).toThrow(/^portOpen: fds must hold 3 fds/);
+    expect(() => raw.portOpen(...openArgs(r, { 0: new Uint8Array(8) }))).toThrow(/^portOpen: arena must be an ArrayBuffer$/);
+    expect(() => raw.portOpen(...openArgs(r, { 3: new Uint8Array(SLOT * SLOTS) }))).toThrow(/^portOpen: txMem is not a view of the port's arena$/);
+    expect(() => raw.portOpen(...openArgs(r, { 3: r.arena.take(Uint8Array, 10) }))).toThrow(/^portOpen: txMem has no room for one TUN slot$/);
+    expect(() => raw.portOpen(...openArgs(r, { 6: r.arena.take(Uint8Array, 10) }))).toThrow(/^portOpen: rxMem has no room for one receive slot$/);
+    expect(() => raw.portOpen(...openArgs(r, { 9: r.arena.take(Uint32Array, 0) }))).toThrow(/^portOpen: rxSrcIPs must not be empty$/);
+    expect(() => raw.portOpen(...openArgs(r, { 13: r.arena.take(Int32Array, 2) }))).toThrow(/^portOpen: state must have at least PORT_STATE_LEN elements$/);
+    expect(() => raw.portOpen(...openArgs(r, { 8: r.arena.take(Uint32Array, SLOTS) }))).toThrow(/^portOpen: rxLens must be an Int32Array$/);
+    const resizable = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer)(4096, { maxByteLength: 8192 });
+    expect(() => raw.portOpen(...openArgs(r, { 0: resizable }))).toThrow(/^portOpen: arena must not be resizable$/);
+    // None of the refused calls took a handle: the next port gets the one after `before`.
+    const next = raw.portOpen(...openArgs(r, {}));
+    ports.push(next);
+    expect(next).toBe(before + 1);
+  });
+
+  test('a port whose arena was transferred away refuses every call', () => {
+    const r = rig();
+    put(r.tunPeer, Uint8Array.of(1, 2, 3));
+    structuredClone(r.arena.buffer, { transfer: [r.arena.buffer] });
+    expect(r.arena.buffer.byteLength).toBe(0);
+    const lost = /port has lost its arena \(the ArrayBuffer was detached\)$/;
+    expect(() => raw.portWait(r.port, 0, SLOTS, 0, 1 << 20, SLOTS)).toThrow(lost);
+    expect(() => raw.portRead(r.port, SLOTS, 0, 1 << 20)).toThrow(lost);
+    expect(() => raw.portRecv(r.port, SLOTS)).toThrow(lost);
+    expect(() => raw.portWrite(r.port, 0, 0, 1)).toThrow(lost);
+    expect(() => raw.portSend(r.port, 0, 0, false)).toThrow(lost);
+    // The packet is still queued: nothing was read into memory the port no longer owns.
+    const back = new Uint8Array(SLOT);
+    expect(native.tunRead(r.tun, back, SLOT, 0, new Int32Array(1), 1)).toBe(1);
+    expect(Array.from(back.subarray(0, 3))).toEqual([1, 2, 3]);
+    expect(raw.portClose(r.port)).toBe(0);
+    ports.splice(ports.indexOf(r.port), 1);
   });
 
   test('a closed port is gone: its handle is refused, a second close reports EBADF', () => {
