@@ -29,15 +29,17 @@ function post(m: WorkerMessage): void {
  */
 const REHEARSAL_ROUNDS = 1500;
 const REHEARSAL_BUDGET_MS = 250;
+/** Single small packets each way after the checked rounds (rehearsal.ts, CHECKED_SHARE). */
+const REHEARSAL_SINGLES = 5000;
 
 /** The rehearsal (rehearsal.ts), logged. A failure of the rehearsal itself is logged, not fatal. */
 async function rehearseAndLog(init: WorkerInit, features: Features): Promise<void> {
   try {
     const r = await rehearse({
       features: { ...features }, batchSize: init.batchSize, mtu: init.mtu, port: init.port, vni: init.vni, flowSockets: init.flowSockets,
-      rounds: REHEARSAL_ROUNDS, budgetMs: REHEARSAL_BUDGET_MS, loopback: true,
+      rounds: REHEARSAL_ROUNDS, budgetMs: REHEARSAL_BUDGET_MS, singles: REHEARSAL_SINGLES, loopback: true,
     });
-    const detail = { mode: r.mode, rounds: r.rounds, ms: Math.round(r.ms), packets: r.packetsIn, ...(r.note ? { note: r.note } : {}) };
+    const detail = { mode: r.mode, rounds: r.rounds, singles: r.singles, ms: Math.round(r.ms), packets: r.packetsIn, ...(r.note ? { note: r.note } : {}) };
     if (r.mismatch !== null) post({ type: 'log', level: 'error', msg: `data path rehearsal found a difference: ${r.mismatch}`, detail });
     else post({ type: 'log', level: 'info', msg: 'data path rehearsed', detail });
   } catch (e) {

@@ -54,13 +54,15 @@ afterEach(() => {
 });
 
 describe('rehearsal on loopback', () => {
-  test.each([1450, 8950])('every combination carries every payload byte and drops the made-up bad packets, MTU %i', (mtu) => {
+  test.each([1450, 8950])('every combination carries every payload byte and every single packet, and drops the made-up bad packets, MTU %i', (mtu) => {
     ip(['-n', ns!, 'link', 'set', 'lo', 'up']);
     for (const r of run(mtu)) {
       const what = JSON.stringify(r.features);
       expect(r.mode, what).toBe('loopback');
       expect(r.mismatch, what).toBeNull();
       expect(r.rounds, what).toBe(20);
+      // Then 50 single packets each way, each compared byte for byte where it came out.
+      expect(r.singles, what).toBe(50);
       expect(r.packetsIn, what).toBeGreaterThan(0);
       expect(r.packetsOut, what).toBe(r.packetsIn);
       expect(r.payloadOut, what).toBe(r.payloadIn);
@@ -74,6 +76,7 @@ describe('rehearsal on loopback', () => {
     for (const r of run(1450)) {
       expect(r.mode).toBe('in memory');
       expect(r.note).toMatch(/^no loopback rehearsal: /);
+      expect(r.singles).toBe(0); // single packets need the loopback device
       expect(r.mismatch).toBeNull();
       expect(r.packetsOut).toBe(r.packetsIn);
     }

@@ -13,7 +13,7 @@ const COMBINATIONS = [
 const mtu = Number(process.argv[2] ?? 1450);
 const out = [];
 for (const features of COMBINATIONS) {
-  const r = await rehearse({ features, batchSize: 64, mtu, port: 8472, vni: 1, flowSockets: 8, rounds: 20, budgetMs: 60_000, loopback: true });
+  const r = await rehearse({ features, batchSize: 64, mtu, port: 8472, vni: 1, flowSockets: 8, rounds: 20, budgetMs: 60_000, singles: 50, loopback: true });
   out.push({ features, ...r });
 }
 process.stdout.write(`${JSON.stringify(out)}\n`);
