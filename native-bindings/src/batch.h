@@ -1,6 +1,7 @@
-// The batched system calls behind tunRead/tunWrite/udpRecv/udpSend, shared with the bound I/O
-// port (port.cc). Callers have checked every length against its buffer; these check each
-// packet's offset and length where the caller's arrays choose them (writes and sends).
+// The batched system calls behind tunRead/tunWrite/udpRecv/udpSend, and the eventfd drain
+// behind eventfdDrain, shared with the bound I/O port (port.cc). Callers have checked every
+// length against its buffer; these check each packet's offset and length where the caller's
+// arrays choose them (writes and sends).
 #ifndef TULLE_BATCH_H_
 #define TULLE_BATCH_H_
 
@@ -29,6 +30,10 @@ int RecvBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, uint3
 int SendBatch(const int32_t* fds, size_t nfds, const uint8_t* buf, size_t buflen, const int32_t* offs, const int32_t* lens,
               const uint8_t* sock_idx, const uint32_t* ips, const uint16_t* ports, int count, const int32_t* segs,
               int32_t* stats);
+
+// Reads the eventfd until EAGAIN so it is no longer readable: 0, -EINVAL if fd is not an
+// eventfd, or -errno.
+int DrainEventfd(int fd);
 
 }  // namespace tulle
 

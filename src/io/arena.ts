@@ -1,8 +1,9 @@
 /**
- * One fixed-length ArrayBuffer carved into typed arrays. A forwarding loop allocates everything
- * it binds to the addon's I/O port from one arena, so the addon holds one buffer and checks one
- * buffer per call: if that buffer was ever detached (transferred away), every call of the port
- * is refused instead of reaching memory the loop no longer owns.
+ * Where preallocated typed arrays come from. `standalone` makes each its own buffer. An `Arena`
+ * carves them from one fixed-length ArrayBuffer: a forwarding loop takes everything it binds to
+ * the addon's I/O port from one arena, so the addon holds one buffer and checks one buffer per
+ * call; if that buffer was ever detached (transferred away), every call of the port is refused
+ * instead of reaching memory the loop no longer owns.
  */
 
 type TypedArrayOf<T> = T extends Int32ArrayConstructor ? Int32Array
@@ -13,25 +14,47 @@ type TypedArrayOf<T> = T extends Int32ArrayConstructor ? Int32Array
 
 type Ctor = Int32ArrayConstructor | Uint32ArrayConstructor | Uint16ArrayConstructor | Uint8ArrayConstructor;
 
+export interface Carver {
+  /** A zeroed array of `length` elements. */
+  take<C extends Ctor>(ctor: C, length: number): TypedArrayOf<C>;
+}
+
+/** Every array in a buffer of its own. */
+export const standalone: Carver = {
+  take: <C extends Ctor>(ctor: C, length: number) => new ctor(length) as TypedArrayOf<C>,
+};
+
 /** Every view starts on this boundary. */
 const ALIGN = 64;
 
-export class Arena {
+const aligned = (ctor: Ctor, length: number): number => Math.ceil((length * ctor.BYTES_PER_ELEMENT) / ALIGN) * ALIGN;
+
+export class Arena implements Carver {
   readonly buffer: ArrayBuffer;
   private used = 0;
 
-  /** Bytes one `take(ctor, length)` uses, alignment included: sum these to size an arena. */
-  static bytes(ctor: Ctor, length: number): number {
-    return Math.ceil((length * ctor.BYTES_PER_ELEMENT) / ALIGN) * ALIGN;
+  /**
+   * Runs `build` once to learn how many bytes its takes need (handing it empty arrays), then
+   * again on an arena of exactly that size, and returns the second result with its arena.
+   */
+  static fit<T>(build: (carver: Carver) => T): { value: T; arena: Arena } {
+    let bytes = 0;
+    build({
+      take: <C extends Ctor>(ctor: C, length: number) => {
+        bytes += aligned(ctor, length);
+        return new ctor(0) as TypedArrayOf<C>;
+      },
+    });
+    const arena = new Arena(bytes);
+    return { value: build(arena), arena };
   }
 
   constructor(bytes: number) {
     this.buffer = new ArrayBuffer(bytes);
   }
 
-  /** A zeroed view of `length` elements; throws if the arena was sized too small. */
   take<C extends Ctor>(ctor: C, length: number): TypedArrayOf<C> {
-    const size = Arena.bytes(ctor, length);
+    const size = aligned(ctor, length);
     if (this.used + size > this.buffer.byteLength) {
       throw new RangeError(`arena of ${this.buffer.byteLength} bytes has no room for ${length} × ${ctor.BYTES_PER_ELEMENT} bytes (${this.used} used)`);
     }

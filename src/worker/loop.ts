@@ -18,8 +18,8 @@
  * The loop calls the addon directly (`nativeAddon`), not through the checking wrappers of
  * native.ts, and through an I/O port (native-bindings/src/port.cc): its fds and buffers are fixed
  * for the worker's life, so the constructor binds them once and each call passes the port's
- * handle and counts. The addon still refuses anything out of range. For a wake-up that brings one
- * small packet, unpacking ten typed arrays per call cost more than the system call itself.
+ * handle and counts. The addon still refuses anything out of range. Unpacking up to ten typed
+ * arrays per call was a measurable part of the workers' time for pings (README, "Latency").
  *
  * One native call per batch and step, and the wait reads what it reports in the same call
  * (portWait); a full batch means more may be waiting, so the loop drains up to
@@ -167,7 +167,7 @@ export class ForwardLoop {
     /** The largest datagram the underlay takes (its MTU minus IPv4 and UDP headers). */
     maxDatagram = ENCAP_HEADROOM + ctx.mtu,
   ) {
-    // Sizes first: everything bound to the I/O port comes from one arena.
+    // Sizes first: everything bound to the I/O port comes from one arena (Arena.fit).
     let txBytes: number;
     let segBytes = 0;
     let sendCap: number;
@@ -201,25 +201,26 @@ export class ForwardLoop {
     }
     const datagrams = features.gro ? GRO_BATCH * GSO_MAX_SEGMENTS : batch;
     const rx = this.rxBatch;
-    const arena = new Arena(
-      Arena.bytes(Uint8Array, txBytes) + Arena.bytes(Uint8Array, this.rxSlot * rx) + Arena.bytes(Int32Array, tunLens) +
-      3 * Arena.bytes(Int32Array, rx) + Arena.bytes(Uint16Array, rx) + Arena.bytes(Int32Array, native.STATS_LEN) +
-      Arena.bytes(Int32Array, native.PORT_STATE_LEN) + SendBatch.arenaBytes(sendCap) + SendBatch.arenaBytes(native.MAX_BATCH) +
-      2 * WriteBatch.arenaBytes(datagrams),
-    );
-    this.txMem = arena.take(Uint8Array, txBytes);
-    this.rxMem = arena.take(Uint8Array, this.rxSlot * rx);
-    this.tunLens = arena.take(Int32Array, tunLens);
-    this.rxLens = arena.take(Int32Array, rx);
-    this.rxSegs = arena.take(Int32Array, rx);
-    this.rxSrcIPs = arena.take(Uint32Array, rx);
-    this.rxSrcPorts = arena.take(Uint16Array, rx);
-    this.stats = arena.take(Int32Array, native.STATS_LEN);
-    this.portState = arena.take(Int32Array, native.PORT_STATE_LEN);
-    this.sends = new SendBatch(sendCap, arena);
-    this.replies = new SendBatch(native.MAX_BATCH, arena);
-    this.writes = new WriteBatch(datagrams, arena);
-    this.final = new WriteBatch(datagrams, arena);
+    const { value: bound, arena } = Arena.fit((a) => ({
+      txMem: a.take(Uint8Array, txBytes),
+      rxMem: a.take(Uint8Array, this.rxSlot * rx),
+      tunLens: a.take(Int32Array, tunLens),
+      rxLens: a.take(Int32Array, rx),
+      rxSegs: a.take(Int32Array, rx),
+      rxSrcIPs: a.take(Uint32Array, rx),
+      rxSrcPorts: a.take(Uint16Array, rx),
+      stats: a.take(Int32Array, native.STATS_LEN),
+      portState: a.take(Int32Array, native.PORT_STATE_LEN),
+      sends: new SendBatch(sendCap, a),
+      replies: new SendBatch(native.MAX_BATCH, a),
+      writes: new WriteBatch(datagrams, a),
+      final: new WriteBatch(datagrams, a),
+    }));
+    ({
+      txMem: this.txMem, rxMem: this.rxMem, tunLens: this.tunLens, rxLens: this.rxLens, rxSegs: this.rxSegs, rxSrcIPs: this.rxSrcIPs,
+      rxSrcPorts: this.rxSrcPorts, stats: this.stats, portState: this.portState, sends: this.sends, replies: this.replies,
+      writes: this.writes, final: this.final,
+    } = bound);
 
     if (features.vnet) {
       const tunBytes = txBytes - segBytes;

@@ -61,7 +61,7 @@ describe('rehearsal on loopback', () => {
       expect(r.mode, what).toBe('loopback');
       expect(r.mismatch, what).toBeNull();
       expect(r.rounds, what).toBe(20);
-      // Then 50 single packets each way, each compared byte for byte where it came out.
+      // Then 50 single packets each way, their payload compared as the rounds' is.
       expect(r.singles, what).toBe(50);
       expect(r.packetsIn, what).toBeGreaterThan(0);
       expect(r.packetsOut, what).toBe(r.packetsIn);
