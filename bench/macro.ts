@@ -122,6 +122,9 @@ async function main(argv: string[]): Promise<number> {
   if (scenarios.some((s) => s.userspaceTunnel === true)) udptunBinary();
   const labName = `bench${randomBytes(3).toString('hex')}`;
   const started = new Date();
+  // Read before the first trial: the commit and tree state are those of the code being measured,
+  // not of whatever the tree holds by the time the run ends.
+  const env = await environment();
   const log = (l: string): void => console.log(l);
   log(`tulle macro benchmark: ${scenarios.length} scenarios x ${args.trials} trials, ${args.seconds} s per iperf3 run, lab ${labPrefix(labName)}*`);
   for (const s of scenarios) log(`  ${s.name.padEnd(24)} ${s.description}${addedBaselines.includes(s.name) ? ' (added: baseline)' : ''}`);
@@ -156,11 +159,13 @@ async function main(argv: string[]): Promise<number> {
     const left = await listNetns(labPrefix(labName));
     if (left.length > 0) log(`WARNING: namespaces left behind: ${left.join(', ')} (run: node dist/src/cli/tulle.js lab down --name ${labName})`);
   }
-  await report(scenarios, trials, args, started, stopping, Date.now() - t0);
+  await report(scenarios, trials, args, started, env, stopping, Date.now() - t0);
   return stopping ? 130 : 0;
 }
 
-async function report(scenarios: Scenario[], trials: TrialResult[], args: Args, started: Date, interrupted: boolean, elapsedMs: number): Promise<void> {
+async function report(
+  scenarios: Scenario[], trials: TrialResult[], args: Args, started: Date, env: Record<string, unknown>, interrupted: boolean, elapsedMs: number,
+): Promise<void> {
   const rows = aggregate(scenarios, trials);
   const checks = acceptanceChecks(rows);
   const table = formatTable(rows);
@@ -179,7 +184,6 @@ async function report(scenarios: Scenario[], trials: TrialResult[], args: Args, 
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   await mkdir(args.out, { recursive: true });
   const base = join(args.out, stamp);
-  const env = await environment();
   const json = {
     version: 1, startedAt: started.toISOString(), elapsedS: elapsedMs / 1000, interrupted,
     options: { trials: args.trials, seconds: args.seconds, only: args.only ?? null }, environment: env, cpuMethod: CPU_METHOD,
