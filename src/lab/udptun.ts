@@ -11,7 +11,7 @@
  * for their round trips; kernel VXLAN's pods have 1450.
  */
 import { nativeProgram } from '../util/paths.js';
-import { spawnInNs, terminateProcesses } from '../util/exec.js';
+import { distScript, spawnInNs, terminateProcesses } from '../util/exec.js';
 import { onCpu, watch } from './measure.js';
 import { ipIn } from './netns.js';
 import { DEFAULT_UNDERLAY_MTU, LabError, type LabState } from './topology.js';
@@ -25,6 +25,14 @@ export function udptunBinary(): string {
   return nativeProgram('tulle_udptun');
 }
 
+/** Which minimal tunnel: tulle_udptun in C, or the same loop in Node.js over tulle's I/O port (node-udptun.ts). */
+export type UdpTunnelKind = 'c' | 'node';
+
+/** The command line of a tunnel of `kind`. */
+export function udptunCommand(kind: UdpTunnelKind, args: readonly string[]): [string, string[]] {
+  return kind === 'c' ? [udptunBinary(), [...args]] : [process.execPath, [distScript('src/lab/node-udptun.js'), ...args]];
+}
+
 export interface UdpTunnels {
   pids: number[];
   /** Ends the tunnel processes; their devices and routes go with them, so the nodes no longer reach each other's pods. */
@@ -35,7 +43,8 @@ export interface UdpTunnels {
  * Starts one tunnel process per node, on `cpu` alone if given, and routes each node's traffic for
  * the other pod subnet into it.
  */
-export async function startUdpTunnels(s: LabState, cpu?: number): Promise<UdpTunnels> {
+export async function startUdpTunnels(s: LabState, cpu?: number, kind: UdpTunnelKind = 'c'): Promise<UdpTunnels> {
+  const what = kind === 'c' ? 'tulle_udptun' : 'node-udptun';
   if (s.mode !== 'plain' || s.nodes.length !== 2) {
     throw new LabError(`the userspace tunnel joins the two nodes of a plain lab; lab ${JSON.stringify(s.name)} is ${s.mode} with ${s.nodes.length} nodes`);
   }
@@ -43,7 +52,7 @@ export async function startUdpTunnels(s: LabState, cpu?: number): Promise<UdpTun
   const tunnels: UdpTunnels = { pids, stop: () => terminateProcesses([...pids]) };
   try {
     for (const [n, peer] of [[s.nodes[0]!, s.nodes[1]!], [s.nodes[1]!, s.nodes[0]!]] as const) {
-      const child = spawnInNs(n.ns, ...onCpu(cpu, udptunBinary(), [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)]));
+      const child = spawnInNs(n.ns, ...onCpu(cpu, ...udptunCommand(kind, [UDPTUN_DEVICE, n.underlayIp, peer.underlayIp, String(UDPTUN_PORT)])));
       const pid = child.pid;
       if (pid !== undefined) pids.push(pid);
       // An ended process leaves the list, so stop() never signals a PID the system has reused.
@@ -51,11 +60,11 @@ export async function startUdpTunnels(s: LabState, cpu?: number): Promise<UdpTun
         const i = pid === undefined ? -1 : pids.indexOf(pid);
         if (i >= 0) pids.splice(i, 1);
       });
-      const w = watch(child, `tulle_udptun in ${n.ns}`);
+      const w = watch(child, `${what} in ${n.ns}`);
       // Its end is seen through `pids` (the bench checks it after a trial), not as an error here.
       w.done.catch(() => undefined);
       const line = await w.line();
-      if (line !== 'ready') throw new LabError(`tulle_udptun in ${n.ns} printed ${JSON.stringify(line)} instead of "ready"`);
+      if (line !== 'ready') throw new LabError(`${what} in ${n.ns} printed ${JSON.stringify(line)} instead of "ready"`);
       await ipIn(n.ns, ['link', 'set', UDPTUN_DEVICE, 'mtu', String((s.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - UDPTUN_OVERHEAD), 'up']);
       await ipIn(n.ns, ['route', 'replace', peer.subnet, 'dev', UDPTUN_DEVICE]);
     }

@@ -16,7 +16,7 @@ import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
 import { handoffBinary, handoffRtt, iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
-import { startUdpTunnels, UDPTUN_DEVICE, udptunBinary } from '../../src/lab/udptun.js';
+import { startUdpTunnels, UDPTUN_DEVICE, udptunBinary, udptunCommand } from '../../src/lab/udptun.js';
 import { threadCpus } from '../../src/io/native.js';
 import { createNetns, deleteNetns, ipIn, linksOfType, listNetns } from '../../src/lab/netns.js';
 import { labDown, labPrefix, labStateDir, labUp, readLabState, type LabMode, type LabState } from '../../src/lab/topology.js';
@@ -124,6 +124,24 @@ test('the minimal userspace tunnel carries a plain lab\'s pods both ways, and it
   await pinned.stop();
   for (const bad of [['x'], ['', '172.31.0.1', '172.31.0.2', '4790'], ['t0', '300.1.1.1', '172.31.0.2', '4790'], ['t0', '172.31.0.1', '172.31.0.2', '0'], ['t0', '172.31.0.1', '172.31.0.2', '65536x']]) {
     await expect(run(udptunBinary(), bad), bad.join(' ')).rejects.toThrow(/usage: tulle_udptun TUN LOCAL_IP PEER_IP PORT/);
+  }
+}, 120_000);
+
+test('the minimal tunnel in Node carries a plain lab\'s pods both ways over tulle\'s I/O port, and refuses bad arguments', async () => {
+  const lab = newName();
+  const s = await labUp({ name: lab, nodes: 2, pods: 1, mode: 'plain' });
+  const [n1, n2] = s.nodes;
+  const t = await startUdpTunnels(s, undefined, 'node');
+  expect(t.pids).toHaveLength(2);
+  expect(await ipIn(n1!.ns, ['route', 'show', n2!.subnet])).toContain(`dev ${UDPTUN_DEVICE}`);
+  await checkLab(s);
+  await t.stop();
+  expect(t.pids.every((pid) => !processAlive(pid))).toBe(true);
+  await expect(ipIn(n1!.ns, ['link', 'show', UDPTUN_DEVICE])).rejects.toThrow();
+  // Without its routes the pods no longer reach each other: the traffic above crossed the tunnel.
+  expect(await pingAll(s.pods)).not.toEqual([]);
+  for (const bad of [['x'], ['', '172.31.0.1', '172.31.0.2', '4790'], ['t0', '300.1.1.1', '172.31.0.2', '4790'], ['t0', '172.31.0.1', '172.31.0.2', '0'], ['t0', '172.31.0.1', '172.31.0.2', '65536x']]) {
+    await expect(run(...udptunCommand('node', bad)), bad.join(' ')).rejects.toThrow(/usage: node-udptun TUN LOCAL_IP PEER_IP PORT/);
   }
 }, 120_000);
 
