@@ -119,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
   const { run: scenarios, addedBaselines } = selected;
   // The helper programs come with the addon; without them every trial would fail after its lab is built.
   handoffBinary();
-  if (scenarios.some((s) => s.userspaceTunnel === true)) udptunBinary();
+  if (scenarios.some((s) => s.userspaceTunnel === 'c')) udptunBinary();
   const labName = `bench${randomBytes(3).toString('hex')}`;
   const started = new Date();
   // Read before the first trial: the commit and tree state are those of the code being measured,

@@ -147,7 +147,7 @@ export function acceptanceChecks(rows: readonly ScenarioSummary[]): Check[] {
     atLeast('UDP 64 B packet rate vs kernel VXLAN', r.ratios.udp64Kpps, 0.5, sc.baseline ?? 'baseline');
     const p50 = med(r, 'rttP50Us');
     // The userspace floor measured with the machine in the same state.
-    const floor = rows.find((f) => f.scenario.userspaceTunnel === true && sameMachineState(f.scenario, sc));
+    const floor = rows.find((f) => f.scenario.userspaceTunnel === 'c' && sameMachineState(f.scenario, sc));
     const kp50 = med(base, 'rttP50Us');
     const ok = p50 !== undefined && kp50 !== undefined && Number.isFinite(p50) && Number.isFinite(kp50);
     out.push({

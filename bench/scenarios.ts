@@ -14,15 +14,18 @@
  * other scenario has the benchmark hold it for the trial. A scenario and its baseline must agree
  * on it, so both are measured with the machine in the same state.
  *
- * `userspaceTunnel` (plain labs only) routes the pods' traffic through tulle_udptun, a minimal
- * userspace tunnel in C (src/lab/udptun.ts): the floor of any tunnel that forwards in user space
- * on this machine, measured in the same run as tulle and compared with the same kernel VXLAN.
+ * `userspaceTunnel` (plain labs only) routes the pods' traffic through a minimal userspace tunnel
+ * (src/lab/udptun.ts): 'c', tulle_udptun in C, the floor of any tunnel that forwards in user space
+ * on this machine, measured in the same run as tulle and compared with the same kernel VXLAN; or
+ * 'node', the same loop in Node.js over tulle's I/O port (src/lab/node-udptun.ts), the floor of
+ * a tunnel written as tulle is.
  *
  * `cpu` puts the pods' processes (ping, the iperf3 client and server) on that one CPU, and a tulle
  * scenario's workers (agent config "cpus") or the userspace tunnel's processes too: every hand-off of a round trip then stays on one
  * CPU. A scenario and its baseline must agree on it as well.
  */
 import { MAX_CPU, MAX_CPU_LATENCY_US } from '../src/control/config.js';
+import type { UdpTunnelKind } from '../src/lab/udptun.js';
 import { DEFAULT_UNDERLAY_MTU, LAB_MODES, MAX_UNDERLAY_MTU, MIN_UNDERLAY_MTU, type LabMode } from '../src/lab/topology.js';
 
 export interface Scenario {
@@ -41,7 +44,7 @@ export interface Scenario {
   /** CPU for the pods' processes and tulle's workers (see above); absent = the scheduler places them. */
   cpu?: number;
   /** plain only: the pods' traffic crosses tulle_udptun instead of the underlay's routes (see above). */
-  userspaceTunnel?: boolean;
+  userspaceTunnel?: UdpTunnelKind;
   /** Name of the kernel-vxlan scenario (same MTU) this one's figures are compared with. */
   baseline?: string;
   /** Part of a run without --only. */
@@ -59,7 +62,7 @@ export const SCENARIOS: readonly Scenario[] = [
     description: "Linux VXLAN as flannel configures it (flannel.1, veth offloads at their defaults)" },
   { name: 'kernel-vxlan-lowlat', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, cpuLatencyUs: 0, inDefaultRun: true,
     description: 'Linux VXLAN as flannel configures it, with a 0 µs CPU latency request held by the benchmark' },
-  { name: 'c-udp-tunnel', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: true, baseline: 'kernel-vxlan', inDefaultRun: true,
+  { name: 'c-udp-tunnel', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: 'c', baseline: 'kernel-vxlan', inDefaultRun: true,
     description: 'a minimal userspace tunnel in C (tulle_udptun: one thread per node, poll, read, send; receive, write): the userspace floor' },
   { name: 'tulle-w1', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, baseline: 'kernel-vxlan', inDefaultRun: true,
     description: "tulle, 1 worker, the agent's default offload setting" },
@@ -71,10 +74,14 @@ export const SCENARIOS: readonly Scenario[] = [
     description: 'tulle, 1 worker, agents holding a 0 µs CPU latency request (config "cpuLatencyUs": 0)' },
   { name: 'kernel-vxlan-cpu0', mode: 'kernel-vxlan', mtu: DEFAULT_UNDERLAY_MTU, cpu: 0, inDefaultRun: true,
     description: "Linux VXLAN as flannel configures it, the pods' processes on CPU 0" },
-  { name: 'c-udp-tunnel-lowlat', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: true, cpuLatencyUs: 0, baseline: 'kernel-vxlan-lowlat', inDefaultRun: true,
+  { name: 'c-udp-tunnel-lowlat', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: 'c', cpuLatencyUs: 0, baseline: 'kernel-vxlan-lowlat', inDefaultRun: true,
     description: 'the minimal userspace tunnel in C, with a 0 µs CPU latency request held by the benchmark' },
-  { name: 'c-udp-tunnel-cpu0', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: true, cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: true,
+  { name: 'c-udp-tunnel-cpu0', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: 'c', cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: true,
     description: "the minimal userspace tunnel in C, its processes and the pods' processes on CPU 0" },
+  { name: 'node-udp-tunnel', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: 'node', baseline: 'kernel-vxlan', inDefaultRun: false,
+    description: "the minimal userspace tunnel in Node.js (node-udptun: one worker thread per node making tulle's I/O port calls, no protocol work)" },
+  { name: 'node-udp-tunnel-cpu0', mode: 'plain', mtu: DEFAULT_UNDERLAY_MTU, userspaceTunnel: 'node', cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: false,
+    description: "the minimal userspace tunnel in Node.js, its processes and the pods' processes on CPU 0" },
   { name: 'tulle-w1-cpu0', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, cpu: 0, baseline: 'kernel-vxlan-cpu0', inDefaultRun: true,
     description: 'tulle, 1 worker, the workers (config "cpus": [0]) and the pods\' processes on CPU 0' },
   { name: 'tulle-w1-offloads-on', mode: 'tulle', mtu: DEFAULT_UNDERLAY_MTU, workers: 1, offloads: true, baseline: 'kernel-vxlan', inDefaultRun: false,
@@ -113,8 +120,8 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     if (s.workers !== undefined && (!Number.isInteger(s.workers) || s.workers < 1 || s.workers > MAX_SCENARIO_WORKERS)) {
       problems.push(`${at}: workers ${JSON.stringify(s.workers)} outside 1..${MAX_SCENARIO_WORKERS}`);
     }
-    if (s.userspaceTunnel !== undefined && (s.mode !== 'plain' || typeof s.userspaceTunnel !== 'boolean')) {
-      problems.push(`${at}: userspaceTunnel must be true or false, and only on a plain scenario`);
+    if (s.userspaceTunnel !== undefined && (s.mode !== 'plain' || (s.userspaceTunnel !== 'c' && s.userspaceTunnel !== 'node'))) {
+      problems.push(`${at}: userspaceTunnel must be "c" or "node", and only on a plain scenario`);
     }
     if (s.offloads !== undefined && typeof s.offloads !== 'boolean') problems.push(`${at}: offloads must be true or false`);
     if (s.cpuLatencyUs !== undefined && (!Number.isInteger(s.cpuLatencyUs) || s.cpuLatencyUs < 0 || s.cpuLatencyUs > MAX_CPU_LATENCY_US)) {
@@ -126,7 +133,7 @@ export function scenarioProblems(table: readonly Scenario[]): string[] {
     if (s.mode === 'tulle' && s.baseline === undefined) problems.push(`${at}: a tulle scenario needs a kernel-vxlan baseline`);
     if (s.mode === 'kernel-vxlan' && s.baseline !== undefined) problems.push(`${at}: kernel-vxlan is the baseline, it has none`);
   }
-  const floors = table.filter((x) => x.userspaceTunnel === true && x.mode === 'plain');
+  const floors = table.filter((x) => x.userspaceTunnel === 'c' && x.mode === 'plain');
   floors.forEach((s, i) => {
     const other = floors.slice(0, i).find((f) => sameMachineState(f, s));
     if (other) problems.push(`scenario ${JSON.stringify(s.name)}: a second userspace tunnel with the same mtu, cpuLatencyUs and cpu as ${JSON.stringify(other.name)}`);

@@ -21,8 +21,9 @@ const FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"';
 const MODE_COLOURS: Record<LabMode, string> = { plain: '#8c8c8c', 'kernel-vxlan': '#1f6fb4', tulle: '#e6791a' };
 /** tulle with offloads explicitly off: the same hue, lighter. */
 const TULLE_OFFLOADS_OFF = '#f5bf8c';
-/** The minimal userspace tunnel in C (plain labs with `userspaceTunnel`). */
+/** The minimal userspace tunnels (plain labs with `userspaceTunnel`): in C, and in Node.js. */
 const USERSPACE_TUNNEL = '#6a9f58';
+const NODE_TUNNEL = '#a3c98f';
 
 /** Text content and attribute values with XML's five special characters escaped. */
 export function escapeXml(s: string): string {
@@ -38,7 +39,8 @@ export function niceMax(x: number): number {
 }
 
 function colour(r: ScenarioSummary): string {
-  if (r.scenario.userspaceTunnel === true) return USERSPACE_TUNNEL;
+  if (r.scenario.userspaceTunnel === 'c') return USERSPACE_TUNNEL;
+  if (r.scenario.userspaceTunnel === 'node') return NODE_TUNNEL;
   return r.scenario.mode === 'tulle' && r.scenario.offloads === false ? TULLE_OFFLOADS_OFF : MODE_COLOURS[r.scenario.mode];
 }
 
@@ -98,6 +100,7 @@ export function renderChart(rows: readonly ScenarioSummary[], text: ChartText, m
     `<text x="${MARGIN}" y="48" font-size="11" fill="#444">${escapeXml(text.subtitle)}</text>`,
   ];
   const legend: [string, string][] = [['plain routing', MODE_COLOURS.plain], ['kernel VXLAN', MODE_COLOURS['kernel-vxlan']], ['tulle', MODE_COLOURS.tulle], ['tulle, offloads off', TULLE_OFFLOADS_OFF], ['minimal C tunnel', USERSPACE_TUNNEL]];
+  if (rows.some((r) => r.scenario.userspaceTunnel === 'node')) legend.push(['minimal Node tunnel', NODE_TUNNEL]);
   legend.forEach(([name, c], i) => {
     const x = MARGIN + i * 150;
     out.push(`<rect x="${x}" y="56" width="10" height="10" fill="${c}"/>`);

@@ -152,10 +152,11 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       log(`FAILED lab up: ${oneLine((e as Error).message)}`);
       return r;
     }
-    if (sc.userspaceTunnel === true) {
+    const tunnelName = sc.userspaceTunnel === 'node' ? 'node-udptun' : 'tulle_udptun';
+    if (sc.userspaceTunnel !== undefined) {
       try {
-        tunnels = await startUdpTunnels(lab, sc.cpu);
-        log(`userspace tunnel up (tulle_udptun on both nodes${sc.cpu !== undefined ? `, on CPU ${sc.cpu}` : ''})`);
+        tunnels = await startUdpTunnels(lab, sc.cpu, sc.userspaceTunnel);
+        log(`userspace tunnel up (${tunnelName} on both nodes${sc.cpu !== undefined ? `, on CPU ${sc.cpu}` : ''})`);
       } catch (e) {
         r.errors.push(`userspace tunnel: ${(e as Error).message}`);
         log(`FAILED userspace tunnel: ${oneLine((e as Error).message)}`);
@@ -218,8 +219,8 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       });
     }
     if (tunnels !== undefined && tunnels.pids.length < 2) {
-      r.errors.push('userspace tunnel: a tulle_udptun process exited during the trial; its figures are not the floor');
-      log('FAILED a tulle_udptun process exited during the trial');
+      r.errors.push(`userspace tunnel: a ${tunnelName} process exited during the trial; its figures are not the floor`);
+      log(`FAILED a ${tunnelName} process exited during the trial`);
     }
     return r;
   } catch (e) {

@@ -58,7 +58,7 @@ describe('scenario table', () => {
     }
     // The default run measures tulle, kernel VXLAN and the userspace floor both with and without a
     // CPU latency request ...
-    const kinds = (xs: Scenario[]): string[] => xs.map((s) => (s.userspaceTunnel ? 'c-udp-tunnel' : s.mode)).sort();
+    const kinds = (xs: Scenario[]): string[] => xs.map((s) => (s.userspaceTunnel === 'c' ? 'c-udp-tunnel' : s.mode)).sort();
     expect(kinds(run.filter((s) => s.cpuLatencyUs === undefined && s.cpu === undefined))).toEqual(expect.arrayContaining(['c-udp-tunnel', 'kernel-vxlan', 'tulle']));
     expect(kinds(run.filter((s) => s.cpuLatencyUs === 0))).toEqual(['c-udp-tunnel', 'kernel-vxlan', 'tulle']);
     // ... and with the pods' processes (and tulle's workers, or the tunnel's processes) on one CPU.
@@ -86,10 +86,12 @@ describe('scenario table', () => {
       sc({ name: 't9', mode: 'tulle', baseline: 'k', cpu: 0 }),
       sc({ name: 't10', mode: 'tulle', baseline: 'kc', cpu: 1 }),
       sc({ name: 'k11', mode: 'kernel-vxlan', cpu: 1.5 }),
-      sc({ name: 't12', mode: 'tulle', baseline: 'k', userspaceTunnel: true }),
-      sc({ name: 'u1', baseline: 'k', userspaceTunnel: true }),
-      sc({ name: 'u2', baseline: 'k', userspaceTunnel: true }),
-      sc({ name: 'u3', baseline: 'kc', cpu: 0, userspaceTunnel: true }),
+      sc({ name: 't12', mode: 'tulle', baseline: 'k', userspaceTunnel: 'c' }),
+      sc({ name: 'u1', baseline: 'k', userspaceTunnel: 'c' }),
+      sc({ name: 'u2', baseline: 'k', userspaceTunnel: 'c' }),
+      sc({ name: 'u3', baseline: 'kc', cpu: 0, userspaceTunnel: 'c' }),
+      sc({ name: 'u4', baseline: 'k', userspaceTunnel: 'rust' as never }),
+      sc({ name: 'u5', baseline: 'k', userspaceTunnel: 'node' }),
     ]);
     const has = (re: RegExp): void => expect(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`).toBe(true);
     has(/"k": duplicate name/);
@@ -107,9 +109,12 @@ describe('scenario table', () => {
     has(/"t9": baseline "k" has cpu undefined, not 0/);
     has(/"t10": baseline "kc" has cpu 0, not 1/);
     has(/"k11": cpu 1.5 outside/);
-    has(/"t12": userspaceTunnel must be true or false, and only on a plain scenario/);
+    has(/"t12": userspaceTunnel must be "c" or "node", and only on a plain scenario/);
     expect(problems.some((p) => p.startsWith('scenario "u1"'))).toBe(false);
     has(/"u2": a second userspace tunnel with the same mtu, cpuLatencyUs and cpu as "u1"/);
+    has(/"u4": userspaceTunnel must be "c" or "node"/);
+    // A Node tunnel beside the C one in the same machine state is not a second floor.
+    expect(problems.some((p) => p.startsWith('scenario "u5"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "u3"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kc"'))).toBe(false);
     expect(problems.some((p) => p.startsWith('scenario "kl"'))).toBe(false);
@@ -177,6 +182,12 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(row('tulle-w1').errors).toEqual(['lab up: agent (pid 12) exited']);
     expect(row('tulle-w1-offloads-off').errors).toEqual(['lab up: agent (pid 34) exited']);
     expect(row('plain').ratios.tcp1Gbps).toBeCloseTo(18 / 15);
+  });
+
+  it('names the C tunnel as the floor of the round trip even when a Node tunnel row comes first', () => {
+    const withNode = aggregate([SCENARIOS.find((s) => s.name === 'node-udp-tunnel')!, ...scenarios], [trial('node-udp-tunnel', 1, { p50: 55 }), ...trials]);
+    const rtt = acceptanceChecks(withNode).find((c) => c.scenario === 'tulle-w1' && /RTT p50/.test(c.what))!;
+    expect(rtt.detail).toMatch(/the minimal userspace tunnel \(c-udp-tunnel\) takes 42 µs$/);
   });
 
   it('computes the issue 5 figures for every tulle scenario with offloads, n/a where a figure is missing', () => {
