@@ -5,7 +5,7 @@
 // test servers) go through `spawnInNs`; `ip netns exec` execs the command after entering the
 // namespace, so the returned PID is the command's own and can be signalled directly.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { distPath } from './paths.js';
 
 export interface RunOptions {
@@ -108,14 +108,27 @@ export function spawnInNs(ns: string, cmd: string, args: readonly string[], opts
 /** Path of a compiled script under dist/ (e.g. 'src/lab/tcpcheck.js'); throws if not built. */
 export const distScript = distPath;
 
-/** True while `pid` exists and has not exited (a zombie counts as exited). */
+/**
+ * True while `pid` exists and has not exited. A zombie counts as exited, but only once all its
+ * threads have: the main thread of a multi-threaded process (a Node.js program with worker
+ * threads) shows as a zombie while its other threads are still exiting and still hold its fds.
+ */
 export function processAlive(pid: number): boolean {
+  let tasks: string[];
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
     return false;
   }
+  return tasks.some((t) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state !== 'Z' && state !== 'X' && state !== '';
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** The argv of a running process, or null if there is no such process. */
