@@ -16,7 +16,7 @@
 import { request } from '../src/control/api.js';
 import { CpuLatencyRequest } from '../src/control/cpu-latency.js';
 import { handoffRtt, iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
-import { startUdpTunnels, type UdpTunnels } from '../src/lab/udptun.js';
+import { startUdpTunnels, udptunName, type UdpTunnels } from '../src/lab/udptun.js';
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
 import { agentOverrides, type Scenario } from './scenarios.js';
@@ -152,7 +152,7 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
       log(`FAILED lab up: ${oneLine((e as Error).message)}`);
       return r;
     }
-    const tunnelName = sc.userspaceTunnel === 'node' ? 'node-udptun' : 'tulle_udptun';
+    const tunnelName = udptunName(sc.userspaceTunnel ?? 'c');
     if (sc.userspaceTunnel !== undefined) {
       try {
         tunnels = await startUdpTunnels(lab, sc.cpu, sc.userspaceTunnel);

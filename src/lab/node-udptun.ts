@@ -11,6 +11,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import * as native from '../io/native.js';
 import { Arena } from '../io/arena.js';
+import { parseIpv4 } from '../wire/ipv4.js';
 
 const USAGE = 'usage: node-udptun TUN LOCAL_IP PEER_IP PORT';
 const BATCH = 16;
@@ -26,18 +27,19 @@ interface TunnelFds {
   port: number;
 }
 
-function parseIPv4(s: string | undefined): number | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s ?? '');
-  if (m === null) return undefined;
-  const o = m.slice(1).map(Number);
-  if (o.some((x) => x > 255)) return undefined;
-  return ((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0;
+/** The address, or undefined where parseIpv4 refuses the text. */
+function ipv4Arg(s: string | undefined): number | undefined {
+  try {
+    return parseIpv4(s ?? '');
+  } catch {
+    return undefined;
+  }
 }
 
 function main(argv: readonly string[]): void {
   const [dev, local, peer, portArg] = argv;
-  const localIp = parseIPv4(local);
-  const peerIp = parseIPv4(peer);
+  const localIp = ipv4Arg(local);
+  const peerIp = ipv4Arg(peer);
   const port = /^\d{1,5}$/.test(portArg ?? '') ? Number(portArg) : NaN;
   if (argv.length !== 4 || dev === undefined || dev.length < 1 || dev.length >= native.IFNAMSIZ || localIp === undefined ||
       peerIp === undefined || !(port >= 1 && port <= 65535)) {
@@ -74,17 +76,17 @@ function forward(f: TunnelFds): never {
     stats: a.take(Int32Array, native.STATS_LEN),
     state: a.take(Int32Array, native.PORT_STATE_LEN),
     offs: a.take(Int32Array, BATCH),
-    lens: a.take(Int32Array, BATCH),
     sock: a.take(Uint8Array, BATCH),
     dst: a.take(Uint32Array, BATCH),
     dstPort: a.take(Uint16Array, BATCH),
     writeOffs: a.take(Int32Array, BATCH),
-    writeLens: a.take(Int32Array, BATCH),
   }));
   const p = raw.portOpen(arena.buffer, Int32Array.of(f.tun, f.udp, f.wake), Int32Array.of(f.udp), b.tx, SLOT, b.tunLens, b.rx, SLOT,
     b.rxLens, b.rxIPs, b.rxPorts, undefined, b.stats, b.state);
-  raw.portBindSend(p, 0, native.PORT_TX_MEM, b.offs, b.lens, b.sock, b.dst, b.dstPort);
-  raw.portBindWrite(p, 0, b.writeOffs, b.writeLens);
+  // Packet i sits at slot i in both directions, so the lengths a read or receive fills are the
+  // lengths the send or write takes: bound once, nothing is copied per packet.
+  raw.portBindSend(p, 0, native.PORT_TX_MEM, b.offs, b.tunLens, b.sock, b.dst, b.dstPort);
+  raw.portBindWrite(p, 0, b.writeOffs, b.rxLens);
   for (let i = 0; i < BATCH; i++) {
     b.offs[i] = i * SLOT;
     b.dst[i] = f.peer;
@@ -92,7 +94,6 @@ function forward(f: TunnelFds): never {
     b.writeOffs[i] = i * SLOT;
   }
   const send = (n: number): number => {
-    for (let i = 0; i < n; i++) b.lens[i] = b.tunLens[i];
     raw.portSend(p, 0, n, false);
     return n === BATCH ? raw.portRead(p, BATCH, 0, SLOT * BATCH) : 0;
   };
@@ -102,7 +103,6 @@ function forward(f: TunnelFds): never {
     if ((b.state[native.PORT_REV_TUN] & (native.POLLERR | native.POLLHUP | native.POLLNVAL)) !== 0) throw new Error('the TUN device went away');
     for (let n = b.state[native.PORT_TUN_COUNT]; n > 0; ) n = send(n);
     for (let m = b.state[native.PORT_RX_COUNT]; m > 0; ) {
-      for (let i = 0; i < m; i++) b.writeLens[i] = b.rxLens[i];
       raw.portWrite(p, 0, 0, m);
       // As tulle's loop: the write may have queued the answer on the TUN device already.
       for (let n = raw.portRead(p, BATCH, 0, SLOT * BATCH); n > 0; ) n = send(n);

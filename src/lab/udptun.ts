@@ -28,6 +28,11 @@ export function udptunBinary(): string {
 /** Which minimal tunnel: tulle_udptun in C, or the same loop in Node.js over tulle's I/O port (node-udptun.ts). */
 export type UdpTunnelKind = 'c' | 'node';
 
+/** The program name of a tunnel of `kind`, for logs and errors. */
+export function udptunName(kind: UdpTunnelKind): string {
+  return kind === 'c' ? 'tulle_udptun' : 'node-udptun';
+}
+
 /** The command line of a tunnel of `kind`. */
 export function udptunCommand(kind: UdpTunnelKind, args: readonly string[]): [string, string[]] {
   return kind === 'c' ? [udptunBinary(), [...args]] : [process.execPath, [distScript('src/lab/node-udptun.js'), ...args]];
@@ -44,7 +49,7 @@ export interface UdpTunnels {
  * the other pod subnet into it.
  */
 export async function startUdpTunnels(s: LabState, cpu?: number, kind: UdpTunnelKind = 'c'): Promise<UdpTunnels> {
-  const what = kind === 'c' ? 'tulle_udptun' : 'node-udptun';
+  const what = udptunName(kind);
   if (s.mode !== 'plain' || s.nodes.length !== 2) {
     throw new LabError(`the userspace tunnel joins the two nodes of a plain lab; lab ${JSON.stringify(s.name)} is ${s.mode} with ${s.nodes.length} nodes`);
   }
