@@ -12,7 +12,9 @@
  * outer 5-tuple is then the same) share one message while none is longer than the first, up to
  * 64 datagrams. The kernel sends them as one super-datagram that a receiver with UDP_GRO takes in
  * one piece (a kernel VXLAN peer's socket cuts it back first), so a flood of small packets costs
- * the underlay one send per run instead of one per packet.
+ * the underlay one send per run instead of one per packet. A packet that can share a message
+ * with nothing (the only one of its read, as a ping's is, or the last of a read when it cannot join
+ * the run before it) is sent from its slot as it is, without the copy and without UDP_SEGMENT.
  *
  * Layout of the worker's egress memory: TUN slots first (slot i: 12 bytes spare, the 10-byte
  * virtio-net header, then the packet, so a packet sent whole gets its 22 bytes of VXLAN + Ethernet
@@ -148,13 +150,14 @@ export function segmentBatch(
       }
       const dlen = len + ENCAP_HEADROOM;
       let h = base;
-      let joined = false;
-      if (area.gso && dlen <= area.maxDatagram && w + dlen <= area.segEnd) {
-        // Copied behind the previous datagram: joins its message when both go to the same peer
-        // from the same socket and this one is no longer than the run's first.
+      const fits = area.gso && dlen <= area.maxDatagram && w + dlen <= area.segEnd;
+      // It joins the open run's message when both go to the same peer from the same socket and
+      // this one is no longer than the run's first.
+      const joined = fits && run >= 0 && out.offs[run] + out.lens[run] === w && (out.dstIPs[run] | 0) === vtep && out.sockIdx[run] === sock &&
+        dlen <= out.segSizes[run] && runSegs < GSO_MAX_SEGMENTS && out.lens[run] + dlen <= GSO_MAX_BYTES;
+      if (fits && (joined || i + 1 < n)) {
+        // Copied behind the previous datagram, where the next packet of the batch may join it.
         h = w;
-        joined = run >= 0 && out.offs[run] + out.lens[run] === w && (out.dstIPs[run] | 0) === vtep && out.sockIdx[run] === sock &&
-          dlen <= out.segSizes[run] && runSegs < GSO_MAX_SEGMENTS && out.lens[run] + dlen <= GSO_MAX_BYTES;
         mem.copyWithin(h + ENCAP_HEADROOM, ip, ip + len);
         w += dlen;
       }

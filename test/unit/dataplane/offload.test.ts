@@ -318,7 +318,9 @@ describe('single packets to one peer out of one socket', () => {
     const full = 22 + 28 + 64;
     expect(out.count).toBe(4);
     expect([...out.lens.subarray(0, 4)]).toEqual([5 * full + 22 + 28 + 30, full, full, full]);
-    expect([...out.segSizes.subarray(0, 4)]).toEqual([full, full, full, full]);
+    // The last packet could join nothing (another socket, and no packet after it): sent in place.
+    expect([...out.segSizes.subarray(0, 4)]).toEqual([full, full, full, 0]);
+    expect(out.offs[3]).toBe(8 * slot);
     expect([...out.dstIPs.subarray(0, 4)]).toEqual([VTEP_B, VTEP_B, parseIpv4('172.31.0.3'), VTEP_B].map((x) => x >>> 0));
     expect(out.sockIdx[0]).toBe(out.sockIdx[1]);
     expect(out.sockIdx[3]).not.toBe(out.sockIdx[0]);
@@ -353,6 +355,34 @@ describe('single packets to one peer out of one socket', () => {
     expect([...out.lens.subarray(0, 3)]).toEqual([114, 350, 3 * 114]);
     expect([...out.segSizes.subarray(0, 3)]).toEqual([114, 0, 114]);
     expect(out.offs[1]).toBe(slot); // sent in place, from its TUN slot
+  });
+
+  it('a packet that can share a message with nothing goes from where it was read, without UDP_SEGMENT', async () => {
+    const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
+    const slot = 2048;
+    const mem = new Uint8Array(4 * slot + 4096);
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment };
+    const out = new SendBatch(16);
+    // Alone in its read (a ping's packet): in place, the inner packet untouched behind its headers.
+    const lens = Int32Array.of(udpPacket(mem, VNET_READ_HEADROOM, DST, 5000, 64, 0, true));
+    const before = mem.slice(VNET_READ_HEADROOM + vnet.VNET_HDR_LEN, VNET_READ_HEADROOM + lens[0]!);
+    const jobs = new ChecksumJobs(4);
+    expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs)).toBe(1);
+    jobs.run(mem);
+    jobs.store(mem);
+    expect(out.count).toBe(1);
+    expect([out.offs[0], out.lens[0], out.segSizes[0]]).toEqual([0, 22 + 28 + 64, 0]);
+    const sent = mem.subarray(22, 22 + 28 + 64);
+    expect([...sent.subarray(28)]).toEqual([...before.subarray(28)]);
+    // Its unfinished checksum was completed where it lies.
+    expect(fold(sum16(sent, 20, 8 + 64, pseudoHeaderSumV4(SRC, DST, 17, 8 + 64)))).toBe(0xffff);
+    expect(mem.subarray(4 * slot).every((b) => b === 0)).toBe(true); // the segment area was not used
+
+    // Two packets of one flow still share one message through the segment area.
+    const two = Int32Array.from([0, 1], (i) => udpPacket(mem, i * slot + VNET_READ_HEADROOM, DST, 5000, 64, i, false));
+    expect(segmentBatch(a, a.table.beginRead(0), area, two, 0, 2, out, new ChecksumJobs(4))).toBe(2);
+    expect(out.count).toBe(1);
+    expect([out.offs[0], out.lens[0], out.segSizes[0]]).toEqual([4 * slot, 2 * (22 + 28 + 64), 22 + 28 + 64]);
   });
 
   it('are sent one message each without UDP_SEGMENT, from where they were read', async () => {
