@@ -26,6 +26,7 @@ export const COUNTER_NAMES = [
   'rx_drop_unknown_ethertype',
   'rx_drop_arp_not_ours',
   'rx_drop_bad_arp',
+  'rx_drop_batch_full',
   'rx_arp_replies',
   'rx_from_unknown_vtep',
   'rx_gro_messages',

@@ -5,7 +5,10 @@
  * last segment only, CWR on the first only; a full L4 checksum), prefixed by VXLAN + inner
  * Ethernet, and laid out back to back so one UDP_SEGMENT send carries up to 64 of them. Packets
  * the kernel left with a partial checksum (NEEDS_CSUM) are completed: tulle never puts an
- * unfinished inner checksum on the wire.
+ * unfinished inner checksum on the wire. UDP super-packets (UDP_L4 GSO: a pod's UDP_SEGMENT send)
+ * are cut the same way into gso_size datagrams, each with its own IPv4 total length, ID + i and
+ * header checksum, its own UDP length and a complete UDP checksum. A gso_size whose segment would
+ * not fit one datagram of the underlay path is a header that lies, and is dropped.
  *
  * Single packets are batched the same way: with UDP_SEGMENT, each is copied behind the previous
  * one in the segment area, and consecutive packets to the same peer out of the same socket (the
@@ -27,10 +30,15 @@ import type { ChecksumJobs } from './csum-jobs.js';
 import { ENCAP_HEADROOM } from './encap.js';
 import { flowHashV4 } from './flowhash.js';
 import { ETH_SRC_OFF, ETH_TYPE_OFF, ETHERTYPE_IPV4 } from '../wire/ethernet.js';
-import { IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, ihl as ipv4Ihl, protocol } from '../wire/ipv4.js';
+import { fold, pseudoHeaderSumV4 } from '../wire/checksum.js';
+import {
+  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, id as ipv4Id, ihl as ipv4Ihl, protocol, setId, setTotalLength,
+  src as ipv4Src, updateHeaderChecksum,
+} from '../wire/ipv4.js';
+import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, setLength as setUdpLength } from '../wire/udp.js';
 import { TCP_MIN_HEADER_LEN, headerLen as tcpHeaderLen } from '../wire/tcp.js';
 import {
-  VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, csumOffset, csumStart, gsoSize,
+  VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, csumOffset, csumStart, gsoSize,
   gsoType, vnetFlags,
 } from '../wire/vnet.js';
 import { VXLAN_HEADER_LEN, writeHeader } from '../wire/vxlan.js';
@@ -85,6 +93,38 @@ function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: num
   for (let j = 0; j < 6; j++) mem[eth + ETH_SRC_OFF + j] = mac[j];
   mem[eth + ETH_TYPE_OFF] = ETHERTYPE_IPV4 >>> 8;
   mem[eth + ETH_TYPE_OFF + 1] = ETHERTYPE_IPV4 & 0xff;
+}
+
+/**
+ * Cuts a UDP super-packet (UDP_L4 GSO: a pod's UDP_SEGMENT send) at mem[ip] into `payload / mss`
+ * datagrams laid out from `out`, each prefixed by the ENCAP_HEADROOM bytes already written at
+ * `out`: the IPv4 header with its own total length, ID + i and header checksum, the UDP header
+ * with its own length, and a checksum job per datagram for a complete UDP checksum. Returns the
+ * bytes written.
+ */
+function cutUdp(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, jobs: ChecksumJobs): number {
+  const hlen = ihl + UDP_HEADER_LEN;
+  const src = ipv4Src(mem, ip);
+  const dst = ipv4Dst(mem, ip);
+  const id0 = ipv4Id(mem, ip);
+  let p = out;
+  for (let j = 0, at = 0; at < payload; j++, at += mss) {
+    const chunk = Math.min(mss, payload - at);
+    if (j > 0) mem.copyWithin(p, out, out + ENCAP_HEADROOM);
+    const sip = p + ENCAP_HEADROOM;
+    const su = sip + ihl;
+    mem.copyWithin(sip, ip, ip + hlen);
+    mem.copyWithin(su + UDP_HEADER_LEN, ip + hlen + at, ip + hlen + at + chunk);
+    setTotalLength(mem, sip, hlen + chunk);
+    setId(mem, sip, (id0 + j) & 0xffff);
+    updateHeaderChecksum(mem, sip);
+    setUdpLength(mem, su, UDP_HEADER_LEN + chunk);
+    mem[su + UDP_CHECKSUM_OFF] = 0;
+    mem[su + UDP_CHECKSUM_OFF + 1] = 0;
+    jobs.add(su, UDP_HEADER_LEN + chunk, fold(pseudoHeaderSumV4(src, dst, IPPROTO_UDP, UDP_HEADER_LEN + chunk)), su + UDP_CHECKSUM_OFF, true);
+    p = su + UDP_HEADER_LEN + chunk;
+  }
+  return p - out;
 }
 
 /**
@@ -186,21 +226,23 @@ export function segmentBatch(
       continue;
     }
 
-    // A TCP super-packet. Header lengths come from the headers, not from hdr_len.
+    // A TCP or UDP super-packet. Header lengths come from the headers, not from hdr_len.
     const th = ip + ihl;
-    const thl = tcpHeaderLen(mem, th);
-    if (gtype !== VNET_GSO_TCPV4 || proto !== IPPROTO_TCP || mss === 0 || ihl < IPV4_MIN_HEADER_LEN ||
-        thl < TCP_MIN_HEADER_LEN || ihl + thl > len) {
+    const udp = gtype === VNET_GSO_UDP_L4;
+    const thl = udp ? UDP_HEADER_LEN : tcpHeaderLen(mem, th);
+    const hlen = ihl + thl;
+    const payload = len - hlen;
+    // Each segment must fit one datagram of the path: a larger gso_size is a header that lies.
+    if ((udp ? proto !== IPPROTO_UDP : gtype !== VNET_GSO_TCPV4 || proto !== IPPROTO_TCP || thl < TCP_MIN_HEADER_LEN) ||
+        mss === 0 || ihl < IPV4_MIN_HEADER_LEN || payload <= 0 || ENCAP_HEADROOM + hlen + mss > area.maxDatagram) {
       c[C.tun_rx_drop_bad_offload]++;
       continue;
     }
-    const hlen = ihl + thl;
-    const payload = len - hlen;
     const nseg = Math.ceil(payload / mss);
     const segFull = ENCAP_HEADROOM + hlen + mss;
     const perMsg = area.gso ? segmentsPerMessage(hlen + mss) : 1;
     const need = nseg * (ENCAP_HEADROOM + hlen) + payload;
-    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity) {
+    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity || (udp && jobs.count + nseg > jobs.capacity)) {
       if (k > 0) break; // send what there is, then resume with this packet
       // Does not fit even an empty batch (an MSS so small it needs more than MAX_BATCH messages).
       c[C.tun_rx_drop_batch_full]++;
@@ -208,7 +250,7 @@ export function segmentBatch(
     }
     const first = w;
     writeOuter(ctx, slot, mem, first);
-    const written = area.cut(mem, ip, ihl, thl, payload, mss, first, ENCAP_HEADROOM);
+    const written = udp ? cutUdp(mem, ip, ihl, payload, mss, first, jobs) : area.cut(mem, ip, ihl, thl, payload, mss, first, ENCAP_HEADROOM);
     if (written !== need) {
       c[C.tun_rx_drop_bad_offload]++;
       continue;

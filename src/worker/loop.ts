@@ -63,6 +63,11 @@ const TUN_BATCH_BYTES = 4 * 0x10000;
 /** UDP_GRO receive slot: one message of up to 64 KB. */
 const GRO_SLOT = 0x10000;
 const GRO_BATCH = 32;
+/**
+ * Datagrams one UDP_GRO message can hold: a UDP_SEGMENT send from the same host reaches the
+ * socket unsplit, up to UDP_MAX_SEGMENTS (128 in current kernels; GRO itself joins at most 64).
+ */
+const GRO_MAX_SEGMENTS = 128;
 const ESEGMENT_IO = 5; // EIO
 /** The port's bound batches: sends over txMem, ARP replies over rxMem, and TUN writes. */
 const SEND_TX = 0;
@@ -199,7 +204,7 @@ export class ForwardLoop {
       this.rxBatch = batch;
       this.rxCapacity = this.rxSlot;
     }
-    const datagrams = features.gro ? GRO_BATCH * GSO_MAX_SEGMENTS : batch;
+    const datagrams = features.gro ? GRO_BATCH * GRO_MAX_SEGMENTS : batch;
     const rx = this.rxBatch;
     const { value: bound, arena } = Arena.fit((a) => ({
       txMem: a.take(Uint8Array, txBytes),
@@ -372,12 +377,21 @@ export class ForwardLoop {
       // Split each received message into its datagrams.
       d = 0;
       const cap = this.dgOffs.length;
-      for (let m = 0; m < n && d < cap; m++) {
+      for (let m = 0; m < n; m++) {
         const base = m * this.rxSlot;
         const total = this.rxLens[m];
         const seg = this.rxSegs[m];
         if (seg > 0) c[C.rx_gro_messages]++;
-        if (total > ENCAP_HEADROOM + this.ctx.mtu && innerIsWhole(this.rxMem, base, total)) {
+        const whole = total > ENCAP_HEADROOM + this.ctx.mtu && innerIsWhole(this.rxMem, base, total);
+        const step = seg > 0 ? seg : total;
+        if (d + (whole || step === 0 ? 1 : Math.ceil(total / step)) > cap) {
+          // More datagrams than any kernel joins into one message: counted, not split.
+          c[C.rx_datagrams]++;
+          c[C.rx_bytes] += total;
+          c[C.rx_drop_batch_full]++;
+          continue;
+        }
+        if (whole) {
           // One VXLAN datagram holding a whole TCP super-packet (no UDP_GRO segment size then):
           // the segment size is left to coalesceBatch (-1).
           this.dgOffs[d] = base;
@@ -387,10 +401,8 @@ export class ForwardLoop {
           d++;
           continue;
         }
-        const step = seg > 0 ? seg : total;
         let p = 0;
         do {
-          if (d === cap) break;
           this.dgOffs[d] = base + p;
           this.dgLens[d] = Math.min(step, total - p);
           this.dgSrcIPs[d] = this.rxSrcIPs[m];

@@ -54,6 +54,30 @@ async function checkLab(s: LabState): Promise<void> {
   }
 }
 
+/**
+ * One UDP_SEGMENT send of `segments` x 1000 bytes (UDP_L4 GSO, as QUIC stacks send) from a pod:
+ * the datagrams the receiving pod gets, each checked against what was sent.
+ */
+async function udpGsoTransfer(fromNs: string, toNs: string, toIp: string, segments: number): Promise<{ datagrams: number; bad: number }> {
+  const rx = spawnInNs(toNs, 'python3', ['-c', [
+    'import socket', 's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)', "s.bind(('0.0.0.0', 9797))", 's.settimeout(3)',
+    'print("ready", flush=True)', 'n = bad = 0', 'try:', '  while True:', '    d = s.recv(65535)', '    n += 1',
+    '    if len(d) != 1000 or d != bytes([(d[0] + i) % 251 for i in range(1000)]): bad += 1', 'except socket.timeout: pass',
+    'print(n, bad, flush=True)'].join('\n')]);
+  let out = '';
+  rx.stdout!.on('data', (d: Buffer) => (out += String(d)));
+  await new Promise<void>((resolve, reject) => {
+    rx.stdout!.on('data', () => out.includes('ready') && resolve());
+    rx.once('exit', (c) => reject(new Error(`receiver exited with ${String(c)}: ${out}`)));
+  });
+  await nsRun(fromNs, 'python3', ['-c', [
+    'import socket', 's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)', 's.setsockopt(17, 103, 1000)  # UDP_SEGMENT',
+    `s.sendto(b"".join(bytes([(j + i) % 251 for i in range(1000)]) for j in range(${segments})), ('${toIp}', 9797))`].join('\n')]);
+  await new Promise((r) => rx.once('exit', r));
+  const [datagrams, bad] = out.replace('ready', '').trim().split(/\s+/).map(Number);
+  return { datagrams: datagrams!, bad: bad! };
+}
+
 describe.each<LabMode>(['kernel-vxlan', 'plain'])('lab in %s mode', (mode) => {
   test('2 nodes x 2 pods: all pairs ping, TCP bytes arrive intact, down leaves nothing', async () => {
     const lab = newName();
@@ -212,4 +236,8 @@ test('lab in tulle mode: 3 nodes x 2 pods reach each other without any kernel VX
   const s = await labUp({ name: lab, nodes: 3, pods: 2, mode: 'tulle', store: 'static' });
   for (const ns of s.namespaces) expect(await linksOfType(ns, 'vxlan')).toEqual([]);
   await checkLab(s);
+  // A pod's UDP_SEGMENT send reaches the TUN device as one UDP super-packet; it arrives as its datagrams.
+  const from = s.pods.find((p) => p.node === 1)!;
+  const to = s.pods.find((p) => p.node === 2)!;
+  expect(await udpGsoTransfer(from.ns, to.ns, to.ip, 12)).toEqual({ datagrams: 12, bad: 0 });
 }, 180_000);

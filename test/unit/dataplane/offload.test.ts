@@ -357,6 +357,79 @@ describe('single packets to one peer out of one socket', () => {
     expect(out.offs[1]).toBe(slot); // sent in place, from its TUN slot
   });
 
+  it('a UDP super-packet (a pod\'s UDP_SEGMENT send) is cut into complete datagrams of its gso_size', async () => {
+    const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
+    const slot = 8192;
+    const mem = new Uint8Array(2 * slot + 8192);
+    const payload = 2 * 1000 + 400;
+    const len = udpPacket(mem, VNET_READ_HEADROOM, DST, 5000, payload, 0x20, true);
+    vnet.writeGso(mem, VNET_READ_HEADROOM, vnet.VNET_GSO_UDP_L4, 28, 1000, 20, 6);
+    const ip0 = VNET_READ_HEADROOM + vnet.VNET_HDR_LEN;
+    const original = mem.slice(ip0 + 28, ip0 + 28 + payload);
+    for (const gso of [true, false]) {
+      const area: SegmentArea = { mem, tunSlot: slot, segStart: slot, segEnd: mem.length, gso, maxDatagram: 1472, cut: tcpSegment };
+      const out = new SendBatch(16);
+      const jobs = new ChecksumJobs(16);
+      a.counters.fill(0);
+      expect(segmentBatch(a, a.table.beginRead(0), area, Int32Array.of(len), 0, 1, out, jobs)).toBe(1);
+      jobs.run(mem);
+      jobs.store(mem);
+      expect(a.counters[C.tun_rx_segments]).toBe(3);
+      const full = 22 + 28 + 1000;
+      if (gso) {
+        expect([out.count, out.lens[0], out.segSizes[0]]).toEqual([1, 2 * full + 22 + 28 + 400, full]);
+      } else {
+        expect([...out.lens.subarray(0, out.count)]).toEqual([full, full, 22 + 28 + 400]);
+        expect([...out.segSizes.subarray(0, out.count)]).toEqual([0, 0, 0]);
+      }
+      for (let j = 0; j < 3; j++) {
+        const chunk = j < 2 ? 1000 : 400;
+        const ip = out.offs[0]! + j * full + 22;
+        expect(mem[ip - 22] & 0x08, `VXLAN I flag of datagram ${j}`).toBe(0x08);
+        expect(((mem[ip + 2]! << 8) | mem[ip + 3]!), 'IPv4 total length').toBe(28 + chunk);
+        expect(((mem[ip + 4]! << 8) | mem[ip + 5]!), 'IPv4 ID').toBe(0x20 + j);
+        expect(headerChecksumValid(mem, ip)).toBe(true);
+        expect(((mem[ip + 24]! << 8) | mem[ip + 25]!), 'UDP length').toBe(8 + chunk);
+        expect(fold(sum16(mem, ip + 20, 8 + chunk, pseudoHeaderSumV4(SRC, DST, 17, 8 + chunk))), `UDP checksum of datagram ${j}`).toBe(0xffff);
+        expect([...mem.subarray(ip + 28, ip + 28 + chunk)]).toEqual([...original.subarray(j * 1000, j * 1000 + chunk)]);
+      }
+    }
+  });
+
+  it('a gso_size whose segments would not fit a datagram of the path, or a super-packet without payload, is a counted drop', async () => {
+    const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
+    const slot = 8192;
+    const mem = new Uint8Array(2 * slot + 8192);
+    for (const cut of [tcpSegment, tcpSegmentJs]) {
+      const area: SegmentArea = { mem, tunSlot: slot, segStart: slot, segEnd: mem.length, gso: true, maxDatagram: 1472, cut };
+      const cases: [string, () => number][] = [
+        ['UDP, gso_size 65535', () => {
+          const l = udpPacket(mem, VNET_READ_HEADROOM, DST, 5000, 1000, 1, true);
+          vnet.writeGso(mem, VNET_READ_HEADROOM, vnet.VNET_GSO_UDP_L4, 28, 65535, 20, 6);
+          return l;
+        }],
+        ['UDP, gso_size one byte over the path', () => {
+          const l = udpPacket(mem, VNET_READ_HEADROOM, DST, 5000, 3000, 1, true);
+          vnet.writeGso(mem, VNET_READ_HEADROOM, vnet.VNET_GSO_UDP_L4, 28, 1472 - 22 - 28 + 1, 20, 6);
+          return l;
+        }],
+        ['TCP, gso_size 65535', () => {
+          const l = superPacket(mem, VNET_READ_HEADROOM, 1000, tcp.TCP_ACK, true);
+          vnet.writeGso(mem, VNET_READ_HEADROOM, vnet.VNET_GSO_TCPV4, 52, 65535, 20, tcp.TCP_CHECKSUM_OFF);
+          return l;
+        }],
+        ['TCP, headers only', () => superPacket(mem, VNET_READ_HEADROOM, 0, tcp.TCP_ACK, true)],
+      ];
+      for (const [what, make] of cases) {
+        a.counters.fill(0);
+        const out = new SendBatch(16);
+        expect(segmentBatch(a, a.table.beginRead(0), area, Int32Array.of(make()), 0, 1, out, new ChecksumJobs(16)), what).toBe(1);
+        expect(out.count, what).toBe(0);
+        expect(a.counters[C.tun_rx_drop_bad_offload], what).toBe(1);
+      }
+    }
+  });
+
   it('a packet that can share a message with nothing goes from where it was read, without UDP_SEGMENT', async () => {
     const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
     const slot = 2048;
