@@ -21,6 +21,7 @@
 import { isIPv4 } from 'node:net';
 import { run, CommandError } from '../util/exec.js';
 import { checkIfname, checkNetnsName } from '../lab/netns.js';
+import { ifnameProblem } from '../cni/spec.js';
 
 export interface PodRoute {
   /** CIDR, e.g. "0.0.0.0/0" or "10.96.0.0/12". */
@@ -65,7 +66,8 @@ export interface AttachPodResult {
   hostMac: string;
 }
 
-export type DetachPodOptions = Pick<AttachPodOptions, 'nodeNs' | 'podNetns' | 'podNetnsPath' | 'ifname' | 'hostIfname'>;
+/** The pod's interface name is not needed: the pair goes with its host end, whatever the pod end is called. */
+export type DetachPodOptions = Pick<AttachPodOptions, 'nodeNs' | 'podNetns' | 'podNetnsPath' | 'hostIfname'>;
 
 /** Why an attach failed, for callers that map failures to error codes. */
 export type AttachFailure = 'pod-ifname-exists' | 'host-ifname-exists' | 'netns' | 'other';
@@ -127,7 +129,7 @@ function checkPodNs(o: Pick<AttachPodOptions, 'podNetns' | 'podNetnsPath'>): voi
 function validate(o: AttachPodOptions): void {
   if (o.nodeNs !== undefined) checkNetnsName(o.nodeNs);
   checkPodNs(o);
-  checkIfname(o.ifname);
+  checkPodIfname(o.ifname, true);
   checkIfname(o.hostIfname);
   if (!isIPv4(o.podIp)) throw new RangeError(`invalid pod IP ${JSON.stringify(o.podIp)}`);
   if (!isIPv4(o.gatewayIp)) throw new RangeError(`invalid gateway IP ${JSON.stringify(o.gatewayIp)}`);
@@ -150,7 +152,24 @@ function validate(o: AttachPodOptions): void {
   }
 }
 
-const DEFAULT_DST = new Set(['0.0.0.0/0', 'default']);
+export const DEFAULT_DST: ReadonlySet<string> = new Set(['0.0.0.0/0', 'default']);
+
+/**
+ * Why `name` cannot be a pod's interface name here, or '' when it can: any name the kernel and
+ * the CNI spec accept (ifnameProblem), except those with a character `ip -batch` reads as a
+ * comment or a quote ("#", "'", '"'), since the pod side is created in one batch.
+ */
+export function podIfnameProblem(name: string): string {
+  const p = ifnameProblem(name);
+  if (p !== '') return p;
+  if (/[#'"]/.test(name)) return 'contains "#" or a quote, which tulle cannot pass to ip -batch';
+  return '';
+}
+
+function checkPodIfname(name: string, creating: boolean): void {
+  const p = creating ? podIfnameProblem(name) : ifnameProblem(name);
+  if (p !== '') throw new RangeError(`invalid pod interface name ${JSON.stringify(name)}: it ${p}`);
+}
 
 /** The pod side as one `ip -batch` script: the pair, address, link up, routes. */
 function podScript(o: AttachPodOptions): string {
@@ -161,7 +180,7 @@ function podScript(o: AttachPodOptions): string {
   const hostAddr = o.hostMac ? ` address ${o.hostMac}` : '';
   const segs = o.gsoMaxSegs !== undefined ? ` gso_max_segs ${o.gsoMaxSegs}` : '';
   const lines = [
-    `link add ${o.ifname} mtu ${mtu}${podAddr}${segs} type veth peer name ${o.hostIfname} mtu ${mtu}${hostAddr} netns ${nodeRef}`,
+    `link add name ${o.ifname} mtu ${mtu}${podAddr}${segs} type veth peer name ${o.hostIfname} mtu ${mtu}${hostAddr} netns ${nodeRef}`,
     `addr add ${o.podIp}/${o.prefixLen ?? 32} dev ${o.ifname} noprefixroute`,
     `link set ${o.ifname} up`,
     `route add ${o.gatewayIp} dev ${o.ifname} scope link`,
@@ -246,7 +265,6 @@ function isGone(e: unknown): boolean {
 export async function detachPod(o: DetachPodOptions): Promise<void> {
   if (o.nodeNs !== undefined) checkNetnsName(o.nodeNs);
   if (o.podNetns !== undefined || o.podNetnsPath !== undefined) checkPodNs(o);
-  checkIfname(o.ifname);
   checkIfname(o.hostIfname);
   try {
     await nodeIp(o.nodeNs, ['link', 'del', o.hostIfname]);
@@ -271,7 +289,7 @@ export interface PodInterfaceState {
 /** The pod interface's link, addresses and routes; undefined when it does not exist. */
 export async function inspectPod(o: Pick<AttachPodOptions, 'podNetns' | 'podNetnsPath' | 'ifname'>): Promise<PodInterfaceState | undefined> {
   checkPodNs(o);
-  checkIfname(o.ifname);
+  checkPodIfname(o.ifname, false);
   let addrOut: string;
   try {
     addrOut = await podIp(o, ['-j', 'addr', 'show', 'dev', o.ifname]);

@@ -35,9 +35,9 @@ export function checkAttachment(body: unknown): asserts body is Attachment & Rec
   if (typeof containerID !== 'string' || !ID_RE.test(containerID)) {
     throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_CONTAINERID ${JSON.stringify(containerID)}`);
   }
-  if (typeof ifname !== 'string' || ifnameProblem(ifname)) {
-    throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(ifname)}`);
-  }
+  if (typeof ifname !== 'string') throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(ifname)}`);
+  const bad = ifnameProblem(ifname);
+  if (bad !== '') throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(ifname)}: it ${bad}`);
 }
 
 export function checkNetwork(v: unknown): string {
@@ -77,8 +77,8 @@ export function inSubnet(ipAddr: number, s: Cidr): boolean {
   return ((ipAddr & mask) >>> 0) === s.net;
 }
 
-/** Maps a failure inside ADD to the error the plugin reports. */
-export function addError(e: unknown): Error {
+/** Maps a failure inside a CNI request to the error the plugin reports. */
+export function cniError(e: unknown): Error {
   if (e instanceof HttpError) return e;
   if (e instanceof IpamError) {
     return e.reason === 'busy' ? new CniApiError(503, ERR.TRY_AGAIN_LATER, e.message) : new CniApiError(409, ERR.ADDRESS_UNAVAILABLE, e.message);

@@ -26,13 +26,13 @@ import {
   type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse,
 } from '../cni/protocol.js';
 import type { ApiServer } from './api.js';
-import { attachPod, detachPod, type PodRoute } from './attach.js';
+import { DEFAULT_DST, attachPod, detachPod, podIfnameProblem, type PodRoute } from './attach.js';
 import { segmentsPerMessage } from '../dataplane/segment.js';
 import type { Cidr } from './config.js';
 import { compareEndpoint } from './endpoint-check.js';
 import { type EndpointRecord, digest, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
 import {
-  CniApiError, addError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
+  CniApiError, cniError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
 } from './endpoint-requests.js';
 import { HostLocalStore } from './ipam.js';
 import { writeFileAtomic } from './state.js';
@@ -64,6 +64,9 @@ export class Endpoints {
   private readonly records = new Map<string, EndpointRecord>();
   private readonly busy = new Set<string>();
   private readonly stores = new Map<string, HostLocalStore>();
+  /** Stores being opened, so that requests arriving together share one opening. */
+  private readonly opening = new Map<string, Promise<HostLocalStore>>();
+  private closed = false;
 
   private loaded = false;
 
@@ -99,6 +102,7 @@ export class Endpoints {
   }
 
   close(): void {
+    this.closed = true;
     for (const s of this.stores.values()) s.close();
     this.stores.clear();
   }
@@ -111,7 +115,9 @@ export class Endpoints {
   register(api: ApiServer): void {
     const when = <T>(fn: (body: unknown) => Promise<T>) => (_req: unknown, body: unknown): Promise<T> => {
       if (!this.loaded) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent is starting; try again');
-      return fn(body);
+      return fn(body).catch((e: unknown) => {
+        throw cniError(e);
+      });
     };
     api.on('POST', new RegExp(`^${API_ADD}$`), when((b) => this.add(b)));
     api.on('POST', new RegExp(`^${API_DEL}$`), when(async (b) => (await this.del(b), {})));
@@ -128,14 +134,24 @@ export class Endpoints {
     return join(this.recordDir, `${digest(a).slice(0, 32)}.json`);
   }
 
+  /** The subnet's address store, opened once. */
   private async store(subnet: Cidr): Promise<HostLocalStore> {
-    let s = this.stores.get(subnet.text);
-    if (!s) {
+    const open = this.stores.get(subnet.text);
+    if (open) return open;
+    let p = this.opening.get(subnet.text);
+    if (!p) {
       const dir = join(this.o.dataDir, IPAM_DIR, `${formatIpv4(subnet.net)}-${subnet.prefix}`);
-      s = await HostLocalStore.open(dir, { net: subnet.net, prefix: subnet.prefix });
-      this.stores.set(subnet.text, s);
+      p = HostLocalStore.open(dir, { net: subnet.net, prefix: subnet.prefix }).then((s) => {
+        if (this.closed) {
+          s.close();
+          throw new Error('the endpoint registry is closed');
+        }
+        this.stores.set(subnet.text, s);
+        return s;
+      }).finally(() => this.opening.delete(subnet.text));
+      this.opening.set(subnet.text, p);
     }
-    return s;
+    return p;
   }
 
   /** Runs `fn` with the attachment marked busy; a concurrent operation on it gets code 11. */
@@ -155,6 +171,8 @@ export class Endpoints {
   async add(body: unknown): Promise<CniResult> {
     checkAttachment(body);
     const req = body as unknown as AddRequest;
+    const badName = podIfnameProblem(req.ifname);
+    if (badName !== '') throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(req.ifname)}: it ${badName}`);
     const network = checkNetwork(req.network);
     const netns = checkNetnsRef(req.netns);
     const node = this.o.node();
@@ -176,7 +194,7 @@ export class Endpoints {
           gatewayIp: formatIpv4(gateway), mtu: node.mtu, gsoMaxSegs: segmentsPerMessage(node.mtu),
           podMac: formatMac(randomLocalMac()), hostMac: formatMac(randomLocalMac()), routes,
         });
-        undo.push({ what: `delete veth ${hostIfname}`, run: () => detachPod({ ifname: req.ifname, hostIfname }) });
+        undo.push({ what: `delete veth ${hostIfname}`, run: () => detachPod({ hostIfname }) });
         const rec: EndpointRecord = {
           network, containerID: req.containerID, ifname: req.ifname, ip: `${formatIpv4(addr)}/${prefix}`, gateway: formatIpv4(gateway),
           mac: wired.podMac, hostIfname, hostMac: wired.hostMac, mtu: node.mtu, netns: netns.path, ipam, routes,
@@ -191,7 +209,7 @@ export class Endpoints {
         for (const u of undo.reverse()) {
           await u.run().catch((err: Error) => this.o.log.error({ step: u.what, err: err.message }, 'undoing a failed ADD step failed'));
         }
-        const err = addError(e);
+        const err = cniError(e);
         this.o.log.warn({ containerID: req.containerID, ifname: req.ifname, netns: netns.path, err: err.message }, 'ADD failed; undone');
         throw err;
       }
@@ -211,9 +229,19 @@ export class Endpoints {
           `address ${v4.address} from the ipam plugin is outside this node's subnet ${node.subnet.text}; the overlay routes only that subnet here`);
       }
       const gateway = v4.gateway !== undefined && isIPv4(v4.gateway) ? parseIpv4(v4.gateway) : nodeGateway;
-      const routes: PodRoute[] = (req.delegated.routes ?? [])
-        .filter((r: CniRoute) => !r.dst.includes(':'))
-        .map((r: CniRoute) => ({ dst: r.dst, gw: r.gw ?? formatIpv4(gateway) }));
+      const routes: PodRoute[] = [];
+      for (const r of (req.delegated.routes ?? []) as CniRoute[]) {
+        if (r.dst.includes(':')) continue;
+        if (DEFAULT_DST.has(r.dst)) {
+          // The pod's default route is always via its gateway, where tulle's routes start.
+          if (r.gw !== undefined && r.gw !== formatIpv4(gateway)) {
+            throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG,
+              `the ipam plugin's default route is via ${r.gw}, not via the pod's gateway ${formatIpv4(gateway)}; tulle routes pods only through their gateway`);
+          }
+          continue;
+        }
+        routes.push({ dst: r.dst, gw: r.gw ?? formatIpv4(gateway) });
+      }
       return { addr, prefix, gateway, routes, ipam: 'delegated' as const };
     }
     let requested: number | undefined;
@@ -244,7 +272,7 @@ export class Endpoints {
   /** Deletes the host veth (with it the pod end and the /32 route), releases the address, forgets the record. */
   private async remove(a: Attachment & Partial<EndpointRecord>): Promise<string[]> {
     const hostIfname = a.hostIfname ?? hostIfnameFor(a);
-    await detachPod({ ifname: a.ifname, hostIfname });
+    await detachPod({ hostIfname });
     let released: string[] = [];
     if (a.ipam !== 'delegated') {
       const hint = a.ip ? parseIpv4(a.ip.split('/')[0]!) : undefined;
@@ -284,6 +312,8 @@ export class Endpoints {
     const network = checkNetwork(req.network);
     if (!Array.isArray(req.valid)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'GC needs the list of valid attachments');
     const valid = new Set(req.valid.filter(isObject).map((a) => keyOf(a as unknown as Attachment)));
+    // An address file from host-local before it recorded interfaces names only the container.
+    const validContainers = new Set(req.valid.filter(isObject).map((a) => String(a.containerID)));
     const released: GcResponse['released'] = [];
     const errors: string[] = [];
     const drop = async (a: Attachment & Partial<EndpointRecord>): Promise<void> => {
@@ -302,7 +332,8 @@ export class Endpoints {
     // Addresses without any record (an agent crash between allocation and record): stale unless valid.
     const store = await this.store(this.subnet());
     for (const a of await store.list()) {
-      if (!valid.has(keyOf(a)) && !this.records.has(keyOf(a))) await drop({ containerID: a.containerID, ifname: a.ifname });
+      if (valid.has(keyOf(a)) || this.records.has(keyOf(a)) || (a.ifname === '' && validContainers.has(a.containerID))) continue;
+      await drop({ containerID: a.containerID, ifname: a.ifname });
     }
     if (released.length > 0) this.o.log.info({ network, released }, 'GC released stale endpoints');
     if (errors.length > 0) throw new CniApiError(500, ERR.INTERNAL, `GC of network ${network}: ${errors.join('; ')}`);

@@ -18,12 +18,11 @@
  * file is only ever created with O_EXCL, so no address can be handed out twice even if two
  * writers somehow raced.
  */
-import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as native from '../io/native.js';
 import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
-import { writeFileAtomic } from './state.js';
+import { createFileExclusive, writeFileAtomic } from './state.js';
 
 export const LOCK_FILE = 'lock';
 export const LAST_RESERVED_FILE = 'last_reserved_ip.0';
@@ -193,23 +192,12 @@ export class HostLocalStore {
     return out.sort((a, b) => a.ip - b.ip);
   }
 
-  /** Creates the address file with O_EXCL; false when it already exists. */
+  /**
+   * Creates the address file, complete with its owner, unless it exists; false when it does. A
+   * crash never leaves an empty address file (one nobody could release).
+   */
   private async reserve(ip: number, containerID: string, ifname: string): Promise<boolean> {
-    let fh;
-    try {
-      fh = await open(this.file(ip), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw e;
-    }
-    try {
-      await fh.writeFile(ownerText(containerID, ifname));
-    } catch (e) {
-      await fh.close().catch(() => undefined);
-      await unlink(this.file(ip)).catch(() => undefined);
-      throw e;
-    }
-    await fh.close();
+    if (!(await createFileExclusive(this.file(ip), ownerText(containerID, ifname), 0o600))) return false;
     await writeFileAtomic(join(this.dir, LAST_RESERVED_FILE), formatIpv4(ip), 0o644);
     return true;
   }

@@ -211,6 +211,27 @@ describe.each(SUPPORTED_VERSIONS)('spec version %s', (v) => {
     }
   });
 
+  test('any interface name the spec allows: ADD, CHECK and DEL work; DEL of one never added succeeds; "#" is refused before allocating', async () => {
+    const c = await container();
+    try {
+      const ifname = 'eth@0+x';
+      const before = { files: addressFiles(), veths: await hostVeths(), records: records() };
+      const res = ok(await call({ command: 'ADD', containerID: c.id, netns: c.netns, ifname, config: conf(v) })) as Result;
+      expect(res.interfaces.find((i) => i.sandbox !== undefined)?.name).toBe(ifname);
+      const links = JSON.parse(await run('ip', ['-n', c.ns, '-j', 'link', 'show', 'dev', ifname])) as { ifname: string }[];
+      expect(links[0]!.ifname).toBe(ifname);
+      if (compareVersions(v, '0.4.0') >= 0) ok(await call({ command: 'CHECK', containerID: c.id, netns: c.netns, ifname, config: conf(v, { prevResult: res }) }));
+      ok(await call({ command: 'DEL', containerID: c.id, netns: c.netns, ifname, config: conf(v) }));
+      expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
+      ok(await call({ command: 'DEL', containerID: `${c.id}n`, netns: c.netns, ifname: 'net+1', config: conf(v) }));
+      const bad = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, ifname: 'a#b', config: conf(v) }));
+      expect(bad).toMatchObject({ code: ERR.INVALID_ENV, msg: expect.stringContaining('"a#b"') });
+      expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
+    } finally {
+      await deleteNetns(c.ns);
+    }
+  });
+
   test('VERSION answers with dummy variables and the request version', async () => {
     const r = await call({ command: 'VERSION', containerID: '', netns: 'dummy', ifname: 'dummy', path: ['dummy'], config: { cniVersion: v } });
     expect(ok(r)).toEqual({ cniVersion: v, supportedVersions: [...SUPPORTED_VERSIONS] });
@@ -242,6 +263,11 @@ describe.each(SUPPORTED_VERSIONS)('spec version %s', (v) => {
       const a = ok(await call({ command: 'ADD', containerID: keep.id, netns: keep.netns, config: conf(v) })) as Result;
       const b = ok(await call({ command: 'ADD', containerID: drop.id, netns: drop.netns, config: conf(v) })) as Result;
       writeFileSync(join(ipamDir(), '10.244.1.240'), 'crashed-before-record\r\neth0');
+      // An empty address file (owner unknown) goes; an older host-local file naming only a valid
+      // container stays, and one naming another container goes.
+      writeFileSync(join(ipamDir(), '10.244.1.241'), '');
+      writeFileSync(join(ipamDir(), '10.244.1.242'), keep.id);
+      writeFileSync(join(ipamDir(), '10.244.1.243'), 'gone-container');
       const labPod = lab.pods[0]!;
       const valid = [{ containerID: keep.id, ifname: 'eth0' }, { containerID: labPod.ns, ifname: 'eth0' }];
       // The spec-v1.1.0 tag's key is accepted too.
@@ -251,6 +277,10 @@ describe.each(SUPPORTED_VERSIONS)('spec version %s', (v) => {
       expect(files).toContain(labPod.ip);
       expect(files).not.toContain(b.ips[0]!.address.split('/')[0]);
       expect(files).not.toContain('10.244.1.240');
+      expect(files).not.toContain('10.244.1.241');
+      expect(files).toContain('10.244.1.242');
+      expect(files).not.toContain('10.244.1.243');
+      rmSync(join(ipamDir(), '10.244.1.242'));
       const veths = await hostVeths();
       expect(veths).toContain(a.interfaces[0]!.name);
       expect(veths).not.toContain(b.interfaces[0]!.name);
@@ -280,10 +310,11 @@ describe.each(SUPPORTED_VERSIONS.filter((v) => compareVersions(v, '1.0.0') <= 0)
     const ipamData = mkdtempSync(join(tmpdir(), 'tulle-hostlocal-'));
     const c = await container();
     try {
-      const ipam = { type: 'host-local', dataDir: ipamData, ranges: [[{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.200', rangeEnd: '10.244.1.210', gateway: '10.244.1.1' }]], routes: [{ dst: '10.96.0.0/12' }] };
+      const ipam = { type: 'host-local', dataDir: ipamData, ranges: [[{ subnet: '10.244.1.0/24', rangeStart: '10.244.1.200', rangeEnd: '10.244.1.210', gateway: '10.244.1.1' }]], routes: [{ dst: '10.96.0.0/12' }, { dst: '0.0.0.0/0' }] };
       const res = ok(await call({ command: 'ADD', containerID: c.id, netns: c.netns, config: conf(v, { ipam }) })) as Result;
       expect(res.ips[0]!.address).toBe('10.244.1.200/24');
-      expect(res.routes).toEqual(expect.arrayContaining([{ dst: '0.0.0.0/0', gw: '10.244.1.1' }, { dst: '10.96.0.0/12', gw: '10.244.1.1' }]));
+      // host-local's own default route is the pod's default route via its gateway: listed once.
+      expect([...res.routes].sort((x, y) => x.dst.localeCompare(y.dst))).toEqual([{ dst: '0.0.0.0/0', gw: '10.244.1.1' }, { dst: '10.96.0.0/12', gw: '10.244.1.1' }]);
       const netDir = join(ipamData, `tl${name}`);
       expect(readFileSync(join(netDir, '10.244.1.200'), 'utf8')).toBe(`${c.id}\r\neth0`);
       expect(addressFiles()).not.toContain('10.244.1.200');

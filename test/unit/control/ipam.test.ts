@@ -105,3 +105,21 @@ test('waits while another process holds the directory lock', async () => {
   expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
   await exited;
 });
+
+test('an address file appears whole or not at all: written aside, linked into place, never over an existing one', async () => {
+  const { createFileExclusive, writeFileAtomic } = await import('../../../src/control/state.js');
+  const s = await open();
+  expect(formatIpv4(await s.allocate('c1', 'eth0'))).toBe('10.244.1.2');
+  const file = join(dir, '10.244.1.9');
+  expect(await createFileExclusive(file, 'c9\r\neth0', 0o600)).toBe(true);
+  expect(await createFileExclusive(file, 'other\r\neth1', 0o600)).toBe(false);
+  expect(readFileSync(file, 'utf8')).toBe('c9\r\neth0');
+  expect(statSync(file).mode & 0o777).toBe(0o600);
+  await writeFileAtomic(join(dir, 'x.json'), '{}\n');
+  // No temporary file is left behind, and the store reads the new file's owner.
+  expect(readdirSync(dir).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  expect(await s.list()).toEqual([
+    { ip: parseIpv4('10.244.1.2'), containerID: 'c1', ifname: 'eth0' },
+    { ip: parseIpv4('10.244.1.9'), containerID: 'c9', ifname: 'eth0' },
+  ]);
+});
