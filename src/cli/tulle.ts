@@ -84,7 +84,12 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
-  (e: Error) => {
+  (e: Error & { code?: string }) => {
+    // An unknown or malformed option is a usage error, like an unknown command.
+    if (e.code?.startsWith('ERR_PARSE_ARGS') === true) {
+      process.exitCode = usage(`tulle: ${e.message}`);
+      return;
+    }
     process.stderr.write(`tulle: ${e.message}\n`);
     process.exitCode = 1;
   },

@@ -1,0 +1,28 @@
+// The tulle command's usage errors and exit codes: 2 for a bad command line, 0 for help.
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { distPath } from '../../../src/util/paths.js';
+
+function tulle(...args: string[]) {
+  const r = spawnSync(process.execPath, [distPath('src/cli/tulle.js'), ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('tulle command line', () => {
+  it('exits 2 with the usage for an unknown option, naming it', () => {
+    for (const args of [['status', '--sock', 'x'], ['agent', '--confg', 'x']]) {
+      const r = tulle(...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.err).toContain(`Unknown option '${args[1]}'`);
+      expect(r.err).toMatch(/usage|Usage/);
+    }
+  });
+
+  it('exits 2 for an unknown or missing command, 0 for help', () => {
+    expect(tulle('frobnicate')).toMatchObject({ code: 2, err: expect.stringContaining('unknown command "frobnicate"') as unknown });
+    expect(tulle().code).toBe(2);
+    const help = tulle('help');
+    expect(help.code).toBe(0);
+    expect(help.out).toMatch(/usage|Usage/);
+  });
+});
