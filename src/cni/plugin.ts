@@ -51,7 +51,8 @@ export async function runPlugin(input: PluginInput): Promise<PluginOutput> {
     if (compareVersions(version, needs) < 0) {
       throw new CniError(ERR.INCOMPATIBLE_VERSION, `config version ${JSON.stringify(version)} does not allow ${command} (needs ${needs} or later)`);
     }
-    const conf = parseNetConf(raw);
+    // DEL never reads prevResult: one the runtime cached wrong must not make every teardown fail.
+    const conf = parseNetConf(command === 'DEL' ? { ...raw, prevResult: undefined } : raw);
     const stdout = await dispatch(inv, conf, input);
     return { stdout, stderr: '', exitCode: 0 };
   } catch (e) {

@@ -87,6 +87,12 @@ describe('network config', () => {
     expect(await error(env('DEL'), conf())).toMatchObject({ code: ERR.NOT_AVAILABLE, msg: expect.stringContaining('"/nonexistent/tulle.sock"') });
     expect(await error(env('STATUS'), conf({ cniVersion: '1.1.0' }))).toMatchObject({ code: ERR.NOT_AVAILABLE });
   });
+  test('DEL ignores a prevResult it never reads; CHECK, which reads it, refuses a malformed one', async () => {
+    const bad = conf({ prevResult: { interfaces: 'nope' } });
+    expect(await error(env('DEL'), bad)).toMatchObject({ code: ERR.NOT_AVAILABLE }); // got as far as the agent
+    expect((await error(env('CHECK'), bad)).code).not.toBe(ERR.NOT_AVAILABLE);
+    expect((await error(env('CHECK'), bad)).msg).toContain('prevResult');
+  });
 });
 
 describe('VERSION', () => {
