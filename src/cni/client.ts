@@ -12,6 +12,17 @@ import type { ApiErrorBody } from './protocol.js';
 import { CniError, ERR } from './spec.js';
 
 export const DEFAULT_TIMEOUT_MS = 60_000;
+
+/**
+ * The request may have reached the agent, but no answer came (time-out, broken connection): what
+ * it did is unknown, so nothing it may be using (a delegated address) can be given back yet.
+ */
+export class AgentNoAnswer extends CniError {
+  constructor(message: string) {
+    super(ERR.TRY_AGAIN_LATER, message);
+    this.name = 'AgentNoAnswer';
+  }
+}
 const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'EPERM', 'ENOTSOCK', 'ECONNRESET', 'EPIPE']);
 
 export function callAgent(socket: string, method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<unknown> {
@@ -25,7 +36,7 @@ export function callAgent(socket: string, method: string, path: string, body?: u
     const req = http.request({ socketPath: socket, method, path, headers, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', (e) => reject(new CniError(ERR.TRY_AGAIN_LATER, `tulle agent at "${socket}": ${e.message}`)));
+      res.on('error', (e) => reject(new AgentNoAnswer(`tulle agent at "${socket}": ${e.message}`)));
       res.on('end', () => {
         const status = res.statusCode ?? 500;
         let parsed: unknown;
@@ -44,13 +55,13 @@ export function callAgent(socket: string, method: string, path: string, body?: u
     });
     req.on('timeout', () => {
       req.destroy();
-      reject(new CniError(ERR.TRY_AGAIN_LATER, `tulle agent at "${socket}" did not answer within ${timeoutMs} ms`));
+      reject(new AgentNoAnswer(`tulle agent at "${socket}" did not answer within ${timeoutMs} ms`));
     });
     req.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code && UNREACHABLE.has(e.code)) {
         reject(new CniError(ERR.NOT_AVAILABLE, `tulle agent is not reachable at socket "${socket}" (${e.code}); is the agent running?`));
       } else {
-        reject(new CniError(ERR.TRY_AGAIN_LATER, `tulle agent at "${socket}": ${e.message}`));
+        reject(new AgentNoAnswer(`tulle agent at "${socket}": ${e.message}`));
       }
     });
     req.end(data);

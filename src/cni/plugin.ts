@@ -15,7 +15,7 @@
  */
 import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
-import { callAgent } from './client.js';
+import { AgentNoAnswer, callAgent } from './client.js';
 import { type Invocation, isCommand, parseEnv } from './env.js';
 import { type NetConf, checkVersion, decodeConfig, parseNetConf, versionOf } from './netconf.js';
 import { API_ADD, API_CHECK, API_DEL, API_GC, API_STATUS, type NetnsRef } from './protocol.js';
@@ -148,7 +148,14 @@ async function add(inv: Invocation, conf: NetConf, input: PluginInput): Promise<
     let delegated: { ips: CniResult['ips']; routes: CniResult['routes'] } | undefined;
     let dns = conf.dns;
     if (conf.ipam) {
-      const r = parseResult(`ipam plugin ${conf.ipam.type} result`, await delegate(conf, 'ADD', inv, input));
+      const out = await delegate(conf, 'ADD', inv, input);
+      let r: CniResult;
+      try {
+        r = parseResult(`ipam plugin ${conf.ipam.type} result`, out);
+      } catch (e) {
+        await delegate(conf, 'DEL', inv, input).catch(() => undefined);
+        throw e;
+      }
       delegated = { ips: r.ips, routes: r.routes };
       dns ??= r.dns;
     }
@@ -159,6 +166,11 @@ async function add(inv: Invocation, conf: NetConf, input: PluginInput): Promise<
         ...(delegated ? { delegated } : {}), ...(dns ? { dns } : {}),
       })) as CniResult;
     } catch (e) {
+      // Without an answer the agent may still be attaching the pod with the delegated address:
+      // it stays allocated until the runtime's DEL, rather than being handed to another pod.
+      if (e instanceof AgentNoAnswer) {
+        throw conf.ipam ? new AgentNoAnswer(`${e.message}; the address from ${conf.ipam.type} is kept until DEL`) : e;
+      }
       if (conf.ipam) await delegate(conf, 'DEL', inv, input).catch(() => undefined);
       throw e;
     }

@@ -332,6 +332,22 @@ describe.each(SUPPORTED_VERSIONS.filter((v) => compareVersions(v, '1.0.0') <= 0)
       rmSync(ipamData, { recursive: true, force: true });
     }
   });
+
+  test('an ipam plugin whose ADD result does not parse is told to DEL what it allocated', async () => {
+    const fake = mkdtempSync(join(tmpdir(), 'tulle-fakeipam-'));
+    const c = await container();
+    try {
+      writeFileSync(join(fake, 'fakeipam'), [
+        '#!/bin/sh', 'echo "$CNI_COMMAND" >> "$(dirname "$0")/calls"',
+        `[ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"${v}","ips":"not a list"}'`, 'exit 0', ''].join('\n'), { mode: 0o755 });
+      const e = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, path: [lab.cniBin!, fake], config: conf(v, { ipam: { type: 'fakeipam' } }) }));
+      expect(e.msg).toContain('fakeipam');
+      expect(readFileSync(join(fake, 'calls'), 'utf8')).toBe('ADD\nDEL\n');
+    } finally {
+      await deleteNetns(c.ns);
+      rmSync(fake, { recursive: true, force: true });
+    }
+  });
 });
 
 test('a half-done ADD (node side fails after the veth exists) is undone; requested addresses are honoured', async () => {
