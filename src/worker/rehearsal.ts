@@ -39,7 +39,7 @@ import {
   headerLen as tcpHeaderLen, setFlags, setSeq,
 } from '../wire/tcp.js';
 import { UDP_HEADER_LEN, setDstPort, setLength as setUdpLength, setSrcPort } from '../wire/udp.js';
-import { VNET_GSO_TCPV4, VNET_HDR_LEN, gsoSize, writeGso, writeNone, writePartial } from '../wire/vnet.js';
+import { VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, gsoSize, writeGso, writeNone, writePartial } from '../wire/vnet.js';
 import { ETH_DST_OFF, ETH_TYPE_OFF, ETHERTYPE_IPV4 } from '../wire/ethernet.js';
 import { VXLAN_HEADER_LEN, writeHeader } from '../wire/vxlan.js';
 import { ForwardLoop, type LoopResources, type RehearsalSink } from './loop.js';
@@ -287,8 +287,9 @@ type TunSlots = Pick<ForwardLoop, 'txMem' | 'txSlot' | 'tunLens' | 'tunBatch'>;
  * Fills `loop`'s TUN slots with one round of traffic from `src` to `dst` and returns how many
  * packets, appending their payload bytes to `expect`. Offloaded loops get a TCP super-packet
  * (partial checksum, as a TSO device hands it over), small TCP segments of one flow, small UDP
- * datagrams of one flow (both partial) and an ICMP echo; plain loops get the same without the
- * super-packet, all with complete checksums. Then what must be dropped, where there is room.
+ * datagrams of one flow (both partial), an ICMP echo and, where there is room, a UDP
+ * super-packet of that flow; plain loops get the same without the super-packets, all with
+ * complete checksums. Then what must be dropped, where there is room.
  */
 function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst: number, round: number, expect: Streams, count: { delivered: number }): number {
   const mem = loop.txMem;
@@ -303,7 +304,8 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
     const len = packet(mem, ip, src, dst, proto, payload, round + n * 13, seq, flags);
     if (vnet) {
       const partial = proto !== IPPROTO_ICMP;
-      if (superMss > 0) writeGso(mem, vh, VNET_GSO_TCPV4, TCP_IP_HEADERS, superMss, IPV4_MIN_HEADER_LEN, TCP_CHECKSUM_OFF);
+      if (superMss > 0 && proto === IPPROTO_TCP) writeGso(mem, vh, VNET_GSO_TCPV4, TCP_IP_HEADERS, superMss, IPV4_MIN_HEADER_LEN, TCP_CHECKSUM_OFF);
+      else if (superMss > 0) writeGso(mem, vh, VNET_GSO_UDP_L4, IPV4_MIN_HEADER_LEN + UDP_HEADER_LEN, superMss, IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
       else if (partial) writePartial(mem, vh, IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
       else writeNone(mem, vh);
       l4Checksum(mem, ip, len, partial);
@@ -349,6 +351,9 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
   for (let i = 0; i < SMALL_TCP; i++, seq = (seq + 100) >>> 0) put(IPPROTO_TCP, 100, seq, TCP_ACK, 0);
   for (let i = 0; i < SMALL_UDP; i++) put(IPPROTO_UDP, 64, 0, 0, 0);
   put(IPPROTO_ICMP, 56, 0, 0, 0);
+  // A UDP super-packet (a pod's UDP_SEGMENT send): two full datagrams and a shorter one.
+  const udpMss = mtu - IPV4_MIN_HEADER_LEN - UDP_HEADER_LEN;
+  if (vnet) put(IPPROTO_UDP, 2 * udpMss + 100, 0, 0, udpMss);
   dropped();
   return n;
 }
