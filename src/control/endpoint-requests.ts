@@ -8,7 +8,7 @@ import { ERR, ID_RE, ifnameProblem } from '../cni/spec.js';
 import type { Attachment, NetnsRef } from '../cni/protocol.js';
 import { parseIpv4 } from '../wire/ipv4.js';
 import { HttpError } from './api.js';
-import { AttachError } from './attach.js';
+import { AttachError, podIfnameProblem } from './attach.js';
 import type { Cidr } from './config.js';
 import { IpamError } from './ipam.js';
 
@@ -29,14 +29,18 @@ export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-export function checkAttachment(body: unknown): asserts body is Attachment & Record<string, unknown> {
+/**
+ * Checks a request's container ID and interface name. `creating` (ADD) also refuses the names the
+ * pod side cannot be created with (podIfnameProblem); the others take any name the spec allows.
+ */
+export function checkAttachment(body: unknown, creating = false): asserts body is Attachment & Record<string, unknown> {
   if (!isObject(body)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'request body must be a JSON object');
   const { containerID, ifname } = body;
   if (typeof containerID !== 'string' || !ID_RE.test(containerID)) {
     throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_CONTAINERID ${JSON.stringify(containerID)}`);
   }
   if (typeof ifname !== 'string') throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(ifname)}`);
-  const bad = ifnameProblem(ifname);
+  const bad = creating ? podIfnameProblem(ifname) : ifnameProblem(ifname);
   if (bad !== '') throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(ifname)}: it ${bad}`);
 }
 

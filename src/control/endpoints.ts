@@ -26,7 +26,7 @@ import {
   type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse,
 } from '../cni/protocol.js';
 import type { ApiServer } from './api.js';
-import { DEFAULT_DST, attachPod, detachPod, podIfnameProblem, type PodRoute } from './attach.js';
+import { DEFAULT_DST, attachPod, detachPod, type PodRoute } from './attach.js';
 import { segmentsPerMessage } from '../dataplane/segment.js';
 import type { Cidr } from './config.js';
 import { compareEndpoint } from './endpoint-check.js';
@@ -169,10 +169,8 @@ export class Endpoints {
   }
 
   async add(body: unknown): Promise<CniResult> {
-    checkAttachment(body);
+    checkAttachment(body, true);
     const req = body as unknown as AddRequest;
-    const badName = podIfnameProblem(req.ifname);
-    if (badName !== '') throw new CniApiError(400, ERR.INVALID_ENV, `invalid CNI_IFNAME ${JSON.stringify(req.ifname)}: it ${badName}`);
     const network = checkNetwork(req.network);
     const netns = checkNetnsRef(req.netns);
     const node = this.o.node();
@@ -311,9 +309,10 @@ export class Endpoints {
     const req = body as unknown as GcRequest;
     const network = checkNetwork(req.network);
     if (!Array.isArray(req.valid)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, 'GC needs the list of valid attachments');
-    const valid = new Set(req.valid.filter(isObject).map((a) => keyOf(a as unknown as Attachment)));
+    const listed = req.valid.filter(isObject) as unknown as Attachment[];
+    const valid = new Set(listed.map(keyOf));
     // An address file from host-local before it recorded interfaces names only the container.
-    const validContainers = new Set(req.valid.filter(isObject).map((a) => String(a.containerID)));
+    const validContainers = new Set(listed.map((a) => String(a.containerID)));
     const released: GcResponse['released'] = [];
     const errors: string[] = [];
     const drop = async (a: Attachment & Partial<EndpointRecord>): Promise<void> => {

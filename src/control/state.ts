@@ -51,17 +51,19 @@ export async function writeFileAtomic(path: string, data: string, mode = 0o644):
  */
 export async function createFileExclusive(path: string, data: string, mode = 0o644): Promise<boolean> {
   const tmp = tmpName(path);
+  let created = true;
   try {
     await writeSynced(tmp, data, mode);
-    await link(tmp, path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
+    // Only the link says whether `path` exists: an EEXIST from the temporary file is an error.
+    await link(tmp, path).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+      created = false;
+    });
   } finally {
     await unlink(tmp).catch(() => undefined);
   }
-  await syncDir(dirname(path));
-  return true;
+  if (created) await syncDir(dirname(path));
+  return created;
 }
 
 export const VTEP_MAC_FILE = 'vtep-mac';

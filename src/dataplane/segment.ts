@@ -129,9 +129,9 @@ function cutUdp(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: 
 
 /**
  * Turns TUN reads from..n-1 (lens include the virtio-net header) into `out` messages, starting
- * `out` afresh. Super-packets are cut by `area.cut` with complete checksums; single packets the
- * kernel left with a partial checksum get a job in `jobs` (the caller runs and stores them, then
- * sends). Stops early when the next packet no longer fits `out`, the segment area or `jobs`, and
+ * `out` afresh. TCP super-packets are cut by `area.cut` with complete checksums; each datagram
+ * cut from a UDP super-packet, and each single packet the kernel left with a partial checksum,
+ * gets a job in `jobs` (the caller runs and stores them, then sends). Stops early when the next packet no longer fits `out`, the segment area or `jobs`, and
  * returns the index of the first packet not handled (n when all were): the caller sends what
  * there is and calls again from there. Received packets are counted by the caller.
  */

@@ -35,7 +35,7 @@ import {
   setIhl, setProtocol, setSrc, setTotalLength, setTtl, setVersion, src as ipv4Src, updateHeaderChecksum,
 } from '../wire/ipv4.js';
 import {
-  TCP_ACK, TCP_ACK_OFF, TCP_CHECKSUM_OFF, TCP_DATA_OFF_OFF, TCP_DST_PORT_OFF, TCP_MIN_HEADER_LEN, TCP_PSH, TCP_SRC_PORT_OFF, TCP_WINDOW_OFF,
+  TCP_ACK, TCP_ACK_OFF, TCP_DATA_OFF_OFF, TCP_DST_PORT_OFF, TCP_MIN_HEADER_LEN, TCP_PSH, TCP_SRC_PORT_OFF, TCP_WINDOW_OFF,
   headerLen as tcpHeaderLen, setFlags, setSeq,
 } from '../wire/tcp.js';
 import { UDP_HEADER_LEN, setDstPort, setLength as setUdpLength, setSrcPort } from '../wire/udp.js';
@@ -304,9 +304,11 @@ function fillRound(loop: TunSlots, vnet: boolean, mtu: number, src: number, dst:
     const len = packet(mem, ip, src, dst, proto, payload, round + n * 13, seq, flags);
     if (vnet) {
       const partial = proto !== IPPROTO_ICMP;
-      if (superMss > 0 && proto === IPPROTO_TCP) writeGso(mem, vh, VNET_GSO_TCPV4, TCP_IP_HEADERS, superMss, IPV4_MIN_HEADER_LEN, TCP_CHECKSUM_OFF);
-      else if (superMss > 0) writeGso(mem, vh, VNET_GSO_UDP_L4, IPV4_MIN_HEADER_LEN + UDP_HEADER_LEN, superMss, IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
-      else if (partial) writePartial(mem, vh, IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
+      if (superMss > 0) {
+        const l4 = ip + IPV4_MIN_HEADER_LEN;
+        writeGso(mem, vh, proto === IPPROTO_TCP ? VNET_GSO_TCPV4 : VNET_GSO_UDP_L4, IPV4_MIN_HEADER_LEN + l4HeaderLen(mem, l4, proto), superMss,
+          IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
+      } else if (partial) writePartial(mem, vh, IPV4_MIN_HEADER_LEN, l4ChecksumOffset(proto));
       else writeNone(mem, vh);
       l4Checksum(mem, ip, len, partial);
       loop.tunLens[n] = len + VNET_HDR_LEN;
