@@ -3,7 +3,7 @@
  * way a call can fail into the CNI error the runtime should see:
  *
  *   socket missing, refused, not permitted   50 (plugin not available)
- *   no answer in time                        11 (try again later)
+ *   no answer in time, connection broken     11 (try again later)
  *   503 from the agent (starting, stopping)  11
  *   other non-2xx                            the agent's code, else 999
  */
@@ -23,7 +23,11 @@ export class AgentNoAnswer extends CniError {
     this.name = 'AgentNoAnswer';
   }
 }
-const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'EPERM', 'ENOTSOCK', 'ECONNRESET', 'EPIPE']);
+/**
+ * Errors of connect(2) on a Unix socket: the request never reached an agent. A connection that
+ * breaks later (ECONNRESET, EPIPE) may have carried the whole request first, so it is no answer.
+ */
+const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'EPERM', 'ENOTSOCK']);
 
 export function callAgent(socket: string, method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<unknown> {
   return new Promise((resolve, reject) => {

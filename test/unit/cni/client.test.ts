@@ -44,3 +44,17 @@ test('no agent on the socket: code 50, not marked as no answer (the request neve
   expect(e).not.toBeInstanceOf(AgentNoAnswer);
   expect((e as CniError).cniCode).toBe(ERR.NOT_AVAILABLE);
 });
+
+test('an agent that reads the whole request and then drops the connection: no answer (code 11), not "unreachable"', async () => {
+  const sock = await listen((s) => {
+    let got = '';
+    s.on('data', (d: Buffer) => {
+      got += d.toString('utf8');
+      // The body is complete: the agent may have acted on it. Then the connection breaks.
+      if (got.endsWith('{"x":1}')) s.destroy();
+    });
+  });
+  const e = await callAgent(sock, 'POST', '/v1/cni/add', { x: 1 }, 2000).catch((x: unknown) => x);
+  expect(e).toBeInstanceOf(AgentNoAnswer);
+  expect((e as CniError).cniCode).toBe(ERR.TRY_AGAIN_LATER);
+});
