@@ -119,7 +119,8 @@ const PEER_FIELDS = ['vtepIP', 'vtepMAC', 'subnet'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
 
 export function parseCidr(field: string, value: unknown): Cidr {
-  if (typeof value !== 'string' || !Validator.isValidIPv4CidrNotation(value)[0]) {
+  // ip-num reads "/016" as /16; the text is used verbatim (routes, logs), so only the plain form passes.
+  if (typeof value !== 'string' || !/\/(?:0|[1-9]\d?)$/.test(value) || !Validator.isValidIPv4CidrNotation(value)[0]) {
     throw new ConfigError(field, value, 'not an IPv4 CIDR such as "10.244.0.0/16"');
   }
   if (!Validator.isValidIPv4CidrRange(value)[0]) {

@@ -56,6 +56,8 @@ describe('validateConfig', () => {
     rejects({ cpus: [1024] }, 'cpus[0]', '1024');
     rejects({ cpus: [3, 1, 3] }, 'cpus[2]', '3');
     rejects({ network: '10.244.0.0/33' }, 'network', '10.244.0.0/33');
+    rejects({ network: '10.244.0.0/016' }, 'network', '10.244.0.0/016');
+    rejects({ subnet: '10.244.1.0/024' }, 'subnet', '10.244.1.0/024');
     rejects({ subnet: '10.244.1.5/24' }, 'subnet', '10.244.1.5/24');
     rejects({ subnet: '10.245.1.0/24' }, 'subnet', '10.245.1.0/24');
     rejects({ vtepIP: '172.31.0.300' }, 'vtepIP', '172.31.0.300');
