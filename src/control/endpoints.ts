@@ -9,7 +9,8 @@
  * directory for every CNI network of type tulle on the node, since they share the node's subnet.
  *
  * ADD undoes its own steps when a later one fails (address, veth pair, record); DEL succeeds when
- * the veth, the netns or the record is already gone and always releases the address. Operations
+ * the veth, the netns or the record is already gone and always releases the address, in the
+ * store of the subnet it came from even after the node's subnet changed (GC goes over every store). Operations
  * on one (containerID, ifname) never overlap; the address directory serialises allocations.
  */
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
@@ -43,6 +44,16 @@ export { hostIfnameFor } from './endpoint-record.js';
 
 export const ENDPOINTS_DIR = 'endpoints';
 export const IPAM_DIR = 'ipam';
+/** `<dataDir>/ipam/<net>-<prefix>`, one per subnet the node has held. */
+const STORE_DIR_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/;
+
+/** The subnet of an address with its prefix length ("10.244.1.5/24" -> 10.244.1.0/24). */
+function subnetOf(ipWithPrefix: string): Cidr {
+  const [addr, len] = ipWithPrefix.split('/');
+  const prefix = Number(len);
+  const net = (parseIpv4(addr!) & ((0xffffffff << (32 - prefix)) >>> 0)) >>> 0;
+  return { net, prefix, text: `${formatIpv4(net)}/${prefix}` };
+}
 
 /** What the endpoints need to know about the node, read at each request. */
 export interface NodeView {
@@ -134,22 +145,45 @@ export class Endpoints {
     return join(this.recordDir, `${digest(a).slice(0, 32)}.json`);
   }
 
+  /**
+   * The subnets with an address store: the node's own (once settled) and every earlier one whose
+   * directory is still on disk (a static config that changed, an etcd lease that was not renewed).
+   */
+  private async storeSubnets(): Promise<Cidr[]> {
+    const found = new Map<string, Cidr>();
+    const current = this.o.node().subnet;
+    if (current) found.set(`${formatIpv4(current.net)}/${current.prefix}`, current);
+    const names = await readdir(join(this.o.dataDir, IPAM_DIR)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return [] as string[];
+      throw e;
+    });
+    for (const name of names) {
+      const m = STORE_DIR_RE.exec(name);
+      if (!m || !isIPv4(m[1]!) || Number(m[2]) < 1 || Number(m[2]) > 30) continue;
+      const subnet = subnetOf(`${m[1]}/${m[2]}`);
+      if (!found.has(subnet.text)) found.set(subnet.text, subnet);
+    }
+    return [...found.values()];
+  }
+
   /** The subnet's address store, opened once. */
   private async store(subnet: Cidr): Promise<HostLocalStore> {
-    const open = this.stores.get(subnet.text);
+    // Keyed by its directory: two spellings of one subnet must not open (and lock) it twice.
+    const key = `${formatIpv4(subnet.net)}-${subnet.prefix}`;
+    const open = this.stores.get(key);
     if (open) return open;
-    let p = this.opening.get(subnet.text);
+    let p = this.opening.get(key);
     if (!p) {
-      const dir = join(this.o.dataDir, IPAM_DIR, `${formatIpv4(subnet.net)}-${subnet.prefix}`);
+      const dir = join(this.o.dataDir, IPAM_DIR, key);
       p = HostLocalStore.open(dir, { net: subnet.net, prefix: subnet.prefix }).then((s) => {
         if (this.closed) {
           s.close();
           throw new Error('the endpoint registry is closed');
         }
-        this.stores.set(subnet.text, s);
+        this.stores.set(key, s);
         return s;
-      }).finally(() => this.opening.delete(subnet.text));
-      this.opening.set(subnet.text, p);
+      }).finally(() => this.opening.delete(key));
+      this.opening.set(key, p);
     }
     return p;
   }
@@ -271,11 +305,14 @@ export class Endpoints {
   private async remove(a: Attachment & Partial<EndpointRecord>): Promise<string[]> {
     const hostIfname = a.hostIfname ?? hostIfnameFor(a);
     await detachPod({ hostIfname });
-    let released: string[] = [];
+    const released: string[] = [];
     if (a.ipam !== 'delegated') {
+      // The address is in the store of the subnet it came from, which the node may have left since.
       const hint = a.ip ? parseIpv4(a.ip.split('/')[0]!) : undefined;
-      const store = await this.store(this.subnet());
-      released = (await store.release(a.containerID, a.ifname, hint)).map(formatIpv4);
+      for (const subnet of a.ip ? [subnetOf(a.ip)] : await this.storeSubnets()) {
+        const store = await this.store(subnet);
+        released.push(...(await store.release(a.containerID, a.ifname, hint)).map(formatIpv4));
+      }
     }
     await unlink(this.recordFile(a)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
@@ -296,8 +333,12 @@ export class Endpoints {
       const rec = this.records.get(keyOf(req));
       const what = `container ${req.containerID} interface ${req.ifname}`;
       if (!rec) throw new CniApiError(404, ERR.CHECK_FAILED, `CHECK ${what}: the agent has no such endpoint`);
-      const store = rec.ipam === 'agent' ? await this.store(this.subnet()) : undefined;
+      const store = rec.ipam === 'agent' ? await this.store(subnetOf(rec.ip)) : undefined;
       const problems = await compareEndpoint(rec, prev, await resolveNetns(netns), store);
+      const subnet = this.o.node().subnet;
+      if (subnet && !inSubnet(parseIpv4(rec.ip.split('/')[0]!), subnet)) {
+        problems.push(`address ${rec.ip} is outside the node's subnet ${subnet.text}, the only one the overlay routes here (the pod needs a new ADD)`);
+      }
       if (problems.length > 0) throw new CniApiError(409, ERR.CHECK_FAILED, `CHECK ${what}: ${problems.join('; ')}`);
     });
   }
@@ -329,10 +370,11 @@ export class Endpoints {
       if (rec.network === network && !valid.has(keyOf(rec))) await drop(rec);
     }
     // Addresses without any record (an agent crash between allocation and record): stale unless valid.
-    const store = await this.store(this.subnet());
-    for (const a of await store.list()) {
-      if (valid.has(keyOf(a)) || this.records.has(keyOf(a)) || (a.ifname === '' && validContainers.has(a.containerID))) continue;
-      await drop({ containerID: a.containerID, ifname: a.ifname });
+    for (const subnet of await this.storeSubnets()) {
+      for (const a of await (await this.store(subnet)).list()) {
+        if (valid.has(keyOf(a)) || this.records.has(keyOf(a)) || (a.ifname === '' && validContainers.has(a.containerID))) continue;
+        await drop({ containerID: a.containerID, ifname: a.ifname });
+      }
     }
     if (released.length > 0) this.o.log.info({ network, released }, 'GC released stale endpoints');
     if (errors.length > 0) throw new CniApiError(500, ERR.INTERNAL, `GC of network ${network}: ${errors.join('; ')}`);

@@ -8,7 +8,7 @@
  * The lab and every tl<lab>-c* namespace are deleted afterwards, also on failure.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { cniCall, type CniReply } from '../../src/lab/cni.js';
@@ -47,6 +47,23 @@ function call(command: 'ADD' | 'DEL', ns: string): Promise<CniReply> {
   });
 }
 
+/** Stops the node's agent, runs `meanwhile`, starts it again and returns its first ready status. */
+async function restartAgent(meanwhile: () => Promise<unknown>): Promise<Record<string, unknown>> {
+  const agent = node().agent!;
+  await terminateProcesses([agent.pid]);
+  expect(processAlive(agent.pid)).toBe(false);
+  await meanwhile();
+  const child = spawnInNs(node().ns, process.execPath, [distScript('src/cli/tulle.js'), 'agent', '--config', agent.configFile], { logFile: agent.logFile, detached: true });
+  agent.pid = child.pid!;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const s = await run(process.execPath, [distScript('src/cli/tulle.js'), 'status', '--socket', agent.socket, '--json']).catch(() => '');
+    if (s && JSON.parse(s).ready === true) return JSON.parse(s) as Record<string, unknown>;
+    if (Date.now() > deadline) throw new Error(`agent did not come back on ${agent.socket}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 test(`${PARALLEL} parallel ADDs get ${PARALLEL} distinct addresses; ${PARALLEL} parallel DELs leave no address file, veth or route`, async () => {
   const before = { files: addressFiles(), veths: await hostVeths(), routes: await hostRoutes(), records: records() };
   const pods = Array.from({ length: PARALLEL }, (_, i) => `${labPrefix(name)}c${i + 1}`);
@@ -83,24 +100,10 @@ test('addresses and endpoints survive an agent restart; one whose pod vanished m
       expect(r.exitCode, r.stdout).toBe(0);
       first.push((r.json as { ips: { address: string }[] }).ips[0]!.address);
     }
-    const agent = node().agent!;
-    await terminateProcesses([agent.pid]);
-    expect(processAlive(agent.pid)).toBe(false);
     // While the agent is down, the second pod goes away without a DEL (its veth goes with it).
-    await deleteNetns(pods[1]!);
-    const child = spawnInNs(node().ns, process.execPath, [distScript('src/cli/tulle.js'), 'agent', '--config', agent.configFile], { logFile: agent.logFile, detached: true });
-    agent.pid = child.pid!;
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const s = await run(process.execPath, [distScript('src/cli/tulle.js'), 'status', '--socket', agent.socket, '--json']).catch(() => '');
-      if (s && JSON.parse(s).ready === true) {
-        const eps = (JSON.parse(s).endpoints as { containerID: string; ip: string }[]).filter((e) => pods.includes(e.containerID));
-        expect(eps.map((e) => e.ip)).toEqual([first[0]]);
-        break;
-      }
-      if (Date.now() > deadline) throw new Error(`agent did not come back on ${agent.socket}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const status = await restartAgent(() => deleteNetns(pods[1]!));
+    const eps = (status.endpoints as { containerID: string; ip: string }[]).filter((e) => pods.includes(e.containerID));
+    expect(eps.map((e) => e.ip)).toEqual([first[0]]);
     expect(addressFiles()).toEqual([lab.pods[0]!.ip, first[0]!.split('/')[0]!].sort());
     const third = await call('ADD', pods[2]!);
     expect(third.exitCode, third.stdout).toBe(0);
@@ -112,4 +115,48 @@ test('addresses and endpoints survive an agent restart; one whose pod vanished m
   } finally {
     await Promise.all(pods.map((ns) => deleteNetns(ns)));
   }
+}, 120_000);
+
+test("the node's subnet changes across a restart: DEL and GC release addresses in the old subnet's store; CHECK names the stale address", async () => {
+  const agent = node().agent!;
+  const original = readFileSync(agent.configFile, 'utf8');
+  const pod = `${labPrefix(name)}s1`;
+  const dataDir = join(labStateDir(name), 'n1', 'data');
+  const oldDir = ipamDir();
+  const newDir = join(dataDir, 'ipam', '10.244.5.0-24');
+  const gc = (valid: unknown[]) => cniCall({
+    plugin: join(lab.cniBin!, 'tulle'), command: 'GC', nodeNs: node().ns, path: [lab.cniBin!],
+    config: { ...conf(), cniVersion: '1.1.0', 'cni.dev/valid-attachments': valid },
+  });
+  try {
+    await createNetns(pod);
+    const add = await call('ADD', pod);
+    expect(add.exitCode, add.stdout).toBe(0);
+    const result = add.json as Record<string, unknown> & { ips: { address: string }[] };
+    const ip = result.ips[0]!.address.split('/')[0]!;
+    expect(addressFiles()).toContain(ip);
+    // An address reserved just before a crash, with no record: only GC can find it.
+    writeFileSync(join(oldDir, '10.244.1.250'), 'crashed-before-record\r\neth0');
+    await restartAgent(async () => {
+      writeFileSync(agent.configFile, JSON.stringify({ ...JSON.parse(original), subnet: '10.244.5.0/24' }, null, 2));
+    });
+    const check = await cniCall({
+      plugin: join(lab.cniBin!, 'tulle'), command: 'CHECK', nodeNs: node().ns, containerID: pod, netns: `/run/netns/${pod}`,
+      ifname: 'eth0', path: [lab.cniBin!], config: { ...conf(), prevResult: result },
+    });
+    expect(check.exitCode).not.toBe(0);
+    expect((check.json as { msg: string }).msg).toContain(`address ${result.ips[0]!.address} is outside the node's subnet 10.244.5.0/24`);
+    const del = await call('DEL', pod);
+    expect(del.exitCode, del.stdout).toBe(0);
+    expect(addressFiles()).not.toContain(ip);
+    const valid = [{ containerID: lab.pods[0]!.ns, ifname: 'eth0' }];
+    const g = await gc(valid);
+    expect(g.exitCode, g.stdout).toBe(0);
+    expect(addressFiles()).toEqual([lab.pods[0]!.ip]);
+    expect(existsSync(newDir)).toBe(true);
+  } finally {
+    await deleteNetns(pod);
+    await restartAgent(async () => writeFileSync(agent.configFile, original));
+  }
+  expect(addressFiles()).toEqual([lab.pods[0]!.ip]);
 }, 120_000);
