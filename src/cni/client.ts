@@ -23,6 +23,14 @@ export class AgentNoAnswer extends CniError {
     this.name = 'AgentNoAnswer';
   }
 }
+/** No agent took the connection (socket missing, refused, not permitted): the request never arrived. */
+export class AgentUnreachable extends CniError {
+  constructor(message: string) {
+    super(ERR.NOT_AVAILABLE, message);
+    this.name = 'AgentUnreachable';
+  }
+}
+
 /**
  * Errors of connect(2) on a Unix socket: the request never reached an agent. A connection that
  * breaks later (ECONNRESET, EPIPE) may have carried the whole request first, so it is no answer.
@@ -63,7 +71,7 @@ export function callAgent(socket: string, method: string, path: string, body?: u
     });
     req.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code && UNREACHABLE.has(e.code)) {
-        reject(new CniError(ERR.NOT_AVAILABLE, `tulle agent is not reachable at socket "${socket}" (${e.code}); is the agent running?`));
+        reject(new AgentUnreachable(`tulle agent is not reachable at socket "${socket}" (${e.code}); is the agent running?`));
       } else {
         reject(new AgentNoAnswer(`tulle agent at "${socket}": ${e.message}`));
       }

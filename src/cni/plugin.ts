@@ -4,7 +4,8 @@
  *
  *   ADD      open CNI_NETNS, [ipam ADD], agent ADD (veth, address, routes), print the result in
  *            the request's version; if the agent fails after a delegated ipam ADD, ipam DEL
- *   DEL      agent DEL (idempotent; needs no netns), [ipam DEL]; prints nothing
+ *   DEL      agent DEL (idempotent; needs no netns), [ipam DEL]; prints nothing. With no agent
+ *            on the socket the DEL is queued for the agent's next start (del-queue.ts)
  *   CHECK    (>= 0.4.0) agent CHECK against prevResult, [ipam CHECK]
  *   STATUS   (>= 1.1.0) 0 when the agent answers ready, else code 50; [ipam STATUS]
  *   GC       (>= 1.1.0) agent GC with cni.dev/valid-attachments, [ipam GC]
@@ -15,10 +16,11 @@
  */
 import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
-import { AgentNoAnswer, callAgent } from './client.js';
+import { AgentNoAnswer, AgentUnreachable, callAgent } from './client.js';
+import { queueDel } from './del-queue.js';
 import { type Invocation, isCommand, parseEnv } from './env.js';
 import { type NetConf, checkVersion, decodeConfig, parseNetConf, versionOf } from './netconf.js';
-import { API_ADD, API_CHECK, API_DEL, API_GC, API_STATUS, type NetnsRef } from './protocol.js';
+import { API_ADD, API_CHECK, API_DEL, API_GC, API_STATUS, type DelRequest, type NetnsRef } from './protocol.js';
 import { type CniResult, encodeResult, parseResult } from './result.js';
 import { CURRENT_VERSION, CniError, ERR, SUPPORTED_VERSIONS, compareVersions, isSupported, isVersionString } from './spec.js';
 
@@ -196,9 +198,34 @@ function chain(prev: CniResult | undefined, ours: CniResult): CniResult {
 
 async function del(inv: Invocation, conf: NetConf, input: PluginInput): Promise<void> {
   let first: unknown;
-  await callAgent(conf.socket, 'POST', API_DEL, { network: conf.name, containerID: inv.containerID, ifname: inv.ifname }).catch((e) => (first ??= e));
+  const req: DelRequest = { network: conf.name, containerID: inv.containerID, ifname: inv.ifname };
+  try {
+    await callAgent(conf.socket, 'POST', API_DEL, req);
+  } catch (e) {
+    first = e instanceof AgentUnreachable ? await queueForAgent(conf.socket, req, e) : e;
+  }
   if (conf.ipam) await delegate(conf, 'DEL', inv, input).catch((e) => (first ??= e));
   if (first !== undefined) throw first;
+}
+
+/**
+ * A DEL no agent took (del-queue.ts): left for the agent's next start. Returns the error to report,
+ * or undefined once the DEL is queued or done.
+ */
+async function queueForAgent(socket: string, req: DelRequest, unreachable: AgentUnreachable): Promise<unknown> {
+  try {
+    await queueDel(socket, req);
+  } catch (q) {
+    return new CniError(ERR.NOT_AVAILABLE, `${unreachable.message}; the DEL could not be queued for it either (${(q as Error).message})`);
+  }
+  // An agent that started meanwhile may have read its queue already: it is asked once more (and
+  // removes the queued DEL when it performs this one).
+  try {
+    await callAgent(socket, 'POST', API_DEL, req);
+  } catch (e) {
+    if (!(e instanceof AgentUnreachable)) return e;
+  }
+  return undefined;
 }
 
 async function check(inv: Invocation, conf: NetConf, input: PluginInput): Promise<void> {

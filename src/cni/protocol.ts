@@ -16,6 +16,7 @@
  * stays valid while the plugin waits for the answer, with the namespace's inode number so the
  * agent can tell it reached the same namespace.
  */
+import { createHash } from 'node:crypto';
 import type { CniDns, CniIp, CniResult, CniRoute } from './result.js';
 
 export const API_ADD = '/v1/cni/add';
@@ -36,6 +37,11 @@ export interface NetnsRef {
 export interface Attachment {
   containerID: string;
   ifname: string;
+}
+
+/** sha256 of (containerID, ifname), hex: names an attachment's files and host veth. */
+export function attachmentDigest(a: Attachment): string {
+  return createHash('sha256').update(`${a.containerID}\n${a.ifname}`).digest('hex');
 }
 
 export interface AddRequest extends Attachment {

@@ -84,7 +84,7 @@ export class Agent {
     this.registerRoutes(api);
     // CNI requests are answered from the start; until the endpoints are loaded and the agent
     // is ready they get CNI code 11 (try again).
-    const endpoints = new Endpoints({ dataDir: cfg.dataDir, log: this.log, node: () => ({ subnet: this.node?.subnet, mtu: this.mtu, ready: this.ready }) });
+    const endpoints = new Endpoints({ dataDir: cfg.dataDir, socket: cfg.socket, log: this.log, node: () => ({ subnet: this.node?.subnet, mtu: this.mtu, ready: this.ready }) });
     endpoints.register(api);
     await api.listen();
     this.push('close API socket', () => api.close());

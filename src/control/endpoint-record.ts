@@ -5,8 +5,7 @@
  * The host end of a pod's veth is named `tlv` + 12 hex digits of sha256(containerID, ifname): DEL
  * finds it even when the record is lost, and two attachments never collide by accident.
  */
-import { createHash } from 'node:crypto';
-import type { Attachment } from '../cni/protocol.js';
+import { type Attachment, attachmentDigest } from '../cni/protocol.js';
 import type { CniResult } from '../cni/result.js';
 import type { PodRoute } from './attach.js';
 
@@ -32,9 +31,7 @@ export interface EndpointRecord {
   createdAt: string;
 }
 
-export function digest(a: Attachment): string {
-  return createHash('sha256').update(`${a.containerID}\n${a.ifname}`).digest('hex');
-}
+export const digest = attachmentDigest;
 
 /** The host end's name for an attachment: "tlv" + 12 hex digits. */
 export function hostIfnameFor(a: Attachment): string {

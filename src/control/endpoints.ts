@@ -36,6 +36,7 @@ import {
   CniApiError, cniError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
 } from './endpoint-requests.js';
 import { HostLocalStore } from './ipam.js';
+import { type QueuedDel, listQueuedDels, unqueueDel } from '../cni/del-queue.js';
 import { writeFileAtomic } from './state.js';
 
 export type { EndpointRecord } from './endpoint-record.js';
@@ -67,6 +68,8 @@ export interface NodeView {
 
 export interface EndpointsOptions {
   dataDir: string;
+  /** The agent's socket, next to which tulle-cni queues the DELs it could not hand over (del-queue.ts). */
+  socket: string;
   log: Logger;
   node: () => NodeView;
 }
@@ -109,7 +112,39 @@ export class Endpoints {
       o.log.warn({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip }, 'host veth gone since the last run; releasing the endpoint');
       await this.remove(rec).catch((err: Error) => o.log.error({ err: err.message }, 'releasing a vanished endpoint failed'));
     }
+    await this.performQueuedDels();
     this.loaded = true;
+  }
+
+  /** The DELs tulle-cni queued while no agent answered; one that fails stays for the next start. */
+  private async performQueuedDels(): Promise<void> {
+    const log = this.o.log;
+    for (const { file, entry, problem } of await listQueuedDels(this.o.socket)) {
+      let req: QueuedDel;
+      try {
+        if (problem !== undefined) throw new Error(problem);
+        checkAttachment(entry);
+        req = entry as unknown as QueuedDel;
+      } catch (err) {
+        log.warn({ file, err: (err as Error).message }, 'unreadable queued DEL dropped');
+        await unlink(file).catch(() => undefined);
+        continue;
+      }
+      try {
+        const rec = this.records.get(keyOf(req));
+        await this.remove(rec ?? { containerID: req.containerID, ifname: req.ifname });
+        await unlink(file);
+        log.info({ containerID: req.containerID, ifname: req.ifname, ip: rec?.ip, known: rec !== undefined, queuedAt: req.queuedAt }, 'queued DEL performed');
+      } catch (err) {
+        log.error({ file, containerID: req.containerID, ifname: req.ifname, err: (err as Error).message }, 'queued DEL failed; kept for the next start');
+      }
+    }
+  }
+
+  /** A request that reached the agent supersedes the DEL queued for the same attachment. */
+  private async dropQueuedDel(a: Attachment): Promise<void> {
+    await unqueueDel(this.o.socket, a).catch((err: Error) =>
+      this.o.log.warn({ containerID: a.containerID, ifname: a.ifname, err: err.message }, 'could not remove a queued DEL'));
   }
 
   close(): void {
@@ -234,6 +269,7 @@ export class Endpoints {
         };
         await writeFileAtomic(this.recordFile(rec), `${JSON.stringify(rec, null, 2)}\n`, 0o600);
         this.records.set(keyOf(rec), rec);
+        await this.dropQueuedDel(req);
         const ms = Math.round(performance.now() - started);
         this.o.log.info({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip, hostIfname, netns: rec.netns, ms }, 'endpoint added');
         return resultOf(rec, req.dns);
@@ -296,6 +332,7 @@ export class Endpoints {
     await this.exclusive(req, async () => {
       const rec = this.records.get(keyOf(req));
       await this.remove(rec ?? { containerID: req.containerID, ifname: req.ifname });
+      await this.dropQueuedDel(req);
       const ms = Math.round(performance.now() - started);
       this.o.log.info({ containerID: req.containerID, ifname: req.ifname, ip: rec?.ip, known: rec !== undefined, ms }, 'endpoint deleted');
     });

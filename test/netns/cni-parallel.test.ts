@@ -1,5 +1,6 @@
 /*
- * Many pods at once on one node, and an agent restart, through tulle-cni (root).
+ * Many pods at once on one node, and agent restarts (with a changed subnet, with DELs queued
+ * while it was down), through tulle-cni (root).
  *
  *   tl<lab>-n1  tulle agent (10.244.1.0/24)
  *     ├ tlv… ── tl<lab>-n1-p1     (the lab's pod, 10.244.1.2)
@@ -7,9 +8,9 @@
  *
  * The lab and every tl<lab>-c* namespace are deleted afterwards, also on failure.
  */
-import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { cniCall, type CniReply } from '../../src/lab/cni.js';
 import { createNetns, deleteNetns, listNetns } from '../../src/lab/netns.js';
@@ -159,4 +160,48 @@ test("the node's subnet changes across a restart: DEL and GC release addresses i
     await restartAgent(async () => writeFileSync(agent.configFile, original));
   }
   expect(addressFiles()).toEqual([lab.pods[0]!.ip]);
+}, 120_000);
+
+test('a DEL while the agent is down succeeds and is queued; the agent performs it when it starts; a later ADD supersedes a queued DEL', async () => {
+  const agent = node().agent!;
+  const [gone, kept] = [`${labPrefix(name)}q1`, `${labPrefix(name)}q2`];
+  const queueDir = join(dirname(agent.socket), 'del-queue');
+  const queued = () => (existsSync(queueDir) ? readdirSync(queueDir).sort() : []);
+  const before = { files: addressFiles(), veths: await hostVeths(), records: records() };
+  try {
+    await Promise.all([gone, kept].map((ns) => createNetns(ns)));
+    const add = await call('ADD', gone);
+    expect(add.exitCode, add.stdout).toBe(0);
+    const ip = (add.json as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
+    // A DEL queued earlier for an attachment that is ADDed afterwards must not undo that ADD.
+    mkdirSync(queueDir, { recursive: true });
+    const stale = join(queueDir, `${createHash('sha256').update(`${kept}\neth0`).digest('hex')}.json`);
+    writeFileSync(stale, JSON.stringify({ network: `tl${name}`, containerID: kept, ifname: 'eth0', queuedAt: new Date(0).toISOString() }));
+    const addKept = await call('ADD', kept);
+    expect(addKept.exitCode, addKept.stdout).toBe(0);
+    expect(existsSync(stale)).toBe(false);
+    writeFileSync(join(queueDir, 'garbage.json'), '{"containerID": 7');
+
+    await restartAgent(async () => {
+      const del = await call('DEL', gone);
+      expect(del.exitCode, del.stdout).toBe(0);
+      expect(queued()).toHaveLength(2);
+      // The agent is away: the pod's veth and address are still there.
+      expect(addressFiles()).toContain(ip);
+    });
+    expect(queued()).toEqual([]);
+    expect(addressFiles()).not.toContain(ip);
+    expect(await hostVeths()).toHaveLength(before.veths.length + 1);
+    expect(await run('ip', ['-n', gone, 'link', 'show'])).not.toContain('eth0');
+    const log = readFileSync(agent.logFile, 'utf8');
+    expect(log).toContain('queued DEL performed');
+    expect(log).toContain('unreadable queued DEL dropped');
+    // The attachment ADDed after its stale queued DEL is intact and reachable.
+    const keptIp = (addKept.json as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
+    await nsRun(lab.pods[0]!.ns, 'ping', ['-c', '1', '-W', '2', keptIp]);
+    expect((await call('DEL', kept)).exitCode).toBe(0);
+    expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
+  } finally {
+    await Promise.all([gone, kept].map((ns) => deleteNetns(ns)));
+  }
 }, 120_000);

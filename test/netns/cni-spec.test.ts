@@ -404,7 +404,7 @@ test('ADD while the agent is starting answers code 11 (try again later)', async 
   const dir = mkdtempSync(join(tmpdir(), 'tulle-starting-'));
   const socket = join(dir, 'agent.sock');
   const endpoints = new Endpoints({
-    dataDir: dir, log: { info() {}, warn() {}, error() {} } as never,
+    dataDir: dir, socket, log: { info() {}, warn() {}, error() {} } as never,
     node: () => ({ subnet: parseCidr('subnet', '10.244.9.0/24'), mtu: 1450, ready: false }),
   });
   const api = new ApiServer(socket);

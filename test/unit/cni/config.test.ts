@@ -3,6 +3,7 @@
  * 6, 7), with messages naming the bad value; VERSION ignoring both. No agent is involved: every
  * case here fails (or answers) before the plugin would call it.
  */
+import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { parseCniArgs, parseEnv } from '../../../src/cni/env.js';
 import { runPlugin } from '../../../src/cni/plugin.js';
@@ -84,7 +85,10 @@ describe('network config', () => {
     });
     expect(await error(env('ADD', { CNI_NETNS: '/etc/hostname' }), conf())).toMatchObject({ code: ERR.INVALID_ENV, msg: 'CNI_NETNS "/etc/hostname" is not a network namespace' });
     expect(await error(env('ADD', { CNI_NETNS: '/proc/self/ns/net' }), conf())).toMatchObject({ code: ERR.INVALID_NETNS });
+    // DEL has no agent to queue for where the socket's directory does not exist.
     expect(await error(env('DEL'), conf())).toMatchObject({ code: ERR.NOT_AVAILABLE, msg: expect.stringContaining('"/nonexistent/tulle.sock"') });
+    expect((await error(env('DEL'), conf())).msg).toContain('the DEL could not be queued for it either (the socket\'s directory "/nonexistent" does not exist)');
+    expect(existsSync('/nonexistent')).toBe(false);
     expect(await error(env('STATUS'), conf({ cniVersion: '1.1.0' }))).toMatchObject({ code: ERR.NOT_AVAILABLE });
   });
   test('DEL ignores a prevResult it never reads; CHECK, which reads it, refuses a malformed one', async () => {
