@@ -102,7 +102,7 @@ function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: num
  * with its own length, and a checksum job per datagram for a complete UDP checksum. Returns the
  * bytes written.
  */
-function cutUdp(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, jobs: ChecksumJobs): number {
+export function cutUdp(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, jobs: ChecksumJobs): number {
   const hlen = ihl + UDP_HEADER_LEN;
   const src = ipv4Src(mem, ip);
   const dst = ipv4Dst(mem, ip);
