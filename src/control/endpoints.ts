@@ -29,14 +29,14 @@ import {
 import type { ApiServer } from './api.js';
 import { DEFAULT_DST, attachPod, detachPod, type PodRoute } from './attach.js';
 import { segmentsPerMessage } from '../dataplane/segment.js';
-import type { Cidr } from './config.js';
+import { type Cidr, contains } from './config.js';
 import { compareEndpoint } from './endpoint-check.js';
 import { type EndpointRecord, digest, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
 import {
   CniApiError, cniError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
 } from './endpoint-requests.js';
 import { HostLocalStore } from './ipam.js';
-import { type QueuedDel, listQueuedDels, unqueueDel } from '../cni/del-queue.js';
+import { type QueuedDel, delQueueDir, listQueuedDels, unqueueDel } from '../cni/del-queue.js';
 import { writeFileAtomic } from './state.js';
 
 export type { EndpointRecord } from './endpoint-record.js';
@@ -48,12 +48,31 @@ export const IPAM_DIR = 'ipam';
 /** `<dataDir>/ipam/<net>-<prefix>`, one per subnet the node has held. */
 const STORE_DIR_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/;
 
-/** The subnet of an address with its prefix length ("10.244.1.5/24" -> 10.244.1.0/24). */
+/** How often queued DELs that failed are tried again. */
+const QUEUE_RETRY_MS = 60_000;
+
+/** The subnet of an address with its prefix length 1..32 ("10.244.1.5/24" -> 10.244.1.0/24). */
 function subnetOf(ipWithPrefix: string): Cidr {
-  const [addr, len] = ipWithPrefix.split('/');
-  const prefix = Number(len);
-  const net = (parseIpv4(addr!) & ((0xffffffff << (32 - prefix)) >>> 0)) >>> 0;
+  const { ip, prefix } = cidrParts('endpoint address', ipWithPrefix);
+  const net = prefix === 0 ? 0 : (ip & ((0xffffffff << (32 - prefix)) >>> 0)) >>> 0;
   return { net, prefix, text: `${formatIpv4(net)}/${prefix}` };
+}
+
+/** A subnet store's directory name, `<net>-<prefix>`. */
+function storeKey(subnet: Cidr): string {
+  return `${formatIpv4(subnet.net)}-${subnet.prefix}`;
+}
+
+/** Why a record read from disk cannot be used ('' when it can). */
+function recordProblem(rec: EndpointRecord): string {
+  if (typeof rec !== 'object' || rec === null) return 'not a JSON object';
+  for (const f of ['containerID', 'ifname', 'ip', 'hostIfname', 'createdAt'] as const) {
+    if (typeof rec[f] !== 'string') return `field ${f} is ${JSON.stringify(rec[f])}`;
+  }
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(rec.ip);
+  if (!m || !isIPv4(m[1]!) || Number(m[2]) < 1 || Number(m[2]) > 32) return `invalid address ${JSON.stringify(rec.ip)}`;
+  if (rec.ipam !== 'agent' && rec.ipam !== 'delegated') return `invalid ipam ${JSON.stringify(rec.ipam)}`;
+  return '';
 }
 
 /** What the endpoints need to know about the node, read at each request. */
@@ -81,6 +100,10 @@ export class Endpoints {
   /** Stores being opened, so that requests arriving together share one opening. */
   private readonly opening = new Map<string, Promise<HostLocalStore>>();
   private closed = false;
+  /** The next attempt at queued DELs that failed. */
+  private retry: NodeJS.Timeout | undefined;
+  /** The subnet whose store has taken over the reservations of earlier, overlapping subnets. */
+  private adoptedFor: string | undefined;
 
   private loaded = false;
 
@@ -102,6 +125,8 @@ export class Endpoints {
       if (!name.endsWith('.json')) continue;
       try {
         const rec = JSON.parse(await readFile(join(this.recordDir, name), 'utf8')) as EndpointRecord;
+        const problem = recordProblem(rec);
+        if (problem !== '') throw new Error(problem);
         this.records.set(keyOf(rec), rec);
       } catch (err) {
         o.log.warn({ file: name, err: (err as Error).message }, 'unreadable endpoint record ignored');
@@ -116,32 +141,75 @@ export class Endpoints {
     this.loaded = true;
   }
 
-  /** The DELs tulle-cni queued while no agent answered; one that fails stays for the next start. */
+  /**
+   * The DELs tulle-cni queued while no agent answered (del-queue.ts). While loading they run
+   * before any request; later (a retry) each runs as an operation on its attachment. One that
+   * fails, or whose file could not be read for a reason that may pass, is tried again a minute
+   * later. A problem with the queue itself is logged and does not stop the agent.
+   */
   private async performQueuedDels(): Promise<void> {
     const log = this.o.log;
-    for (const { file, entry, problem } of await listQueuedDels(this.o.socket)) {
+    let files;
+    try {
+      files = await listQueuedDels(this.o.socket);
+    } catch (err) {
+      log.error({ dir: delQueueDir(this.o.socket), err: (err as Error).message }, 'the queue of DELs is unusable; DELs while the agent is down fail with code 50');
+      return;
+    }
+    let again = false;
+    for (const { file, entry, problem, transient } of files) {
+      if (problem !== undefined) {
+        if (transient) {
+          again = true;
+          log.warn({ file, err: problem }, 'queued DEL not readable now; tried again later');
+        } else {
+          log.warn({ file, err: problem }, 'unreadable queued DEL dropped');
+          await unlink(file).catch(() => undefined);
+        }
+        continue;
+      }
       let req: QueuedDel;
       try {
-        if (problem !== undefined) throw new Error(problem);
         checkAttachment(entry);
         req = entry as unknown as QueuedDel;
+        if (typeof req.queuedAt !== 'string' || Number.isNaN(Date.parse(req.queuedAt))) throw new Error(`invalid queuedAt ${JSON.stringify(req.queuedAt)}`);
       } catch (err) {
         log.warn({ file, err: (err as Error).message }, 'unreadable queued DEL dropped');
         await unlink(file).catch(() => undefined);
         continue;
       }
-      try {
+      const perform = async (): Promise<void> => {
         const rec = this.records.get(keyOf(req));
+        const who = { containerID: req.containerID, ifname: req.ifname, queuedAt: req.queuedAt };
+        if (rec && Date.parse(rec.createdAt) > Date.parse(req.queuedAt)) {
+          // The attachment was made again after this DEL was queued: the DEL is not for it.
+          await unlink(file);
+          log.info({ ...who, ip: rec.ip, createdAt: rec.createdAt }, 'queued DEL older than the endpoint; dropped');
+          return;
+        }
         await this.remove(rec ?? { containerID: req.containerID, ifname: req.ifname });
-        await unlink(file);
-        log.info({ containerID: req.containerID, ifname: req.ifname, ip: rec?.ip, known: rec !== undefined, queuedAt: req.queuedAt }, 'queued DEL performed');
+        await unlink(file).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw e;
+        });
+        log.info({ ...who, ip: rec?.ip, known: rec !== undefined }, 'queued DEL performed');
+      };
+      try {
+        await (this.loaded ? this.exclusive(req, perform) : perform());
       } catch (err) {
-        log.error({ file, containerID: req.containerID, ifname: req.ifname, err: (err as Error).message }, 'queued DEL failed; kept for the next start');
+        again = true;
+        log.error({ file, containerID: req.containerID, ifname: req.ifname, err: (err as Error).message }, 'queued DEL failed; tried again later');
       }
+    }
+    if (again && !this.closed && this.retry === undefined) {
+      this.retry = setTimeout(() => {
+        this.retry = undefined;
+        void this.performQueuedDels();
+      }, QUEUE_RETRY_MS);
+      this.retry.unref();
     }
   }
 
-  /** A request that reached the agent supersedes the DEL queued for the same attachment. */
+  /** A DEL that reached the agent supersedes the one queued for the same attachment. */
   private async dropQueuedDel(a: Attachment): Promise<void> {
     await unqueueDel(this.o.socket, a).catch((err: Error) =>
       this.o.log.warn({ containerID: a.containerID, ifname: a.ifname, err: err.message }, 'could not remove a queued DEL'));
@@ -149,6 +217,8 @@ export class Endpoints {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.retry);
+    this.retry = undefined;
     for (const s of this.stores.values()) s.close();
     this.stores.clear();
   }
@@ -187,7 +257,7 @@ export class Endpoints {
   private async storeSubnets(): Promise<Cidr[]> {
     const found = new Map<string, Cidr>();
     const current = this.o.node().subnet;
-    if (current) found.set(`${formatIpv4(current.net)}/${current.prefix}`, current);
+    if (current) found.set(storeKey(current), current);
     const names = await readdir(join(this.o.dataDir, IPAM_DIR)).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') return [] as string[];
       throw e;
@@ -196,15 +266,38 @@ export class Endpoints {
       const m = STORE_DIR_RE.exec(name);
       if (!m || !isIPv4(m[1]!) || Number(m[2]) < 1 || Number(m[2]) > 30) continue;
       const subnet = subnetOf(`${m[1]}/${m[2]}`);
-      if (!found.has(subnet.text)) found.set(subnet.text, subnet);
+      if (!found.has(storeKey(subnet))) found.set(storeKey(subnet), subnet);
     }
     return [...found.values()];
+  }
+
+  /**
+   * The node's current store. The first time for a subnet, it takes over the reservations that
+   * stores of earlier subnets hold inside it (a static config changed from 10.244.1.0/24 to
+   * 10.244.0.0/23), so an address a pod still uses is never handed out again.
+   */
+  private async currentStore(): Promise<HostLocalStore> {
+    const subnet = this.subnet();
+    const store = await this.store(subnet);
+    const key = storeKey(subnet);
+    if (this.adoptedFor === key) return store;
+    for (const other of await this.storeSubnets()) {
+      if (storeKey(other) === key || !(contains(other, subnet) || contains(subnet, other))) continue;
+      const held = (await (await this.store(other)).list()).filter((a) => inSubnet(a.ip, subnet));
+      for (const c of await store.adopt(held)) {
+        this.o.log.error({ ip: formatIpv4(c.ip), containerID: c.containerID, ifname: c.ifname, subnet: other.text, conflict: c.conflict },
+          'an address held in an earlier subnet cannot be kept in the current one');
+      }
+      if (held.length > 0) this.o.log.warn({ from: other.text, to: subnet.text, addresses: held.length }, 'the node\'s subnet overlaps an earlier one; its reservations are kept');
+    }
+    this.adoptedFor = key;
+    return store;
   }
 
   /** The subnet's address store, opened once. */
   private async store(subnet: Cidr): Promise<HostLocalStore> {
     // Keyed by its directory: two spellings of one subnet must not open (and lock) it twice.
-    const key = `${formatIpv4(subnet.net)}-${subnet.prefix}`;
+    const key = storeKey(subnet);
     const open = this.stores.get(key);
     if (open) return open;
     let p = this.opening.get(key);
@@ -251,6 +344,10 @@ export class Endpoints {
         throw new CniApiError(409, ERR.ADDRESS_UNAVAILABLE,
           `container ${req.containerID} interface ${req.ifname} is already attached (${old.ip}); duplicate allocation is not allowed, DEL it first`);
       }
+      // A DEL queued for this attachment before it is made again must not remove it later.
+      await unqueueDel(this.o.socket, req).catch((e: Error) => {
+        throw new CniApiError(503, ERR.TRY_AGAIN_LATER, `a DEL queued earlier for container ${req.containerID} interface ${req.ifname} could not be removed (${e.message}); try again`);
+      });
       const undo: { what: string; run: () => Promise<unknown> }[] = [];
       try {
         const nsPath = await resolveNetns(netns);
@@ -269,7 +366,6 @@ export class Endpoints {
         };
         await writeFileAtomic(this.recordFile(rec), `${JSON.stringify(rec, null, 2)}\n`, 0o600);
         this.records.set(keyOf(rec), rec);
-        await this.dropQueuedDel(req);
         const ms = Math.round(performance.now() - started);
         this.o.log.info({ containerID: rec.containerID, ifname: rec.ifname, ip: rec.ip, hostIfname, netns: rec.netns, ms }, 'endpoint added');
         return resultOf(rec, req.dns);
@@ -319,7 +415,7 @@ export class Endpoints {
       if (!isIPv4(text)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `requested IP ${JSON.stringify(want)} is not an IPv4 address`);
       requested = parseIpv4(text);
     }
-    const store = await this.store(node.subnet);
+    const store = await this.currentStore();
     const addr = await store.allocate(req.containerID, req.ifname, requested);
     undo.push({ what: `release ${formatIpv4(addr)}`, run: () => store.release(req.containerID, req.ifname, addr) });
     return { addr, prefix: node.subnet.prefix, gateway: nodeGateway, routes: [] as PodRoute[], ipam: 'agent' as const };
@@ -344,11 +440,15 @@ export class Endpoints {
     await detachPod({ hostIfname });
     const released: string[] = [];
     if (a.ipam !== 'delegated') {
-      // The address is in the store of the subnet it came from, which the node may have left since.
+      // The address is in the store of the subnet it came from, which the node may have left
+      // since, and in the current one too when that overlaps it (adoptOverlapping): every store
+      // lets go of what the attachment holds.
       const hint = a.ip ? parseIpv4(a.ip.split('/')[0]!) : undefined;
-      for (const subnet of a.ip ? [subnetOf(a.ip)] : await this.storeSubnets()) {
+      for (const subnet of await this.storeSubnets()) {
         const store = await this.store(subnet);
-        released.push(...(await store.release(a.containerID, a.ifname, hint)).map(formatIpv4));
+        for (const ip of await store.release(a.containerID, a.ifname, hint)) {
+          if (!released.includes(formatIpv4(ip))) released.push(formatIpv4(ip));
+        }
       }
     }
     await unlink(this.recordFile(a)).catch((e: NodeJS.ErrnoException) => {

@@ -159,6 +159,29 @@ export class HostLocalStore {
     });
   }
 
+  /**
+   * Reserves each address for the owner it has elsewhere (another store of an overlapping
+   * subnet), without moving last_reserved_ip. Returns those it could not keep: outside this
+   * range (the gateway, the device's address) or held here by someone else.
+   */
+  adopt(held: readonly Allocation[]): Promise<(Allocation & { conflict: string })[]> {
+    return this.locked(async () => {
+      const lost: (Allocation & { conflict: string })[] = [];
+      for (const a of held) {
+        if (!this.inRange(a.ip)) {
+          lost.push({ ...a, conflict: `outside the range ${this.describeRange()} (the gateway or the device's address)` });
+          continue;
+        }
+        if (await createFileExclusive(this.file(a.ip), ownerText(a.containerID, a.ifname), 0o600)) continue;
+        if (!(await this.owns(a.ip, a.containerID, a.ifname))) {
+          const owner = await readFile(this.file(a.ip), 'utf8').catch(() => '?');
+          lost.push({ ...a, conflict: `held in ${this.dir} by container ${JSON.stringify(parseOwner(owner).containerID)}` });
+        }
+      }
+      return lost;
+    });
+  }
+
   /** Every address in use and its owner. */
   list(): Promise<Allocation[]> {
     return this.locked(() => this.scan());

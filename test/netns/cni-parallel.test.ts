@@ -9,8 +9,8 @@
  * The lab and every tl<lab>-c* namespace are deleted afterwards, also on failure.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { cniCall, type CniReply } from '../../src/lab/cni.js';
 import { createNetns, deleteNetns, listNetns } from '../../src/lab/netns.js';
@@ -165,7 +165,7 @@ test("the node's subnet changes across a restart: DEL and GC release addresses i
 test('a DEL while the agent is down succeeds and is queued; the agent performs it when it starts; a later ADD supersedes a queued DEL', async () => {
   const agent = node().agent!;
   const [gone, kept] = [`${labPrefix(name)}q1`, `${labPrefix(name)}q2`];
-  const queueDir = join(dirname(agent.socket), 'del-queue');
+  const queueDir = `${agent.socket}.del-queue`;
   const queued = () => (existsSync(queueDir) ? readdirSync(queueDir).sort() : []);
   const before = { files: addressFiles(), veths: await hostVeths(), records: records() };
   try {
@@ -174,18 +174,23 @@ test('a DEL while the agent is down succeeds and is queued; the agent performs i
     expect(add.exitCode, add.stdout).toBe(0);
     const ip = (add.json as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
     // A DEL queued earlier for an attachment that is ADDed afterwards must not undo that ADD.
-    mkdirSync(queueDir, { recursive: true });
+    expect(existsSync(queueDir)).toBe(true); // made by the agent, 0700
     const stale = join(queueDir, `${createHash('sha256').update(`${kept}\neth0`).digest('hex')}.json`);
     writeFileSync(stale, JSON.stringify({ network: `tl${name}`, containerID: kept, ifname: 'eth0', queuedAt: new Date(0).toISOString() }));
     const addKept = await call('ADD', kept);
     expect(addKept.exitCode, addKept.stdout).toBe(0);
     expect(existsSync(stale)).toBe(false);
+    expect(statSync(queueDir).mode & 0o777).toBe(0o700);
     writeFileSync(join(queueDir, 'garbage.json'), '{"containerID": 7');
+    // A DEL queued before the endpoint was made (a plugin that queued while the agent loaded,
+    // then the runtime ADDed the same attachment): at start-up it is dropped, not performed.
+    const older = join(queueDir, `${createHash('sha256').update(`${kept}\neth0`).digest('hex')}.json`);
 
     await restartAgent(async () => {
+      writeFileSync(older, JSON.stringify({ network: `tl${name}`, containerID: kept, ifname: 'eth0', queuedAt: new Date(Date.now() - 3_600_000).toISOString() }));
       const del = await call('DEL', gone);
       expect(del.exitCode, del.stdout).toBe(0);
-      expect(queued()).toHaveLength(2);
+      expect(queued()).toHaveLength(3);
       // The agent is away: the pod's veth and address are still there.
       expect(addressFiles()).toContain(ip);
     });
@@ -196,6 +201,7 @@ test('a DEL while the agent is down succeeds and is queued; the agent performs i
     const log = readFileSync(agent.logFile, 'utf8');
     expect(log).toContain('queued DEL performed');
     expect(log).toContain('unreadable queued DEL dropped');
+    expect(log).toContain('queued DEL older than the endpoint; dropped');
     // The attachment ADDed after its stale queued DEL is intact and reachable.
     const keptIp = (addKept.json as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
     await nsRun(lab.pods[0]!.ns, 'ping', ['-c', '1', '-W', '2', keptIp]);
@@ -204,4 +210,52 @@ test('a DEL while the agent is down succeeds and is queued; the agent performs i
   } finally {
     await Promise.all([gone, kept].map((ns) => deleteNetns(ns)));
   }
+}, 120_000);
+
+test('a queue that is not a private directory: the agent starts and says so; a DEL while it is down fails with code 50 naming the problem', async () => {
+  const agent = node().agent!;
+  const queueDir = `${agent.socket}.del-queue`;
+  const pod = `${labPrefix(name)}u1`;
+  try {
+    await createNetns(pod);
+    expect((await call('ADD', pod)).exitCode).toBe(0);
+    await restartAgent(async () => {
+      rmSync(queueDir, { recursive: true, force: true });
+      writeFileSync(queueDir, 'not a directory');
+      const del = await call('DEL', pod);
+      expect(del.exitCode).not.toBe(0);
+      expect(del.json).toMatchObject({ code: 50, msg: expect.stringContaining(`the DEL could not be queued for it either ("${queueDir}" is not a directory)`) });
+    });
+    expect(readFileSync(agent.logFile, 'utf8')).toContain('the queue of DELs is unusable');
+    expect((await call('DEL', pod)).exitCode).toBe(0);
+  } finally {
+    rmSync(queueDir, { force: true });
+    await deleteNetns(pod);
+  }
+  await restartAgent(async () => undefined);
+  expect(statSync(queueDir).isDirectory()).toBe(true);
+}, 120_000);
+
+test("a subnet that overlaps the earlier one keeps the earlier one's reservations: a live pod's address is not handed out again", async () => {
+  const agent = node().agent!;
+  const original = readFileSync(agent.configFile, 'utf8');
+  const pod = `${labPrefix(name)}o1`;
+  const labPod = lab.pods[0]!;
+  try {
+    await createNetns(pod);
+    await restartAgent(async () => {
+      writeFileSync(agent.configFile, JSON.stringify({ ...JSON.parse(original), subnet: '10.244.0.0/23' }, null, 2));
+    });
+    const add = await cniCall({
+      plugin: join(lab.cniBin!, 'tulle'), command: 'ADD', nodeNs: node().ns, containerID: pod, netns: `/run/netns/${pod}`,
+      ifname: 'eth0', path: [lab.cniBin!], config: conf(), args: `IP=${labPod.ip}`,
+    });
+    expect(add.exitCode, add.stdout).not.toBe(0);
+    expect(add.json).toMatchObject({ code: 100, msg: `requested IP ${labPod.ip} is already allocated to container "${labPod.ns}"` });
+    expect(readdirSync(join(labStateDir(name), 'n1', 'data', 'ipam', '10.244.0.0-23'))).toContain(labPod.ip);
+  } finally {
+    await deleteNetns(pod);
+    await restartAgent(async () => writeFileSync(agent.configFile, original));
+  }
+  expect(addressFiles()).toEqual([labPod.ip]);
 }, 120_000);
