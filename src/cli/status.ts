@@ -65,8 +65,11 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   const n = s.node;
   out.push(`node     ${n.subnet ?? "(joining)"} on ${n.device} (overlay ${n.overlayAddress}, mtu ${n.mtu}) ready=${s.ready}`);
   out.push(`vtep     ${n.vtepIP} ${n.vtepMAC} via ${n.underlay}, vni ${n.vni}, port ${n.port}`);
-  const cpu = n.cpuLatency as { requestedUs: number; held: boolean } | null | undefined;
-  if (cpu) out.push(`cpu      latency request ${cpu.requestedUs} µs ${cpu.held ? 'held' : 'not held'} (whole machine)`);
+  const cpu = n.cpuLatency as { requestedUs: number; held: boolean; idleMs?: number } | null | undefined;
+  if (cpu) {
+    const when = cpu.idleMs === undefined ? '' : `, while packets flow (withdrawn after ${cpu.idleMs} ms idle)`;
+    out.push(`cpu      latency request ${cpu.requestedUs} µs ${cpu.held ? 'held' : 'not held'} (whole machine${when})`);
+  }
   if (s.store) out.push(...storeLines(s.store));
   out.push(`workers  ${s.workers.length}`);
   for (const w of s.workers) {

@@ -21,7 +21,7 @@ import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
 import { type AgentConfig, checkCpusAllowed, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
 import { TunDevice } from './device.js';
-import { CpuLatencyRequest } from './cpu-latency.js';
+import { CpuLatencyRequest, TrafficLatencyHold } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
@@ -39,7 +39,7 @@ type Undo = () => Promise<void> | void;
 export class Agent {
   private readonly undo: { what: string; run: Undo }[] = [];
   private supervisor?: Supervisor;
-  private cpuLatency?: CpuLatencyRequest;
+  private cpuLatency?: CpuLatencyRequest | TrafficLatencyHold;
   private device?: TunDevice;
   private readonly store: PeerStore;
   /** The config with the network, subnet, VNI and port the store settled. */
@@ -146,14 +146,26 @@ export class Agent {
     });
 
     // Taken only now that the workers are about to start, not while the store (etcd) may be waited for.
-    if (cfg.cpuLatencyUs !== undefined) {
+    this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
+    if (cfg.cpuLatencyUs !== undefined && cfg.cpuLatencyIdleMs === undefined) {
       const req = await CpuLatencyRequest.hold(cfg.cpuLatencyUs);
       this.push('withdraw the CPU latency request', () => req.release());
       this.cpuLatency = req;
       this.log.info({ cpuLatencyUs: req.requestedUs, path: req.path }, 'holding a CPU wake-up latency request (whole machine) while running');
+    } else if (cfg.cpuLatencyUs !== undefined && cfg.cpuLatencyIdleMs !== undefined) {
+      const sab = this.counterSab;
+      const batches = (): number => totals(sab, cfg.workers).loop_batches;
+      const hold = new TrafficLatencyHold(cfg.cpuLatencyUs, cfg.cpuLatencyIdleMs, batches, (held, err) => {
+        if (err) this.log.error({ err: err.message }, 'the CPU latency request could not be taken; tried again at the next check');
+        else this.log.debug({ cpuLatencyUs: cfg.cpuLatencyUs, held }, held ? 'traffic: CPU latency request taken' : 'idle: CPU latency request withdrawn');
+      });
+      await hold.start();
+      this.push('withdraw the CPU latency request', () => hold.stop());
+      this.cpuLatency = hold;
+      this.log.info({ cpuLatencyUs: cfg.cpuLatencyUs, idleMs: cfg.cpuLatencyIdleMs, checkMs: hold.checkMs },
+        'holding a CPU wake-up latency request (whole machine) while packets flow');
     }
 
-    this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
     const controlSab = new SharedArrayBuffer(controlBytes(cfg.workers));
     const wakeFds: number[] = [];
     this.push('close wake fds', () => wakeFds.forEach((fd) => native.closeFd(fd)));
@@ -242,7 +254,9 @@ export class Agent {
         underlay: this.underlay,
         overlayAddress: node ? formatIpv4(overlayAddress(node)) : undefined,
         mode: 'l3',
-        cpuLatency: this.cpuLatency ? { requestedUs: this.cpuLatency.requestedUs, held: this.cpuLatency.held } : null,
+        cpuLatency: this.cpuLatency
+          ? { requestedUs: this.cpuLatency.requestedUs, held: this.cpuLatency.held, ...('idleMs' in this.cpuLatency ? { idleMs: this.cpuLatency.idleMs } : {}) }
+          : null,
         offloads: { requested: cfg.offloads, tun: this.device ? (this.device.flags & native.IFF_VNET_HDR) !== 0 : false, uso: this.device?.uso ?? false, ...(this.device?.offloadError ? { error: this.device.offloadError } : {}) },
       },
       workers: this.supervisor?.status() ?? [],

@@ -21,6 +21,7 @@ export const MAX_MTU = 65535 - 64;
 export const MAX_VNI = 0xffffff;
 /** The kernel's PM QoS CPU latency range (PM_QOS_DEFAULT_VALUE is 2000 s). */
 export const MAX_CPU_LATENCY_US = 2_000_000_000;
+export const MAX_CPU_LATENCY_IDLE_MS = 3_600_000;
 /** Highest CPU number `cpus` takes (CPU_SETSIZE - 1). */
 export const MAX_CPU = 1023;
 
@@ -93,6 +94,12 @@ export interface AgentConfig {
    */
   readonly cpuLatencyUs: number | undefined;
   /**
+   * With cpuLatencyUs: hold the request only while packets flow, withdrawing it after this many
+   * milliseconds without any (cpu-latency.ts, TrafficLatencyHold). Absent: for as long as the
+   * agent runs.
+   */
+  readonly cpuLatencyIdleMs: number | undefined;
+  /**
    * CPUs the forwarding workers run on: worker i is pinned to cpus[i % cpus.length]. Lets the
    * workers share CPUs with the pods they serve (a hand-off on one CPU costs a context switch, one
    * across CPUs wakes the other CPU) or keep away from them. Absent: the scheduler places them.
@@ -111,7 +118,7 @@ export interface NodeConfig extends AgentConfig {
 
 const FIELDS = [
   'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
-  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'cpus', 'store',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'cpuLatencyIdleMs', 'cpus', 'store',
 ] as const;
 /** Fields that the etcd store takes from `<prefix>/config` and the leases instead. */
 const STORE_OWNED_FIELDS = ['vni', 'port', 'peers'] as const;
@@ -243,6 +250,10 @@ export function validateConfig(raw: unknown): AgentConfig {
   }
   const offloads = raw.offloads ?? true;
   const cpuLatencyUs = raw.cpuLatencyUs === undefined ? undefined : intField('cpuLatencyUs', raw.cpuLatencyUs, 0, MAX_CPU_LATENCY_US);
+  const cpuLatencyIdleMs = raw.cpuLatencyIdleMs === undefined ? undefined : intField('cpuLatencyIdleMs', raw.cpuLatencyIdleMs, 1, MAX_CPU_LATENCY_IDLE_MS);
+  if (cpuLatencyIdleMs !== undefined && cpuLatencyUs === undefined) {
+    throw new ConfigError('cpuLatencyIdleMs', raw.cpuLatencyIdleMs, 'applies only together with "cpuLatencyUs"');
+  }
   const cpus = raw.cpus === undefined ? undefined : cpusField('cpus', raw.cpus);
   const peersRaw = raw.peers === undefined ? [] : raw.peers;
   if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
@@ -250,7 +261,7 @@ export function validateConfig(raw: unknown): AgentConfig {
   checkPeerSet(peers);
   return {
     network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, cpuLatencyUs,
-    cpus, peers, store,
+    cpuLatencyIdleMs, cpus, peers, store,
   };
 }
 
@@ -348,6 +359,7 @@ export function describe(cfg: AgentConfig): Record<string, unknown> {
     workers: cfg.workers,
     offloads: cfg.offloads,
     cpuLatencyUs: cfg.cpuLatencyUs ?? null,
+    cpuLatencyIdleMs: cfg.cpuLatencyIdleMs ?? null,
     cpus: cfg.cpus ?? null,
     store: cfg.store.type,
   };

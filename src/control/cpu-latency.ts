@@ -66,3 +66,75 @@ export class CpuLatencyRequest {
     await fh?.close();
   }
 }
+
+/**
+ * The request held only while the data path is busy: taken when a check finds that packets
+ * moved since the last one, withdrawn once `idleMs` pass without any. Idle CPUs then poll only
+ * while traffic flows (a 0 µs request keeps every idle CPU polling, which the machine's CPU
+ * accounting still shows as idle). The first packets after a quiet spell meet halted CPUs until
+ * the next check, at most `checkMs` later.
+ */
+export class TrafficLatencyHold {
+  readonly checkMs: number;
+  private req: CpuLatencyRequest | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private last = -1;
+  private lastActive = 0;
+  private busy = false;
+  private stopped = false;
+
+  constructor(
+    readonly requestedUs: number,
+    readonly idleMs: number,
+    /** A count that grows while the data path works (the workers' batches). */
+    private readonly activity: () => number,
+    private readonly onChange: (held: boolean, err?: Error) => void,
+    private readonly path = CPU_DMA_LATENCY,
+  ) {
+    this.checkMs = Math.max(10, Math.min(250, Math.floor(idleMs / 4)));
+  }
+
+  /** Checks once (throwing when the request cannot be taken), then every `checkMs`. */
+  async start(): Promise<void> {
+    await this.check();
+    this.timer = setInterval(() => {
+      this.check().catch((e: Error) => this.onChange(false, e));
+    }, this.checkMs);
+    this.timer.unref();
+  }
+
+  get held(): boolean {
+    return this.req?.held ?? false;
+  }
+
+  async check(now = performance.now()): Promise<void> {
+    if (this.busy || this.stopped) return;
+    this.busy = true;
+    try {
+      const n = this.activity();
+      if (n !== this.last) {
+        this.last = n;
+        this.lastActive = now;
+        if (!this.req) {
+          this.req = await CpuLatencyRequest.hold(this.requestedUs, this.path);
+          this.onChange(true);
+        }
+      } else if (this.req && now - this.lastActive >= this.idleMs) {
+        const req = this.req;
+        this.req = undefined;
+        await req.release();
+        this.onChange(false);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    const req = this.req;
+    this.req = undefined;
+    await req?.release();
+  }
+}

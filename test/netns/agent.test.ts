@@ -258,6 +258,34 @@ describe('agent lifecycle', () => {
     expect(await CpuLatencyRequest.effective()).toBe(before);
   });
 
+  test('cpuLatencyIdleMs: the request is held while packets flow and withdrawn when they stop', async () => {
+    const before = await CpuLatencyRequest.effective();
+    const us = 1235;
+    expect(before, `another process on this machine holds a CPU latency request of ${before} µs; this test needs none at or below ${us} µs`).toBeGreaterThan(us);
+    const cfg = config({ cpuLatencyUs: us, cpuLatencyIdleMs: 300 });
+    const run = await startAgent(cfg);
+    const s = (await waitReady(cfg.socket as string, run)) as { node: Record<string, unknown> };
+    expect(s.node.cpuLatency).toMatchObject({ requestedUs: us, idleMs: 300 });
+    const until = async (want: number, what: string): Promise<void> => {
+      const deadline = Date.now() + 5000;
+      while ((await CpuLatencyRequest.effective()) !== want) {
+        if (Date.now() > deadline) throw new Error(`the effective CPU latency request did not become ${want} µs ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await until(before, 'with no traffic');
+    const human = await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', cfg.socket as string]);
+    expect(human).toContain(`cpu      latency request ${us} µs not held (whole machine, while packets flow (withdrawn after 300 ms idle))`);
+    // Packets for the peer's subnet cross the workers (the peer's VTEP does not exist: they end in this namespace).
+    const pinging = nsRun(ns, 'ping', ['-q', '-c', '40', '-i', '0.05', '-W', '1', '10.244.2.5']).catch(() => undefined);
+    await until(us, 'while packets flow');
+    await pinging;
+    await until(before, 'after the packets stopped');
+    process.kill(run.pid, 'SIGTERM');
+    expect((await run.exit).code).toBe(0);
+    expect(await CpuLatencyRequest.effective()).toBe(before);
+  });
+
   test('cpus: each worker thread runs on its CPU alone, and status says which', async () => {
     const allowed = native.threadCpus();
     const cpus = [allowed[allowed.length - 1], allowed[0]];

@@ -38,6 +38,8 @@ describe('validateConfig', () => {
     expect(c.store).toEqual({ type: 'static' });
     expect(c.cpuLatencyUs).toBeUndefined();
     expect(validateConfig({ ...base, cpuLatencyUs: 0 }).cpuLatencyUs).toBe(0);
+    expect(c.cpuLatencyIdleMs).toBeUndefined();
+    expect(validateConfig({ ...base, cpuLatencyUs: 0, cpuLatencyIdleMs: 1000 }).cpuLatencyIdleMs).toBe(1000);
     expect(c.cpus).toBeUndefined();
     expect(validateConfig({ ...base, cpus: [1, 0] }).cpus).toEqual([1, 0]);
     expect(c.peers[0].subnet.prefix).toBe(24);
@@ -48,6 +50,8 @@ describe('validateConfig', () => {
     rejects({ cpuLatencyUs: -1 }, 'cpuLatencyUs', '-1');
     rejects({ cpuLatencyUs: 1.5 }, 'cpuLatencyUs', '1.5');
     rejects({ cpuLatencyUs: '0' }, 'cpuLatencyUs', '"0"');
+    rejects({ cpuLatencyIdleMs: 100 }, 'cpuLatencyIdleMs', '100');
+    rejects({ cpuLatencyUs: 0, cpuLatencyIdleMs: 0 }, 'cpuLatencyIdleMs', '0');
     rejects({ cpus: [] }, 'cpus', '[]');
     rejects({ cpus: 0 }, 'cpus', '0');
     rejects({ cpus: [0, -1] }, 'cpus[1]', '-1');

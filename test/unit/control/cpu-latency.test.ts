@@ -2,7 +2,7 @@
  * The PM QoS CPU latency request (root: /dev/cpu_dma_latency is root-only).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CpuLatencyRequest } from '../../../src/control/cpu-latency.js';
+import { CpuLatencyRequest, TrafficLatencyHold } from '../../../src/control/cpu-latency.js';
 
 beforeAll(() => {
   if (process.getuid?.() !== 0) throw new Error('the CPU latency tests need root (/dev/cpu_dma_latency)');
@@ -30,5 +30,39 @@ describe('CpuLatencyRequest', () => {
       'cannot hold a CPU latency request of 0 µs: open /nonexistent/cpu_dma_latency: ENOENT',
     );
     await expect(CpuLatencyRequest.hold(-1)).rejects.toThrow(RangeError);
+  });
+});
+
+describe('TrafficLatencyHold', () => {
+  it('takes the request when the activity count moves and withdraws it after idleMs without a move', async () => {
+    const before = await CpuLatencyRequest.effective();
+    const us = 4322;
+    expect(before, `another process on this machine holds a CPU latency request of ${before} µs`).toBeGreaterThan(us);
+    let count = 7;
+    const seen: boolean[] = [];
+    const hold = new TrafficLatencyHold(us, 1000, () => count, (held) => seen.push(held));
+    try {
+      expect(hold.checkMs).toBe(250);
+      await hold.check(0);
+      expect(hold.held).toBe(true);
+      expect(await CpuLatencyRequest.effective()).toBe(us);
+      await hold.check(999); // quiet, but not for idleMs yet
+      expect(hold.held).toBe(true);
+      await hold.check(1000);
+      expect(hold.held).toBe(false);
+      expect(await CpuLatencyRequest.effective()).toBe(before);
+      await hold.check(5000); // still quiet: nothing taken
+      expect(hold.held).toBe(false);
+      count++;
+      await hold.check(5001);
+      expect(hold.held).toBe(true);
+      expect(seen).toEqual([true, false, true]);
+    } finally {
+      await hold.stop();
+    }
+    expect(hold.held).toBe(false);
+    expect(await CpuLatencyRequest.effective()).toBe(before);
+    await hold.check(6000); // stopped: never taken again
+    expect(hold.held).toBe(false);
   });
 });
