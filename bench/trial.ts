@@ -8,7 +8,8 @@
  *   tl<lab>-n1-p1        tl<lab>-n2-p1    client 10.244.1.2  ->  server 10.244.2.2
  *
  * Order inside a trial: ping RTT on the idle path, an idle CPU sample (the machine's background),
- * TCP 1 stream and 4 streams (CPU sampled over each), then UDP at 64 B and 1400 B payloads. A
+ * TCP 1 stream and 4 streams (CPU sampled over each), then UDP at 64 B and 1400 B payloads (a
+ * flood each, then for 64 B the highest rate carried with at most 1 % loss, rate-search.ts). A
  * failed measurement is recorded with its message and the trial goes on; a lab that does not come
  * up fails the whole trial. A scenario with `cpuLatencyUs` runs with that CPU latency request held
  * (by its agents in tulle mode, by this trial otherwise) and released with the lab.
@@ -20,8 +21,13 @@ import { startUdpTunnels, udptunName, type UdpTunnels } from '../src/lab/udptun.
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
 import { agentOverrides, type Scenario } from './scenarios.js';
+import { LOSS_BOUND_PCT, type SearchResult, searchRate } from './rate-search.js';
 
 export const UDP_PAYLOADS = [64, 1400] as const;
+/** Payloads whose loss-bounded rate is searched after the flood, and how. */
+export const RATE_SEARCH_PAYLOADS: readonly number[] = [64];
+const SEARCH_PROBE_S = 2;
+const SEARCH_STEPS = 5;
 export const TCP_STREAMS = [1, 4] as const;
 const WARMUP_PINGS = 5;
 const RTT_PINGS = 200;
@@ -44,9 +50,12 @@ export interface TcpFigures {
 
 export interface UdpFigures {
   payload: number;
+  /** The flood (unlimited offered rate). */
   sentPps: number;
   receivedPps: number;
   lostPercent: number;
+  /** RATE_SEARCH_PAYLOADS: the highest rate carried with at most LOSS_BOUND_PCT loss (rate-search.ts). */
+  bounded?: SearchResult;
 }
 
 export interface RttFigures {
@@ -204,8 +213,19 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     for (const payload of UDP_PAYLOADS) {
       await step(`UDP ${payload} B`, async () => {
         const u = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: o.seconds, bitrate: '0', cpu: sc.cpu });
-        r.udp.push({ payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent });
+        const f: UdpFigures = { payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent };
+        r.udp.push(f);
         log(`UDP ${payload} B: received ${(u.receivedPps / 1000).toFixed(0)} kpps of ${(u.sentPps / 1000).toFixed(0)} kpps sent, loss ${u.lostPercent.toFixed(1)} %`);
+        if (!RATE_SEARCH_PAYLOADS.includes(payload)) return;
+        // From what the flood delivered, up to what its sender managed.
+        f.bounded = await searchRate(async (pps) => {
+          const p = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: SEARCH_PROBE_S, bitrate: String(Math.round(pps * payload * 8)), cpu: sc.cpu });
+          return { sentPps: p.sentPps, receivedPps: p.receivedPps, lostPercent: p.lostPercent };
+        }, { lossBoundPercent: LOSS_BOUND_PCT, startPps: u.receivedPps, maxPps: u.sentPps, steps: SEARCH_STEPS });
+        const b = f.bounded;
+        log(`UDP ${payload} B at <= ${LOSS_BOUND_PCT} % loss: ${(b.receivedPps / 1000).toFixed(0)} kpps` +
+          (b.offeredPps === null ? ' (no offered rate stayed within the bound)' : ` (offered ${(b.offeredPps / 1000).toFixed(0)} kpps, loss ${b.lostPercent!.toFixed(2)} %)`) +
+          `; probes ${b.probes.map((p) => `${(p.offeredPps / 1000).toFixed(0)}:${p.lostPercent.toFixed(1)}%`).join(' ')}`);
       });
     }
     for (const n of lab.nodes) {
