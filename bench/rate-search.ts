@@ -46,6 +46,9 @@ export interface SearchOptions {
  * 2 % (the sender's own limit) bounds the interval from above like a lossy one.
  */
 export async function searchRate(probe: (offeredPps: number) => Promise<Omit<Probe, 'offeredPps'>>, o: SearchOptions): Promise<SearchResult> {
+  if (!Number.isFinite(o.startPps) || !Number.isFinite(o.maxPps) || o.maxPps <= 0) {
+    throw new RangeError(`rate search needs finite rates (start ${o.startPps}, max ${o.maxPps} pps)`);
+  }
   const probes: Probe[] = [];
   let good: Probe | null = null;
   let lo = 0;

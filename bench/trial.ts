@@ -213,15 +213,21 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     for (const payload of UDP_PAYLOADS) {
       await step(`UDP ${payload} B`, async () => {
         const u = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: o.seconds, bitrate: '0', cpu: sc.cpu });
-        const f: UdpFigures = { payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent };
-        r.udp.push(f);
+        r.udp.push({ payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent });
         log(`UDP ${payload} B: received ${(u.receivedPps / 1000).toFixed(0)} kpps of ${(u.sentPps / 1000).toFixed(0)} kpps sent, loss ${u.lostPercent.toFixed(1)} %`);
-        if (!RATE_SEARCH_PAYLOADS.includes(payload)) return;
+      });
+      const f = r.udp.find((x) => x.payload === payload);
+      if (!RATE_SEARCH_PAYLOADS.includes(payload) || f === undefined) continue;
+      if (!(f.sentPps > 0 && Number.isFinite(f.sentPps) && Number.isFinite(f.receivedPps))) {
+        r.errors.push(`UDP ${payload} B rate search: the flood gave no usable rates (sent ${f.sentPps}, received ${f.receivedPps} pps)`);
+        continue;
+      }
+      await step(`UDP ${payload} B rate search`, async () => {
         // From what the flood delivered, up to what its sender managed.
         f.bounded = await searchRate(async (pps) => {
           const p = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: SEARCH_PROBE_S, bitrate: String(Math.round(pps * payload * 8)), cpu: sc.cpu });
           return { sentPps: p.sentPps, receivedPps: p.receivedPps, lostPercent: p.lostPercent };
-        }, { lossBoundPercent: LOSS_BOUND_PCT, startPps: u.receivedPps, maxPps: u.sentPps, steps: SEARCH_STEPS });
+        }, { lossBoundPercent: LOSS_BOUND_PCT, startPps: f.receivedPps, maxPps: f.sentPps, steps: SEARCH_STEPS });
         const b = f.bounded;
         log(`UDP ${payload} B at <= ${LOSS_BOUND_PCT} % loss: ${(b.receivedPps / 1000).toFixed(0)} kpps` +
           (b.offeredPps === null ? ' (no offered rate stayed within the bound)' : ` (offered ${(b.offeredPps / 1000).toFixed(0)} kpps, loss ${b.lostPercent!.toFixed(2)} %)`) +

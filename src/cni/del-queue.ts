@@ -29,6 +29,8 @@ export interface QueueFile {
   problem?: string;
   /** The read failed for a reason that may pass (EMFILE, EIO, ...): keep the file. */
   transient?: boolean;
+  /** The file was removed after the directory was listed. */
+  gone?: boolean;
 }
 
 /** A plugin's temporary file older than this was left by a crash. */
@@ -88,7 +90,8 @@ async function readEntry(file: string): Promise<QueueFile> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ELOOP') return { file, problem: 'is a symbolic link' };
-    return { file, problem: (e as Error).message, transient: code !== 'ENOENT' };
+    if (code === 'ENOENT') return { file, gone: true };
+    return { file, problem: (e as Error).message, transient: true };
   }
   try {
     const st = await fh.stat();

@@ -155,9 +155,16 @@ export class Agent {
     } else if (cfg.cpuLatencyUs !== undefined && cfg.cpuLatencyIdleMs !== undefined) {
       const sab = this.counterSab;
       const batches = (): number => totals(sab, cfg.workers).loop_batches;
+      let failing = false;
       const hold = new TrafficLatencyHold(cfg.cpuLatencyUs, cfg.cpuLatencyIdleMs, batches, (held, err) => {
-        if (err) this.log.error({ err: err.message }, 'the CPU latency request could not be taken; tried again at the next check');
-        else this.log.debug({ cpuLatencyUs: cfg.cpuLatencyUs, held }, held ? 'traffic: CPU latency request taken' : 'idle: CPU latency request withdrawn');
+        // One error line per run of failures, not one per check.
+        if (err) {
+          if (!failing) this.log.error({ err: err.message }, 'the CPU latency request could not be taken; tried again at each check');
+          failing = true;
+          return;
+        }
+        failing = false;
+        this.log.debug({ cpuLatencyUs: cfg.cpuLatencyUs, held }, held ? 'traffic: CPU latency request taken' : 'idle: CPU latency request withdrawn');
       });
       await hold.start();
       this.push('withdraw the CPU latency request', () => hold.stop());

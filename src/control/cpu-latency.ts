@@ -80,7 +80,8 @@ export class TrafficLatencyHold {
   private timer: NodeJS.Timeout | undefined;
   private last = -1;
   private lastActive = 0;
-  private busy = false;
+  /** The check in progress: stop() waits for it. */
+  private running: Promise<void> | undefined;
   private stopped = false;
 
   constructor(
@@ -107,32 +108,42 @@ export class TrafficLatencyHold {
     return this.req?.held ?? false;
   }
 
-  async check(now = performance.now()): Promise<void> {
-    if (this.busy || this.stopped) return;
-    this.busy = true;
-    try {
-      const n = this.activity();
-      if (n !== this.last) {
-        this.last = n;
-        this.lastActive = now;
-        if (!this.req) {
-          this.req = await CpuLatencyRequest.hold(this.requestedUs, this.path);
-          this.onChange(true);
-        }
-      } else if (this.req && now - this.lastActive >= this.idleMs) {
-        const req = this.req;
-        this.req = undefined;
+  /** One check; the first one after start counts as activity (the request is held for idleMs). */
+  check(now = performance.now()): Promise<void> {
+    if (this.running || this.stopped) return this.running ?? Promise.resolve();
+    const run = this.checkOnce(now).finally(() => {
+      this.running = undefined;
+    });
+    this.running = run;
+    return run;
+  }
+
+  private async checkOnce(now: number): Promise<void> {
+    const n = this.activity();
+    if (n !== this.last) {
+      this.last = n;
+      this.lastActive = now;
+      if (this.req) return;
+      const req = await CpuLatencyRequest.hold(this.requestedUs, this.path);
+      if (this.stopped) {
         await req.release();
-        this.onChange(false);
+        return;
       }
-    } finally {
-      this.busy = false;
+      this.req = req;
+      this.onChange(true);
+    } else if (this.req && now - this.lastActive >= this.idleMs) {
+      const req = this.req;
+      this.req = undefined;
+      await req.release();
+      this.onChange(false);
     }
   }
 
+  /** Withdraws the request for good, after any check in progress. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
     const req = this.req;
     this.req = undefined;
     await req?.release();

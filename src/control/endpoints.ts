@@ -58,6 +58,12 @@ function subnetOf(ipWithPrefix: string): Cidr {
   return { net, prefix, text: `${formatIpv4(net)}/${prefix}` };
 }
 
+async function unlinkIfThere(file: string): Promise<void> {
+  await unlink(file).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
+}
+
 /** A subnet store's directory name, `<net>-<prefix>`. */
 function storeKey(subnet: Cidr): string {
   return `${formatIpv4(subnet.net)}-${subnet.prefix}`;
@@ -102,8 +108,8 @@ export class Endpoints {
   private closed = false;
   /** The next attempt at queued DELs that failed. */
   private retry: NodeJS.Timeout | undefined;
-  /** The subnet whose store has taken over the reservations of earlier, overlapping subnets. */
-  private adoptedFor: string | undefined;
+  /** The current subnet's taking over of earlier, overlapping stores' reservations, done once per subnet. */
+  private adoption: { key: string; done: Promise<void> } | undefined;
 
   private loaded = false;
 
@@ -157,7 +163,8 @@ export class Endpoints {
       return;
     }
     let again = false;
-    for (const { file, entry, problem, transient } of files) {
+    for (const { file, entry, problem, transient, gone } of files) {
+      if (gone) continue; // removed since the listing (an ADD or DEL that reached the agent)
       if (problem !== undefined) {
         if (transient) {
           again = true;
@@ -183,14 +190,12 @@ export class Endpoints {
         const who = { containerID: req.containerID, ifname: req.ifname, queuedAt: req.queuedAt };
         if (rec && Date.parse(rec.createdAt) > Date.parse(req.queuedAt)) {
           // The attachment was made again after this DEL was queued: the DEL is not for it.
-          await unlink(file);
+          await unlinkIfThere(file);
           log.info({ ...who, ip: rec.ip, createdAt: rec.createdAt }, 'queued DEL older than the endpoint; dropped');
           return;
         }
         await this.remove(rec ?? { containerID: req.containerID, ifname: req.ifname });
-        await unlink(file).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== 'ENOENT') throw e;
-        });
+        await unlinkIfThere(file);
         log.info({ ...who, ip: rec?.ip, known: rec !== undefined }, 'queued DEL performed');
       };
       try {
@@ -280,7 +285,20 @@ export class Endpoints {
     const subnet = this.subnet();
     const store = await this.store(subnet);
     const key = storeKey(subnet);
-    if (this.adoptedFor === key) return store;
+    if (this.adoption?.key !== key) {
+      const done = this.adopt(subnet, store);
+      // A failed adoption is tried again by the next request.
+      done.catch(() => {
+        if (this.adoption?.done === done) this.adoption = undefined;
+      });
+      this.adoption = { key, done };
+    }
+    await this.adoption.done;
+    return store;
+  }
+
+  private async adopt(subnet: Cidr, store: HostLocalStore): Promise<void> {
+    const key = storeKey(subnet);
     for (const other of await this.storeSubnets()) {
       if (storeKey(other) === key || !(contains(other, subnet) || contains(subnet, other))) continue;
       const held = (await (await this.store(other)).list()).filter((a) => inSubnet(a.ip, subnet));
@@ -290,8 +308,6 @@ export class Endpoints {
       }
       if (held.length > 0) this.o.log.warn({ from: other.text, to: subnet.text, addresses: held.length }, 'the node\'s subnet overlaps an earlier one; its reservations are kept');
     }
-    this.adoptedFor = key;
-    return store;
   }
 
   /** The subnet's address store, opened once. */
@@ -444,6 +460,8 @@ export class Endpoints {
       // since, and in the current one too when that overlaps it (adoptOverlapping): every store
       // lets go of what the attachment holds.
       const hint = a.ip ? parseIpv4(a.ip.split('/')[0]!) : undefined;
+      // An adoption in progress could copy this attachment's address after it is released here.
+      await this.adoption?.done.catch(() => undefined);
       for (const subnet of await this.storeSubnets()) {
         const store = await this.store(subnet);
         for (const ip of await store.release(a.containerID, a.ifname, hint)) {

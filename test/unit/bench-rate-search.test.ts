@@ -35,3 +35,8 @@ test('a path that loses more than the bound at every rate gives 0 and no offered
   expect(r).toMatchObject({ receivedPps: 0, offeredPps: null, lostPercent: null });
   expect(r.probes.length).toBeGreaterThan(1);
 });
+
+test('refuses rates that are not finite rather than offer them to iperf3', async () => {
+  await expect(searchRate(path(1), { lossBoundPercent: 1, startPps: Number.NaN, maxPps: 100, steps: 2 })).rejects.toThrow(RangeError);
+  await expect(searchRate(path(1), { lossBoundPercent: 1, startPps: 10, maxPps: Number.NaN, steps: 2 })).rejects.toThrow(RangeError);
+});

@@ -65,4 +65,14 @@ describe('TrafficLatencyHold', () => {
     await hold.check(6000); // stopped: never taken again
     expect(hold.held).toBe(false);
   });
+
+  it('stop() during a check that is taking the request leaves nothing held', async () => {
+    const before = await CpuLatencyRequest.effective();
+    const hold = new TrafficLatencyHold(4323, 1000, () => 1, () => undefined);
+    const checking = hold.check(0);
+    await hold.stop();
+    await checking;
+    expect(hold.held).toBe(false);
+    expect(await CpuLatencyRequest.effective()).toBe(before);
+  });
 });
