@@ -81,10 +81,14 @@ export class TunDevice {
     this.anchorFd = fd;
   }
 
-  /** Address, MTU, link up; call once workers have attached their queues. */
+  /**
+   * Address, MTU, link up; call once workers have attached their queues. The overlay is IPv4: the
+   * device gets no IPv6 link-local address, so the kernel sends no IPv6 neighbour discovery into
+   * it (each such packet would reach a worker only to be dropped as not IPv4).
+   */
   async configure(): Promise<void> {
     const { name, mtu, address } = this.spec;
-    await ip(['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(TUN_TX_QUEUE_LEN)]);
+    await ip(['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(TUN_TX_QUEUE_LEN), 'addrgenmode', 'none']);
     await ip(['addr', 'add', `${formatIpv4(address)}/32`, 'dev', name]);
     await ip(['link', 'set', 'dev', name, 'up']);
   }

@@ -214,6 +214,8 @@ describe('agent lifecycle', () => {
 
     expect(await nsRun(ns, 'ip', ['-4', 'addr', 'show', 'tulle0'])).toContain('10.244.1.0/32');
     expect(await nsRun(ns, 'ip', ['link', 'show', 'tulle0'])).toContain('mtu 1450');
+    // No IPv6 link-local address, so no IPv6 neighbour discovery reaches the workers.
+    expect((await nsRun(ns, 'ip', ['-6', 'addr', 'show', 'dev', 'tulle0'])).trim()).toBe('');
     expect(await routes()).toMatch(/10\.244\.0\.0\/16 dev tulle0/);
     expect((await nsRun(ns, 'cat', ['/proc/sys/net/ipv4/ip_forward'])).trim()).toBe('1');
     expect(await readFile(cfg.subnetFile as string, 'utf8')).toBe(
