@@ -277,7 +277,7 @@ describe('agent lifecycle', () => {
     };
     await until(before, 'with no traffic');
     const human = await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', cfg.socket as string]);
-    // (A stray packet, e.g. the kernel's IPv6 router solicitation on the new device, may take it again meanwhile.)
+    // (A stray packet into the device may take it again meanwhile.)
     expect(human).toMatch(new RegExp(`cpu {6}latency request ${us} µs (not )?held \\(whole machine, while packets flow \\(withdrawn after 300 ms idle\\)\\)`));
     // Packets for the peer's subnet cross the workers (the peer's VTEP does not exist: they end in this namespace).
     const pinging = nsRun(ns, 'ping', ['-q', '-c', '40', '-i', '0.05', '-W', '1', '10.244.2.5']).catch(() => undefined);
