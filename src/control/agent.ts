@@ -10,7 +10,7 @@ import pino, { type Logger } from 'pino';
 import * as native from '../io/native.js';
 import { SysError } from '../io/errors.js';
 import { PeerTable, type PeerEntry } from '../dataplane/peers.js';
-import { counterBytes, totals, workerCounters, snapshot } from '../dataplane/counters.js';
+import { C, counterBytes, totals, workerCounters, snapshot } from '../dataplane/counters.js';
 import { Supervisor } from '../worker/supervisor.js';
 import { controlBytes, type WorkerInit } from '../worker/init.js';
 import { distPath } from '../util/paths.js';
@@ -153,8 +153,9 @@ export class Agent {
       this.cpuLatency = req;
       this.log.info({ cpuLatencyUs: req.requestedUs, path: req.path }, 'holding a CPU wake-up latency request (whole machine) while running');
     } else if (cfg.cpuLatencyUs !== undefined && cfg.cpuLatencyIdleMs !== undefined) {
-      const sab = this.counterSab;
-      const batches = (): number => totals(sab, cfg.workers).loop_batches;
+      // Views made once; a check only adds up one counter per worker.
+      const blocks = Array.from({ length: cfg.workers }, (_, w) => workerCounters(this.counterSab!, w));
+      const batches = (): number => blocks.reduce((sum, b) => sum + b[C.loop_batches], 0);
       let failing = false;
       const hold = new TrafficLatencyHold(cfg.cpuLatencyUs, cfg.cpuLatencyIdleMs, batches, (held, err) => {
         // One error line per run of failures, not one per check.

@@ -145,7 +145,7 @@ export function contains(outer: Cidr, inner: Cidr): boolean {
   return ((inner.net & mask) >>> 0) === outer.net;
 }
 
-function overlaps(a: Cidr, b: Cidr): boolean {
+export function overlaps(a: Cidr, b: Cidr): boolean {
   return contains(a, b) || contains(b, a);
 }
 

@@ -31,11 +31,9 @@ export interface EndpointRecord {
   createdAt: string;
 }
 
-export const digest = attachmentDigest;
-
 /** The host end's name for an attachment: "tlv" + 12 hex digits. */
 export function hostIfnameFor(a: Attachment): string {
-  return HOST_IFNAME_PREFIX + digest(a).slice(0, 12);
+  return HOST_IFNAME_PREFIX + attachmentDigest(a).slice(0, 12);
 }
 
 export const keyOf = (a: Attachment): string => `${a.containerID}\n${a.ifname}`;

@@ -23,15 +23,15 @@ import { formatMac, randomLocalMac } from '../wire/mac.js';
 import { ERR } from '../cni/spec.js';
 import type { CniResult, CniRoute } from '../cni/result.js';
 import {
-  API_ADD, API_CHECK, API_DEL, API_GC,
+  API_ADD, API_CHECK, API_DEL, API_GC, attachmentDigest,
   type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse,
 } from '../cni/protocol.js';
 import type { ApiServer } from './api.js';
 import { DEFAULT_DST, attachPod, detachPod, type PodRoute } from './attach.js';
 import { segmentsPerMessage } from '../dataplane/segment.js';
-import { type Cidr, contains } from './config.js';
+import { type Cidr, overlaps } from './config.js';
 import { compareEndpoint } from './endpoint-check.js';
-import { type EndpointRecord, digest, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
+import { type EndpointRecord, hostIfnameFor, keyOf, resultOf } from './endpoint-record.js';
 import {
   CniApiError, cniError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
 } from './endpoint-requests.js';
@@ -75,8 +75,11 @@ function recordProblem(rec: EndpointRecord): string {
   for (const f of ['containerID', 'ifname', 'ip', 'hostIfname', 'createdAt'] as const) {
     if (typeof rec[f] !== 'string') return `field ${f} is ${JSON.stringify(rec[f])}`;
   }
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(rec.ip);
-  if (!m || !isIPv4(m[1]!) || Number(m[2]) < 1 || Number(m[2]) > 32) return `invalid address ${JSON.stringify(rec.ip)}`;
+  try {
+    if (cidrParts('endpoint record', rec.ip).prefix < 1) throw new RangeError('prefix 0');
+  } catch {
+    return `invalid address ${JSON.stringify(rec.ip)}`;
+  }
   if (rec.ipam !== 'agent' && rec.ipam !== 'delegated') return `invalid ipam ${JSON.stringify(rec.ipam)}`;
   return '';
 }
@@ -252,7 +255,7 @@ export class Endpoints {
   }
 
   private recordFile(a: Attachment): string {
-    return join(this.recordDir, `${digest(a).slice(0, 32)}.json`);
+    return join(this.recordDir, `${attachmentDigest(a).slice(0, 32)}.json`);
   }
 
   /**
@@ -300,7 +303,7 @@ export class Endpoints {
   private async adopt(subnet: Cidr, store: HostLocalStore): Promise<void> {
     const key = storeKey(subnet);
     for (const other of await this.storeSubnets()) {
-      if (storeKey(other) === key || !(contains(other, subnet) || contains(subnet, other))) continue;
+      if (storeKey(other) === key || !overlaps(other, subnet)) continue;
       const held = (await (await this.store(other)).list()).filter((a) => inSubnet(a.ip, subnet));
       for (const c of await store.adopt(held)) {
         this.o.log.error({ ip: formatIpv4(c.ip), containerID: c.containerID, ifname: c.ifname, subnet: other.text, conflict: c.conflict },
@@ -457,7 +460,7 @@ export class Endpoints {
     const released: string[] = [];
     if (a.ipam !== 'delegated') {
       // The address is in the store of the subnet it came from, which the node may have left
-      // since, and in the current one too when that overlaps it (adoptOverlapping): every store
+      // since, and in the current one too when that overlaps it (adopt): every store
       // lets go of what the attachment holds.
       const hint = a.ip ? parseIpv4(a.ip.split('/')[0]!) : undefined;
       // An adoption in progress could copy this attachment's address after it is released here.
@@ -469,9 +472,7 @@ export class Endpoints {
         }
       }
     }
-    await unlink(this.recordFile(a)).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+    await unlinkIfThere(this.recordFile(a));
     this.records.delete(keyOf(a));
     return released;
   }
