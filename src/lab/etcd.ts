@@ -34,8 +34,15 @@ export function etcdctl(e: Pick<LabEtcd, 'ns' | 'endpoint'>, args: readonly stri
   return nsRun(e.ns, 'etcdctl', ['--endpoints', e.endpoint, '--dial-timeout', '2s', '--command-timeout', '5s', ...args], { input, timeoutMs: 15_000 });
 }
 
-/** Starts etcd in `ns` listening on `ip`; resolves once it answers a health check. */
-export async function startEtcd(o: { ns: string; ip: string; dataDir: string; logFile: string }): Promise<LabEtcd> {
+/**
+ * Starts etcd in `ns` listening on `ip`; resolves once it answers a health check. `spawned` runs as
+ * soon as the process exists, before etcd can answer anyone: the caller records it there, so that
+ * whatever waits for etcd reads the new process from the lab's state, not the one it replaces.
+ */
+export async function startEtcd(
+  o: { ns: string; ip: string; dataDir: string; logFile: string },
+  spawned?: (e: LabEtcd) => Promise<void>,
+): Promise<LabEtcd> {
   await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
   const endpoint = `http://${o.ip}:${ETCD_CLIENT_PORT}`;
   const child = spawnInNs(o.ns, 'etcd', [
@@ -47,6 +54,7 @@ export async function startEtcd(o: { ns: string; ip: string; dataDir: string; lo
   ], { logFile: o.logFile, detached: true });
   if (child.pid === undefined) throw new LabEtcdError(`could not start etcd in ${o.ns}`);
   const e: LabEtcd = { pid: child.pid, ns: o.ns, endpoint, dataDir: o.dataDir, logFile: o.logFile };
+  await spawned?.(e);
   const deadline = Date.now() + ETCD_READY_TIMEOUT_MS;
   for (;;) {
     if (!processAlive(e.pid)) throw new LabEtcdError(`etcd in ${o.ns} (pid ${e.pid}) exited; ${o.logFile}:\n${await logTail(o.logFile)}`);

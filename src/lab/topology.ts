@@ -494,9 +494,13 @@ export async function labStopEtcd(name: string): Promise<void> {
 export async function labStartEtcd(name: string): Promise<LabEtcd> {
   const s = await mustState(name);
   if (!s.etcd) throw new LabError(`lab ${JSON.stringify(name)} runs no etcd`);
-  s.etcd = await startEtcd({ ns: s.etcd.ns, ip: LAB_ETCD_IP, dataDir: s.etcd.dataDir, logFile: s.etcd.logFile });
-  await saveState(s);
-  return s.etcd;
+  // Recorded before etcd answers: a node waiting to join (labAddNode) reads etcd from the state
+  // once it has joined, and must not save the stopped process back over the new one.
+  return startEtcd({ ns: s.etcd.ns, ip: LAB_ETCD_IP, dataDir: s.etcd.dataDir, logFile: s.etcd.logFile }, async (e) => {
+    const now = await mustState(name);
+    now.etcd = e;
+    await saveState(now);
+  });
 }
 
 /**
