@@ -51,6 +51,40 @@ const STORE_DIR_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/;
 /** How often queued DELs that failed are tried again. */
 const QUEUE_RETRY_MS = 60_000;
 
+/** How many times an allocation is made again when the node's subnet changes under it. */
+const SUBNET_CHANGE_ATTEMPTS = 3;
+
+/**
+ * Takes an address for (containerID, ifname) from the store of the node's subnet. The subnet can
+ * change while the store writes (an etcd lease lost and another taken); the new subnet's store
+ * may then have taken over the old one's reservations without this one, so an address taken in
+ * a subnet that is no longer the node's is released and taken again from the new subnet's store.
+ */
+export async function allocateInSubnet(
+  o: { subnet: () => Cidr; store: (subnet: Cidr) => Promise<HostLocalStore>; log: Pick<Logger, 'warn'> },
+  containerID: string, ifname: string, requested: number | undefined,
+): Promise<{ subnet: Cidr; store: HostLocalStore; addr: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const subnet = o.subnet();
+    const store = await o.store(subnet);
+    const addr = await store.allocate(containerID, ifname, requested);
+    let now: Cidr | undefined;
+    try {
+      now = o.subnet();
+    } catch {
+      now = undefined;
+    }
+    if (now !== undefined && storeKey(now) === storeKey(subnet)) return { subnet, store, addr };
+    await store.release(containerID, ifname, addr);
+    o.log.warn({ containerID, ifname, ip: formatIpv4(addr), from: subnet.text, to: now?.text ?? null, attempt },
+      'the node\'s subnet changed while an address was taken; it is released and taken again');
+    if (attempt === SUBNET_CHANGE_ATTEMPTS || now === undefined) {
+      throw new CniApiError(503, ERR.TRY_AGAIN_LATER,
+        `the node's subnet changed (${subnet.text} to ${now?.text ?? 'none yet'}) while an address for container ${containerID} interface ${ifname} was taken; try again`);
+    }
+  }
+}
+
 /** The subnet of an address with its prefix length 1..32 ("10.244.1.5/24" -> 10.244.1.0/24). */
 function subnetOf(ipWithPrefix: string): Cidr {
   const { ip, prefix } = cidrParts('endpoint address', ipWithPrefix);
@@ -284,8 +318,7 @@ export class Endpoints {
    * stores of earlier subnets hold inside it (a static config changed from 10.244.1.0/24 to
    * 10.244.0.0/23), so an address a pod still uses is never handed out again.
    */
-  private async currentStore(): Promise<HostLocalStore> {
-    const subnet = this.subnet();
+  private async currentStore(subnet: Cidr): Promise<HostLocalStore> {
     const store = await this.store(subnet);
     const key = storeKey(subnet);
     if (this.adoption?.key !== key) {
@@ -434,10 +467,11 @@ export class Endpoints {
       if (!isIPv4(text)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `requested IP ${JSON.stringify(want)} is not an IPv4 address`);
       requested = parseIpv4(text);
     }
-    const store = await this.currentStore();
-    const addr = await store.allocate(req.containerID, req.ifname, requested);
+    const { subnet, store, addr } = await allocateInSubnet({
+      subnet: () => this.subnet(), store: (s) => this.currentStore(s), log: this.o.log,
+    }, req.containerID, req.ifname, requested);
     undo.push({ what: `release ${formatIpv4(addr)}`, run: () => store.release(req.containerID, req.ifname, addr) });
-    return { addr, prefix: node.subnet.prefix, gateway: nodeGateway, routes: [] as PodRoute[], ipam: 'agent' as const };
+    return { addr, prefix: subnet.prefix, gateway: (subnet.net + 1) >>> 0, routes: [] as PodRoute[], ipam: 'agent' as const };
   }
 
   async del(body: unknown): Promise<void> {
