@@ -137,11 +137,12 @@ export function coalesceBatch(
         scratch.job[p] = j;
       }
       scratch.candidate[p] = CAND_TCP;
-    } else if (proto === IPPROTO_UDP && l4len > UDP_HEADER_LEN) {
+    } else if (proto === IPPROTO_UDP && l4len >= UDP_HEADER_LEN) {
       const field = (mem[l4 + UDP_CHECKSUM_OFF] << 8) | mem[l4 + UDP_CHECKSUM_OFF + 1];
       const ps = fold(pseudoHeaderSumV4(ipv4Src(mem, ip), ipv4Dst(mem, ip), IPPROTO_UDP, l4len));
       if (field === ps) scratch.state[p] = CSUM_PARTIAL;
-      if (!joinUdp || !shared || ihl !== IPV4_MIN_HEADER_LEN || ((mem[l4 + 4] << 8) | mem[l4 + 5]) !== l4len ||
+      // An empty datagram is finished like any other but joins nothing.
+      if (l4len === UDP_HEADER_LEN || !joinUdp || !shared || ihl !== IPV4_MIN_HEADER_LEN || ((mem[l4 + 4] << 8) | mem[l4 + 5]) !== l4len ||
           !headerChecksumValid(mem, ip)) continue;
       if (field !== ps && field !== 0) {
         const j = jobs.add(l4, l4len, ps, -1, false);
@@ -228,6 +229,7 @@ export function coalesceBatch(
         same(mem, ip + 12, gOff + 12, 8) && // addresses
         same(mem, th, gth, 4) && // ports
         same(mem, th + 8, gth + 8, 5) && // ACK number, data offset
+        same(mem, th + 14, gth + 14, 2) && // window: a window update must reach the pod
         mem[ip + 1] === mem[gOff + 1] && mem[ip + 8] === mem[gOff + 8] && // TOS, TTL
         (mem[ip + 6] & 0x40) === (mem[gOff + 6] & 0x40) && // DF
         same(mem, th + 20, gth + 20, thl - 20) // options

@@ -14,8 +14,9 @@
  *
  * A datagram may also carry a whole TCP super-packet: between network
  * namespaces a kernel VXLAN sender's GSO packet crosses veth unsegmented and
- * the receiving socket hands it over as one datagram, with the inner MSS as
- * its UDP_GRO segment size. The caller marks such datagrams in `innerGso`;
+ * the receiving socket hands it over as one datagram, without a UDP_GRO
+ * segment size (the kernel reports one only for trains of UDP datagrams it
+ * joined itself). The caller marks such datagrams in `innerGso`;
  * they skip the MTU check and go to the TUN device as super-packets.
  */
 import { C } from './counters.js';

@@ -382,7 +382,10 @@ export class ForwardLoop {
         const total = this.rxLens[m];
         const seg = this.rxSegs[m];
         if (seg > 0) c[C.rx_gro_messages]++;
-        const whole = total > ENCAP_HEADROOM + this.ctx.mtu && innerIsWhole(this.rxMem, base, total);
+        // The kernel reports a segment size only for a UDP_GRO train (SKB_GSO_UDP_L4); a tunnel
+        // super-packet that crossed whole has none. A train's first datagram claiming the whole
+        // message as its inner packet is split as a train, not taken whole.
+        const whole = seg === 0 && total > ENCAP_HEADROOM + this.ctx.mtu && innerIsWhole(this.rxMem, base, total);
         const step = seg > 0 ? seg : total;
         if (d + (whole || step === 0 ? 1 : Math.ceil(total / step)) > cap) {
           // More datagrams than any kernel joins into one message: counted, not split.
