@@ -8,7 +8,9 @@
  */
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import http from 'node:http';
+import { constants as osConstants } from 'node:os';
 import { dirname } from 'node:path';
+import * as native from '../io/native.js';
 
 export type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
 
@@ -30,6 +32,8 @@ interface Route {
 export class ApiServer {
   private readonly routes: Route[] = [];
   private server?: http.Server;
+  /** `<socket>.lock`, flock'd while this server owns the socket path. */
+  private lockFd = -1;
 
   constructor(readonly socketPath: string) {}
 
@@ -38,29 +42,55 @@ export class ApiServer {
     return this;
   }
 
-  /** Listens on the socket; a stale socket file (no agent answers) is replaced, a live one is an error. */
+  /**
+   * Listens on the socket. The path belongs to whoever holds `<socket>.lock` (flock, released
+   * when the process ends however it ends): a second agent is refused before it touches the
+   * socket, even when the first is too busy to answer; a socket file left by an agent that is
+   * gone is replaced.
+   */
   async listen(): Promise<void> {
     await mkdir(dirname(this.socketPath), { recursive: true });
-    if (await answers(this.socketPath)) {
-      throw new Error(`another agent is already serving on socket "${this.socketPath}"`);
+    const lockPath = `${this.socketPath}.lock`;
+    const fd = native.openLockFile(lockPath);
+    const r = native.flock(fd, true, true);
+    if (r < 0) {
+      native.closeFd(fd);
+      if (r === -osConstants.errno.EAGAIN) {
+        throw new Error(`another agent is already serving on socket "${this.socketPath}" (it holds "${lockPath}")`);
+      }
+      native.check(r, 'flock', `lock file "${lockPath}"`);
     }
-    await unlink(this.socketPath).catch(() => undefined);
-    const server = http.createServer((req, res) => void this.dispatch(req, res));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.socketPath, () => resolve());
-    });
-    await chmod(this.socketPath, 0o600);
-    this.server = server;
+    try {
+      const there = await whoIsOn(this.socketPath);
+      if (there !== 'nobody') {
+        throw new Error(`another agent is already serving on socket "${this.socketPath}"${there === 'silent' ? ' (it took the connection but did not answer within 1 s)' : ''}`);
+      }
+      await unlink(this.socketPath).catch(() => undefined);
+      const server = http.createServer((req, res) => void this.dispatch(req, res));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.socketPath, () => resolve());
+      });
+      this.server = server;
+      this.lockFd = fd;
+      await chmod(this.socketPath, 0o600);
+    } catch (e) {
+      if (this.server) await this.close();
+      else native.closeFd(fd);
+      throw e;
+    }
   }
 
   async close(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-    await unlink(this.socketPath).catch(() => undefined);
+    if (s) {
+      s.closeAllConnections();
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+      await unlink(this.socketPath).catch(() => undefined);
+    }
+    if (this.lockFd >= 0) native.closeFd(this.lockFd);
+    this.lockFd = -1;
   }
 
   private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -129,11 +159,14 @@ export function request(socketPath: string, method: string, path: string, body?:
   });
 }
 
-async function answers(socketPath: string): Promise<boolean> {
+/** Whether a server is on the socket: only a missing file or a refused connection means nobody. */
+async function whoIsOn(socketPath: string): Promise<'nobody' | 'agent' | 'silent'> {
   try {
     await request(socketPath, 'GET', '/v1/status', undefined, 1000);
-    return true;
+    return 'agent';
   } catch (e) {
-    return (e as { status?: number }).status !== undefined;
+    if ((e as { status?: number }).status !== undefined) return 'agent';
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ECONNREFUSED' ? 'nobody' : 'silent';
   }
 }
