@@ -14,13 +14,12 @@
  * Delegated STATUS/GC go only to an ipam plugin that speaks the request's version (Debian's
  * host-local stops at 1.0.0 and has neither).
  */
-import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
-import { isIPv4 } from 'node:net';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readlinkSync, statSync } from 'node:fs';
 import { AgentNoAnswer, AgentUnreachable, callAgent } from './client.js';
 import { queueDel } from './del-queue.js';
 import { type Invocation, isCommand, parseEnv } from './env.js';
 import { type NetConf, checkVersion, decodeConfig, parseNetConf, versionOf } from './netconf.js';
-import { API_ADD, API_CHECK, API_DEL, API_GC, API_STATUS, type DelRequest, type NetnsRef } from './protocol.js';
+import { API_ADD, API_CHECK, API_DEL, API_GC, API_STATUS, type DelRequest, type NetnsRef, requestedAddress, requestedIpProblem } from './protocol.js';
 import { type CniResult, encodeResult, parseResult } from './result.js';
 import { CURRENT_VERSION, CniError, ERR, SUPPORTED_VERSIONS, compareVersions, isSupported, isVersionString } from './spec.js';
 
@@ -99,7 +98,8 @@ async function dispatch(inv: Invocation, conf: NetConf, input: PluginInput): Pro
 function openNetns(path: string): { fd: number; ref: NetnsRef } {
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    // Non-blocking: a FIFO or a device given by mistake must not hold the plugin.
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CniError(ERR.UNKNOWN_CONTAINER, `CNI_NETNS ${JSON.stringify(path)} does not exist`);
@@ -107,9 +107,18 @@ function openNetns(path: string): { fd: number; ref: NetnsRef } {
   }
   const st = fstatSync(fd);
   const own = statSync('/proc/self/ns/net');
-  if (st.dev !== own.dev) {
+  // A namespace file that is not bind-mounted (/proc/<pid>/ns/<type>) reads back as
+  // "<type>:[<inode>]" through /proc/self/fd, so another type of namespace shows; a bind mount
+  // (/run/netns/<name>) reads back as its path and only the filesystem tells.
+  let other: string | undefined;
+  try {
+    other = /^(\w+):\[\d+\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+  } catch {
+    other = undefined;
+  }
+  if (st.dev !== own.dev || (other !== undefined && other !== 'net')) {
     closeSync(fd);
-    throw new CniError(ERR.INVALID_ENV, `CNI_NETNS ${JSON.stringify(path)} is not a network namespace`);
+    throw new CniError(ERR.INVALID_ENV, `CNI_NETNS ${JSON.stringify(path)} is not a network namespace${st.dev === own.dev && other ? ` (it is a ${other} namespace)` : ''}`);
   }
   if (st.ino === own.ino) {
     closeSync(fd);
@@ -118,18 +127,30 @@ function openNetns(path: string): { fd: number; ref: NetnsRef } {
   return { fd, ref: { path, proc: `/proc/${process.pid}/fd/${fd}`, ino: st.ino } };
 }
 
-/** Addresses the runtime asks for: CNI_ARGS IP= (code 4 if malformed) and the config's (code 7). */
+/**
+ * Addresses the runtime asks for: CNI_ARGS IP= (code 4 when malformed) and the config's (code 7).
+ * The agent's own addresses are IPv4, one per interface: an IPv6 request or a second address is
+ * refused (code 7) rather than quietly not given. An `ipam` plugin takes what it reads itself.
+ */
 function requestedIPs(inv: Invocation, conf: NetConf): string[] {
   const fromArgs = (inv.args.get('IP') ?? '').split(',').filter((s) => s !== '');
   for (const a of fromArgs) {
-    if (!isIPv4(a.split('/')[0]!) && !a.includes(':')) throw new CniError(ERR.INVALID_ENV, `CNI_ARGS: invalid IP ${JSON.stringify(a)}`);
+    const p = requestedIpProblem(a);
+    if (p !== '') throw new CniError(ERR.INVALID_ENV, `CNI_ARGS: IP ${JSON.stringify(a)} ${p}`);
   }
   for (const a of conf.requestedIPs) {
-    if (!isIPv4(a.split('/')[0]!) && !a.includes(':')) {
-      throw new CniError(ERR.INVALID_NETWORK_CONFIG, `network config: invalid requested IP ${JSON.stringify(a)} (runtimeConfig.ips / args.cni.ips)`);
+    const p = requestedIpProblem(a);
+    if (p !== '') throw new CniError(ERR.INVALID_NETWORK_CONFIG, `network config: requested IP ${JSON.stringify(a)} (runtimeConfig.ips / args.cni.ips) ${p}`);
+  }
+  const all = [...fromArgs, ...conf.requestedIPs];
+  if (!conf.ipam) {
+    try {
+      requestedAddress(all);
+    } catch (e) {
+      throw new CniError(ERR.INVALID_NETWORK_CONFIG, (e as Error).message);
     }
   }
-  return [...fromArgs, ...conf.requestedIPs];
+  return all;
 }
 
 async function delegate(conf: NetConf, command: string, inv: Invocation, input: PluginInput): Promise<unknown> {

@@ -17,6 +17,7 @@
  * agent can tell it reached the same namespace.
  */
 import { createHash } from 'node:crypto';
+import { isIP, isIPv4 } from 'node:net';
 import type { CniDns, CniIp, CniResult, CniRoute } from './result.js';
 
 export const API_ADD = '/v1/cni/add';
@@ -42,6 +43,37 @@ export interface Attachment {
 /** sha256 of (containerID, ifname), hex: names an attachment's files and host veth. */
 export function attachmentDigest(a: Attachment): string {
   return createHash('sha256').update(`${a.containerID}\n${a.ifname}`).digest('hex');
+}
+
+/**
+ * Why a requested address ("10.244.1.5", or "10.244.1.5/24", whose prefix length is not used) is
+ * malformed, or '' when it is an IPv4 or IPv6 address.
+ */
+export function requestedIpProblem(a: string): string {
+  const m = /^([^/]*)(?:\/(\d{1,3}))?$/.exec(a);
+  if (!m || isIP(m[1]!) === 0) return 'is not an IP address';
+  if (m[2] !== undefined && Number(m[2]) > (isIPv4(m[1]!) ? 32 : 128)) return 'has an invalid prefix length';
+  return '';
+}
+
+/**
+ * The one IPv4 address that requests for the agent's own addresses ask for, or undefined when
+ * there are none. Throws RangeError naming the request that cannot be met: malformed, IPv6 (the
+ * overlay carries IPv4 only) or a second, different address (an interface gets one).
+ */
+export function requestedAddress(list: readonly string[]): string | undefined {
+  let want: string | undefined;
+  for (const a of list) {
+    const p = requestedIpProblem(a);
+    if (p !== '') throw new RangeError(`requested IP ${JSON.stringify(a)} ${p}`);
+    const addr = a.split('/')[0]!;
+    if (!isIPv4(addr)) throw new RangeError(`requested IP ${JSON.stringify(a)} is IPv6; tulle's overlay gives IPv4 addresses only`);
+    if (want !== undefined && want !== addr) {
+      throw new RangeError(`requested IPs ${JSON.stringify(want)} and ${JSON.stringify(a)}: tulle gives an interface one IPv4 address`);
+    }
+    want = addr;
+  }
+  return want;
 }
 
 export interface AddRequest extends Attachment {

@@ -157,12 +157,14 @@ export const DEFAULT_DST: ReadonlySet<string> = new Set(['0.0.0.0/0', 'default']
 /**
  * Why `name` cannot be a pod's interface name here, or '' when it can: any name the kernel and
  * the CNI spec accept (ifnameProblem), except those with a character `ip -batch` reads as a
- * comment or a quote ("#", "'", '"'), since the pod side is created in one batch.
+ * comment, a quote or an escape ("#", "'", '"', "\\": a name ending in a backslash joins its line
+ * to the next, dropping the routes after it), since the pod side is created in one batch. Every
+ * name follows `dev` or `name` there, so names such as "up" or "help" are taken as names.
  */
 export function podIfnameProblem(name: string): string {
   const p = ifnameProblem(name);
   if (p !== '') return p;
-  if (/[#'"]/.test(name)) return 'contains "#" or a quote, which tulle cannot pass to ip -batch';
+  if (/[#'"\\]/.test(name)) return 'contains "#", a quote or a backslash, which tulle cannot pass to ip -batch';
   return '';
 }
 
@@ -182,7 +184,7 @@ function podScript(o: AttachPodOptions): string {
   const lines = [
     `link add name ${o.ifname} mtu ${mtu}${podAddr}${segs} type veth peer name ${o.hostIfname} mtu ${mtu}${hostAddr} netns ${nodeRef}`,
     `addr add ${o.podIp}/${o.prefixLen ?? 32} dev ${o.ifname} noprefixroute`,
-    `link set ${o.ifname} up`,
+    `link set dev ${o.ifname} up`,
     `route add ${o.gatewayIp} dev ${o.ifname} scope link`,
     `route add default via ${o.gatewayIp} dev ${o.ifname}`,
   ];
@@ -196,7 +198,7 @@ function podScript(o: AttachPodOptions): string {
 function hostScript(o: AttachPodOptions): string {
   return [
     `addr add ${o.gatewayIp}/32 dev ${o.hostIfname} noprefixroute`,
-    `link set ${o.hostIfname} up`,
+    `link set dev ${o.hostIfname} up`,
     `route add ${o.podIp}/32 dev ${o.hostIfname} scope link`,
   ].join('\n') + '\n';
 }
@@ -225,7 +227,7 @@ export async function attachPod(o: AttachPodOptions): Promise<AttachPodResult> {
     // `ip -batch` stops at the first failing line and names it ("Command failed -:N"). When the
     // pair itself could not be created (line 1), nothing exists to undo.
     const line = e instanceof CommandError ? Number(/Command failed -:(\d+)/.exec(e.stderr)?.[1] ?? 0) : 0;
-    if (line !== 1) await nodeIp(nodeNs, ['link', 'del', host]).catch(() => {});
+    if (line !== 1) await nodeIp(nodeNs, ['link', 'del', 'dev', host]).catch(() => {});
     let failure: AttachFailure = isNetnsError(e) ? 'netns' : 'other';
     let what = (e as Error).message;
     if (line === 1 && e instanceof CommandError && /File exists/.test(e.stderr)) {
@@ -248,7 +250,7 @@ export async function attachPod(o: AttachPodOptions): Promise<AttachPodResult> {
       hostMac: o.hostMac ?? (await linkMac(nodeNs, host)),
     };
   } catch (e) {
-    await nodeIp(nodeNs, ['link', 'del', host]).catch(() => {});
+    await nodeIp(nodeNs, ['link', 'del', 'dev', host]).catch(() => {});
     throw new AttachError(`attaching ${where}: ${(e as Error).message}`, isNetnsError(e) ? 'netns' : 'other', { cause: e });
   }
 }
@@ -267,7 +269,7 @@ export async function detachPod(o: DetachPodOptions): Promise<void> {
   if (o.podNetns !== undefined || o.podNetnsPath !== undefined) checkPodNs(o);
   checkIfname(o.hostIfname);
   try {
-    await nodeIp(o.nodeNs, ['link', 'del', o.hostIfname]);
+    await nodeIp(o.nodeNs, ['link', 'del', 'dev', o.hostIfname]);
   } catch (e) {
     if (!isGone(e)) {
       throw new AttachError(`detaching pod ${JSON.stringify(o.podNetns ?? o.podNetnsPath ?? o.hostIfname)}: ${(e as Error).message}`, 'other', { cause: e });

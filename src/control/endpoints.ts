@@ -23,7 +23,7 @@ import { formatMac, randomLocalMac } from '../wire/mac.js';
 import { ERR } from '../cni/spec.js';
 import type { CniResult, CniRoute } from '../cni/result.js';
 import {
-  API_ADD, API_CHECK, API_DEL, API_GC, attachmentDigest,
+  API_ADD, API_CHECK, API_DEL, API_GC, attachmentDigest, requestedAddress,
   type AddRequest, type Attachment, type CheckRequest, type DelRequest, type GcRequest, type GcResponse,
 } from '../cni/protocol.js';
 import type { ApiServer } from './api.js';
@@ -445,6 +445,12 @@ export class Endpoints {
           `address ${v4.address} from the ipam plugin is outside this node's subnet ${node.subnet.text}; the overlay routes only that subnet here`);
       }
       const gateway = v4.gateway !== undefined && isIPv4(v4.gateway) ? parseIpv4(v4.gateway) : nodeGateway;
+      const broadcast = (node.subnet.net | (node.subnet.prefix === 32 ? 0 : 0xffffffff >>> node.subnet.prefix)) >>> 0;
+      const reserved = addr === node.subnet.net ? `the subnet's network address (the node's overlay device has it)`
+        : addr === broadcast ? `the subnet's broadcast address` : addr === gateway ? `the pod's gateway` : '';
+      if (reserved !== '') {
+        throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `address ${v4.address} from the ipam plugin is ${reserved}; a pod cannot have it`);
+      }
       const routes: PodRoute[] = [];
       for (const r of (req.delegated.routes ?? []) as CniRoute[]) {
         if (r.dst.includes(':')) continue;
@@ -460,13 +466,13 @@ export class Endpoints {
       }
       return { addr, prefix, gateway, routes, ipam: 'delegated' as const };
     }
-    let requested: number | undefined;
-    const want = (req.requestedIPs ?? []).find((s) => !s.includes(':'));
-    if (want !== undefined) {
-      const text = want.split('/')[0]!;
-      if (!isIPv4(text)) throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `requested IP ${JSON.stringify(want)} is not an IPv4 address`);
-      requested = parseIpv4(text);
+    let want: string | undefined;
+    try {
+      want = requestedAddress(Array.isArray(req.requestedIPs) ? req.requestedIPs.map(String) : []);
+    } catch (e) {
+      throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, (e as Error).message);
     }
+    const requested = want === undefined ? undefined : parseIpv4(want);
     const { subnet, store, addr } = await allocateInSubnet({
       subnet: () => this.subnet(), store: (s) => this.currentStore(s), log: this.o.log,
     }, req.containerID, req.ifname, requested);

@@ -211,21 +211,25 @@ describe.each(SUPPORTED_VERSIONS)('spec version %s', (v) => {
     }
   });
 
-  test('any interface name the spec allows: ADD, CHECK and DEL work; DEL of one never added succeeds; "#" is refused before allocating', async () => {
+  test('any interface name the spec allows (also "help"): ADD, CHECK and DEL work; DEL of one never added succeeds; "#" and "\\" are refused before allocating', async () => {
     const c = await container();
     try {
-      const ifname = 'eth@0+x';
       const before = { files: addressFiles(), veths: await hostVeths(), records: records() };
-      const res = ok(await call({ command: 'ADD', containerID: c.id, netns: c.netns, ifname, config: conf(v) })) as Result;
-      expect(res.interfaces.find((i) => i.sandbox !== undefined)?.name).toBe(ifname);
-      const links = JSON.parse(await run('ip', ['-n', c.ns, '-j', 'link', 'show', 'dev', ifname])) as { ifname: string }[];
-      expect(links[0]!.ifname).toBe(ifname);
-      if (compareVersions(v, '0.4.0') >= 0) ok(await call({ command: 'CHECK', containerID: c.id, netns: c.netns, ifname, config: conf(v, { prevResult: res }) }));
-      ok(await call({ command: 'DEL', containerID: c.id, netns: c.netns, ifname, config: conf(v) }));
-      expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
+      for (const ifname of ['eth@0+x', 'help']) {
+        const res = ok(await call({ command: 'ADD', containerID: c.id, netns: c.netns, ifname, config: conf(v) })) as Result;
+        expect(res.interfaces.find((i) => i.sandbox !== undefined)?.name).toBe(ifname);
+        const links = JSON.parse(await run('ip', ['-n', c.ns, '-j', 'link', 'show', 'dev', ifname])) as { ifname: string }[];
+        expect(links[0]!.ifname).toBe(ifname);
+        expect(await podRoutes(c.ns)).toContain(`default via 10.244.1.1 dev ${ifname}`);
+        if (compareVersions(v, '0.4.0') >= 0) ok(await call({ command: 'CHECK', containerID: c.id, netns: c.netns, ifname, config: conf(v, { prevResult: res }) }));
+        ok(await call({ command: 'DEL', containerID: c.id, netns: c.netns, ifname, config: conf(v) }));
+        expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
+      }
       ok(await call({ command: 'DEL', containerID: `${c.id}n`, netns: c.netns, ifname: 'net+1', config: conf(v) }));
-      const bad = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, ifname: 'a#b', config: conf(v) }));
-      expect(bad).toMatchObject({ code: ERR.INVALID_ENV, msg: expect.stringContaining('"a#b"') });
+      for (const ifname of ['a#b', 'eth0\\']) {
+        const bad = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, ifname, config: conf(v) }));
+        expect(bad).toMatchObject({ code: ERR.INVALID_ENV, msg: expect.stringContaining(JSON.stringify(ifname)) });
+      }
       expect({ files: addressFiles(), veths: await hostVeths(), records: records() }).toEqual(before);
     } finally {
       await deleteNetns(c.ns);
@@ -327,6 +331,13 @@ describe.each(SUPPORTED_VERSIONS.filter((v) => compareVersions(v, '1.0.0') <= 0)
       const e = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, config: conf(v, { ipam: outside }) }));
       expect(e).toMatchObject({ code: ERR.INVALID_NETWORK_CONFIG, msg: expect.stringContaining("is outside this node's subnet 10.244.1.0/24") });
       expect(readdirSync(netDir).filter((f) => f.startsWith('10.'))).toEqual([]);
+      // The subnet's network and broadcast addresses (the static plugin gives what it is told).
+      for (const [address, what] of [['10.244.1.0/24', "the subnet's network address"], ['10.244.1.255/24', "the subnet's broadcast address"]] as const) {
+        const before = { veths: await hostVeths(), records: records() };
+        const s = errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, config: conf(v, { ipam: { type: 'static', addresses: [{ address }] } }) }));
+        expect(s).toMatchObject({ code: ERR.INVALID_NETWORK_CONFIG, msg: expect.stringContaining(`address ${address} from the ipam plugin is ${what}`) });
+        expect({ veths: await hostVeths(), records: records() }).toEqual(before);
+      }
     } finally {
       await deleteNetns(c.ns);
       rmSync(ipamData, { recursive: true, force: true });

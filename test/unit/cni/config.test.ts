@@ -3,7 +3,10 @@
  * 6, 7), with messages naming the bad value; VERSION ignoring both. No agent is involved: every
  * case here fails (or answers) before the plugin would call it.
  */
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { parseCniArgs, parseEnv } from '../../../src/cni/env.js';
 import { runPlugin } from '../../../src/cni/plugin.js';
@@ -90,6 +93,34 @@ describe('network config', () => {
     expect((await error(env('DEL'), conf())).msg).toContain('the DEL could not be queued for it either (the socket\'s directory "/nonexistent" does not exist)');
     expect(existsSync('/nonexistent')).toBe(false);
     expect(await error(env('STATUS'), conf({ cniVersion: '1.1.0' }))).toMatchObject({ code: ERR.NOT_AVAILABLE });
+  });
+  test('CNI_NETNS that is another kind of namespace, or a FIFO (opened without waiting for a writer): code 4', async () => {
+    expect(await error(env('ADD', { CNI_NETNS: '/proc/self/ns/uts' }), conf())).toMatchObject({
+      code: ERR.INVALID_ENV, msg: 'CNI_NETNS "/proc/self/ns/uts" is not a network namespace (it is a uts namespace)',
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'tulle-fifo-'));
+    try {
+      const fifo = join(dir, 'netns');
+      execFileSync('mkfifo', [fifo]);
+      expect(await error(env('ADD', { CNI_NETNS: fifo }), conf())).toMatchObject({ code: ERR.INVALID_ENV, msg: `CNI_NETNS "${fifo}" is not a network namespace` });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test.each([
+    ['IP=zz:zz', {}, ERR.INVALID_ENV, 'CNI_ARGS: IP "zz:zz" is not an IP address'],
+    ['IP=10.244.1.60/40', {}, ERR.INVALID_ENV, 'CNI_ARGS: IP "10.244.1.60/40" has an invalid prefix length'],
+    ['IP=fd00::5', {}, ERR.INVALID_NETWORK_CONFIG, 'requested IP "fd00::5" is IPv6; tulle\'s overlay gives IPv4 addresses only'],
+    ['IP=10.244.1.50,10.244.1.51', {}, ERR.INVALID_NETWORK_CONFIG, 'requested IPs "10.244.1.50" and "10.244.1.51": tulle gives an interface one IPv4 address'],
+    ['', { runtimeConfig: { ips: ['fd00::7/64'] } }, ERR.INVALID_NETWORK_CONFIG, 'requested IP "fd00::7/64" is IPv6'],
+    ['IP=10.244.1.5', { runtimeConfig: { ips: ['10.244.1.6/24'] } }, ERR.INVALID_NETWORK_CONFIG, 'requested IPs "10.244.1.5" and "10.244.1.6/24"'],
+  ])('requested addresses the agent cannot give: CNI_ARGS %j, config %j -> code %i', async (args, extra, code, msg) => {
+    const e = await error(env('ADD', args ? { CNI_ARGS: args } : {}), conf(extra));
+    expect(e).toMatchObject({ code, msg: expect.stringContaining(msg) });
+  });
+  test('the same address asked twice, or an IPv6 one with an ipam plugin (which reads the request itself), gets as far as the netns', async () => {
+    expect((await error(env('ADD', { CNI_ARGS: 'IP=10.244.1.5' }), conf({ runtimeConfig: { ips: ['10.244.1.5/24'] } }))).code).toBe(ERR.UNKNOWN_CONTAINER);
+    expect((await error(env('ADD', { CNI_ARGS: 'IP=fd00::5' }), conf({ ipam: { type: 'host-local' } }))).code).toBe(ERR.UNKNOWN_CONTAINER);
   });
   test('DEL ignores a prevResult it never reads; CHECK, which reads it, refuses a malformed one', async () => {
     const bad = conf({ prevResult: { interfaces: 'nope' } });
