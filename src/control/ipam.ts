@@ -221,7 +221,13 @@ export class HostLocalStore {
    */
   private async reserve(ip: number, containerID: string, ifname: string): Promise<boolean> {
     if (!(await createFileExclusive(this.file(ip), ownerText(containerID, ifname), 0o600))) return false;
-    await writeFileAtomic(join(this.dir, LAST_RESERVED_FILE), formatIpv4(ip), 0o644);
+    try {
+      await writeFileAtomic(join(this.dir, LAST_RESERVED_FILE), formatIpv4(ip), 0o644);
+    } catch (e) {
+      // The allocation fails as a whole: its address is not left taken.
+      await unlink(this.file(ip)).catch(() => undefined);
+      throw e;
+    }
     return true;
   }
 

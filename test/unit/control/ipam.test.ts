@@ -4,7 +4,7 @@
  * twice under parallel allocation, from one store or two, or while another process holds the lock.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
@@ -122,4 +122,14 @@ test('an address file appears whole or not at all: written aside, linked into pl
     { ip: parseIpv4('10.244.1.2'), containerID: 'c1', ifname: 'eth0' },
     { ip: parseIpv4('10.244.1.9'), containerID: 'c9', ifname: 'eth0' },
   ]);
+});
+
+test('an allocation that cannot record last_reserved_ip fails whole: its address is not left taken', async () => {
+  const s = await open();
+  // A non-empty directory where the file goes: the rename into place fails.
+  mkdirSync(join(dir, LAST_RESERVED_FILE, 'x'), { recursive: true });
+  await expect(s.allocate('c1', 'eth0')).rejects.toThrow(/EISDIR|ENOTEMPTY|EEXIST/);
+  expect(ips(dir)).toEqual([]);
+  rmSync(join(dir, LAST_RESERVED_FILE), { recursive: true });
+  expect(formatIpv4(await s.allocate('c1', 'eth0'))).toBe('10.244.1.2');
 });
