@@ -143,6 +143,8 @@ export class Endpoints {
   /** Stores being opened, so that requests arriving together share one opening. */
   private readonly opening = new Map<string, Promise<HostLocalStore>>();
   private closed = false;
+  /** Requests and queued DELs under way (close waits for them). */
+  private readonly inflight = new Set<Promise<unknown>>();
   /** The next attempt at queued DELs that failed. */
   private retry: NodeJS.Timeout | undefined;
   /** The current subnet's taking over of earlier, overlapping stores' reservations, done once per subnet. */
@@ -245,7 +247,7 @@ export class Endpoints {
     if (again && !this.closed && this.retry === undefined) {
       this.retry = setTimeout(() => {
         this.retry = undefined;
-        void this.performQueuedDels();
+        void this.track(this.performQueuedDels());
       }, QUEUE_RETRY_MS);
       this.retry.unref();
     }
@@ -257,12 +259,25 @@ export class Endpoints {
       this.o.log.warn({ containerID: a.containerID, ifname: a.ifname, err: err.message }, 'could not remove a queued DEL'));
   }
 
-  close(): void {
+  /**
+   * Stops taking requests (they get code 11), lets those under way finish, then closes the
+   * address stores: a DEL that has removed the veth also releases the address and the record.
+   */
+  async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry);
     this.retry = undefined;
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     for (const s of this.stores.values()) s.close();
     this.stores.clear();
+  }
+
+  /** Keeps `p` among the operations close() waits for until it settles. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   /** The endpoints, oldest first. */
@@ -272,8 +287,9 @@ export class Endpoints {
 
   register(api: ApiServer): void {
     const when = <T>(fn: (body: unknown) => Promise<T>) => (_req: unknown, body: unknown): Promise<T> => {
+      if (this.closed) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent is stopping; try again');
       if (!this.loaded) throw new CniApiError(503, ERR.TRY_AGAIN_LATER, 'the tulle agent is starting; try again');
-      return fn(body).catch((e: unknown) => {
+      return this.track(fn(body)).catch((e: unknown) => {
         throw cniError(e);
       });
     };

@@ -411,6 +411,32 @@ test("the agent writes flannel's subnet.env", () => {
   );
 });
 
+test('DEL and ADD while the agent stops answer code 11 (try again later)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tulle-stopping-'));
+  const socket = join(dir, 'agent.sock');
+  const endpoints = new Endpoints({
+    dataDir: dir, socket, log: { info() {}, warn() {}, error() {} } as never,
+    node: () => ({ subnet: parseCidr('subnet', '10.244.9.0/24'), mtu: 1450, ready: true }),
+  });
+  const api = new ApiServer(socket);
+  endpoints.register(api);
+  await api.listen();
+  const c = await container();
+  try {
+    await endpoints.load();
+    await endpoints.close();
+    const stopping = { code: ERR.TRY_AGAIN_LATER, msg: 'the tulle agent is stopping; try again' };
+    expect(errorOf(await call({ command: 'DEL', containerID: c.id, netns: c.netns, config: conf('1.0.0', { socket }) }))).toMatchObject(stopping);
+    expect(errorOf(await call({ command: 'ADD', containerID: c.id, netns: c.netns, config: conf('1.0.0', { socket }) }))).toMatchObject(stopping);
+    // No record, no address, nothing queued.
+    expect((readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.json$|\d+\.\d+\.\d+\.\d+$|del-queue\//.test(f))).toEqual([]);
+  } finally {
+    await api.close();
+    await deleteNetns(c.ns);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('ADD while the agent is starting answers code 11 (try again later)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tulle-starting-'));
   const socket = join(dir, 'agent.sock');
@@ -432,7 +458,7 @@ test('ADD while the agent is starting answers code 11 (try again later)', async 
     expect(await run('ip', ['-n', c.ns, 'link', 'show'])).not.toContain('eth0');
   } finally {
     await api.close();
-    endpoints.close();
+    await endpoints.close();
     await deleteNetns(c.ns);
     rmSync(dir, { recursive: true, force: true });
   }
