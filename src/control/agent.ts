@@ -19,7 +19,7 @@ import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError } from './api.js';
-import { type AgentConfig, checkCpusAllowed, ConfigError, describe, overlayAddress, type NodeConfig } from './config.js';
+import { type AgentConfig, checkCpusAllowed, ConfigError, describe, overlayAddress, type NodeConfig, PEER_CAPACITY } from './config.js';
 import { TunDevice } from './device.js';
 import { CpuLatencyRequest, TrafficLatencyHold } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
@@ -28,7 +28,6 @@ import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 import { openStore, type PeerStore } from './store/index.js';
 
 /** Peers the shared table can hold without being rebuilt. */
-export const PEER_CAPACITY = 4096;
 export const BATCH_SIZE = 64;
 /** Send sockets per worker: the number of outer source ports its flows spread over. */
 export const FLOW_SOCKETS_PER_WORKER = 8;
@@ -131,6 +130,12 @@ export class Agent {
 
     const oldForward = await setIpv4Sysctl('ip_forward', '1');
     this.log.info({ was: oldForward }, 'IPv4 forwarding enabled');
+    // Given back only by a failed start: a stopped agent's pods still reach each other on the node.
+    this.push('restore IPv4 forwarding', async () => {
+      if (!this.startFailed || oldForward === '1') return;
+      await setIpv4Sysctl('ip_forward', oldForward);
+      this.log.info({ value: oldForward }, 'IPv4 forwarding restored');
+    });
 
     const device = TunDevice.create({ name: cfg.device, mtu: this.mtu, address: overlayAddress(node), route: node.network.text }, cfg.offloads);
     this.push(`remove device ${cfg.device}`, () => device.destroy());
@@ -203,7 +208,8 @@ export class Agent {
 
   /** Refuses early when the VXLAN port is taken (e.g. by a kernel VXLAN device). */
   private probePort(ip: number, port: number): void {
-    const r = native.udpOpen(ip, port, true, 0);
+    // Without SO_REUSEPORT: a socket with it would join another agent's group on the port.
+    const r = native.udpOpen(ip, port, false, 0);
     if (r < 0) {
       throw new ConfigError('port', port, `cannot bind ${formatIpv4(ip)}:${port}: ${new SysError(-r, 'bind', 'VXLAN port').code}`);
     }

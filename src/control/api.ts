@@ -6,7 +6,7 @@
  *   POST /v1/workers/<id>/kill    end a worker as a crash would (fault injection)
  *   POST /v1/cni/{add,del,check,gc}, GET /v1/endpoints   the CNI plugin's (src/control/endpoints.ts)
  */
-import { chmod, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import { constants as osConstants } from 'node:os';
 import { dirname } from 'node:path';
@@ -61,6 +61,10 @@ export class ApiServer {
       native.check(r, 'flock', `lock file "${lockPath}"`);
     }
     try {
+      const st = await lstat(this.socketPath).catch(() => undefined);
+      if (st && !st.isSocket()) {
+        throw new Error(`socket path "${this.socketPath}" exists and is not a socket; remove it or choose another path`);
+      }
       const there = await whoIsOn(this.socketPath);
       if (there !== 'nobody') {
         throw new Error(`another agent is already serving on socket "${this.socketPath}"${there === 'silent' ? ' (it took the connection but did not answer within 1 s)' : ''}`);

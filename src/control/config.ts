@@ -10,12 +10,17 @@ import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
 import { parseMac } from '../wire/mac.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI } from '../wire/vxlan.js';
 import { parseStoreConfig, type StoreConfig } from './store/config.js';
+import { MAX_PREFIXES } from '../dataplane/peers.js';
 
 export const DEFAULT_DEVICE = 'tulle0';
 export const DEFAULT_SOCKET = '/run/tulle/tulle.sock';
 export const DEFAULT_DATA_DIR = '/var/lib/tulle';
 export const DEFAULT_SUBNET_FILE = '/run/tulle/subnet.env';
 export const MAX_WORKERS = 64;
+/** Peers the agent's peer table holds. */
+export const PEER_CAPACITY = 4096;
+/** sun_path holds 108 bytes with the terminating NUL. */
+export const MAX_SOCKET_PATH = 107;
 export const MIN_MTU = 576;
 export const MAX_MTU = 65535 - 64;
 export const MAX_VNI = 0xffffff;
@@ -186,13 +191,20 @@ export function pathField(field: string, value: unknown): string {
   return value;
 }
 
+/** An absolute path naming a file (not ending in "/", "/." or "/.."). */
+export function filePathField(field: string, value: unknown): string {
+  const path = pathField(field, value);
+  if (/\/(\.{0,2})$/.test(path)) throw new ConfigError(field, value, 'must name a file, not a directory');
+  return path;
+}
+
 /** Linux interface name rules: 1..15 bytes, no '/', ':' or whitespace, not "." or "..". */
 export function checkIfName(field: string, value: unknown): string {
   if (
     typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > 15 ||
-    /[/:\s]/.test(value) || value === '.' || value === '..'
+    /[/:%\s\0]/.test(value) || value === '.' || value === '..'
   ) {
-    throw new ConfigError(field, value, 'must be an interface name of 1..15 characters without "/", ":" or spaces');
+    throw new ConfigError(field, value, 'must be an interface name of 1..15 characters without "/", ":", "%" or spaces');
   }
   return value;
 }
@@ -235,9 +247,13 @@ export function validateConfig(raw: unknown): AgentConfig {
   const device = raw.device === undefined ? DEFAULT_DEVICE : checkIfName('device', raw.device);
   const mtu = raw.mtu === undefined ? undefined : intField('mtu', raw.mtu, MIN_MTU, MAX_MTU);
   const workers = raw.workers === undefined ? defaultWorkers() : intField('workers', raw.workers, 1, MAX_WORKERS);
-  const socket = raw.socket === undefined ? DEFAULT_SOCKET : pathField('socket', raw.socket);
+  const socket = raw.socket === undefined ? DEFAULT_SOCKET : filePathField('socket', raw.socket);
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
+    throw new ConfigError('socket', socket, `is ${Buffer.byteLength(socket)} bytes; a Unix socket path has at most ${MAX_SOCKET_PATH}`);
+  }
   const dataDir = raw.dataDir === undefined ? DEFAULT_DATA_DIR : pathField('dataDir', raw.dataDir);
-  const subnetFile = raw.subnetFile === undefined ? DEFAULT_SUBNET_FILE : pathField('subnetFile', raw.subnetFile);
+  const subnetFile = raw.subnetFile === undefined ? DEFAULT_SUBNET_FILE : filePathField('subnetFile', raw.subnetFile);
+  checkPathsApart({ socket, subnetFile, dataDir });
   let logLevel = 'info';
   if (raw.logLevel !== undefined) {
     if (typeof raw.logLevel !== 'string' || !LOG_LEVELS.includes(raw.logLevel)) {
@@ -314,8 +330,30 @@ function parsePeer(p: unknown, i: number, network: Cidr, own: Cidr, ownIP: numbe
   return { vtepIP, vtepMAC: macField(`${where}.vtepMAC`, p.vtepMAC), subnet };
 }
 
-/** Checks the peers against each other (distinct, non-overlapping subnets). */
+/**
+ * The files the agent writes must be distinct: the socket (and the `.lock` and `.del-queue` next
+ * to it), the subnet file, and the data directory's own entries.
+ */
+function checkPathsApart(p: { socket: string; subnetFile: string; dataDir: string }): void {
+  const norm = (x: string) => x.replace(/\/+/g, '/').replace(/(.)\/$/, '$1');
+  const socket = norm(p.socket);
+  const subnetFile = norm(p.subnetFile);
+  const dataDir = norm(p.dataDir);
+  const socketFiles = [socket, `${socket}.lock`, `${socket}.del-queue`];
+  if (socketFiles.includes(subnetFile)) throw new ConfigError('subnetFile', p.subnetFile, `is a file the agent keeps for its socket ${p.socket}`);
+  const inData = ['vtep-mac', 'endpoints', 'ipam'].map((n) => `${dataDir === '/' ? '' : dataDir}/${n}`);
+  for (const [field, path] of [['socket', socket], ['subnetFile', subnetFile]] as const) {
+    if (path === dataDir || inData.includes(path)) throw new ConfigError(field, field === 'socket' ? p.socket : p.subnetFile, `is the data directory or one of its entries (dataDir ${p.dataDir})`);
+  }
+}
+
+/** Checks the peers against each other (distinct, non-overlapping subnets) and the peer table's limits. */
 export function checkPeerSet(peers: readonly PeerConfig[]): void {
+  if (peers.length > PEER_CAPACITY) throw new ConfigError('peers', `${peers.length} entries`, `holds more peers than the peer table's ${PEER_CAPACITY}`);
+  const lengths = [...new Set(peers.map((q) => q.subnet.prefix))].sort((a, b) => a - b);
+  if (lengths.length > MAX_PREFIXES) {
+    throw new ConfigError('peers', lengths.map((l) => `/${l}`).join(' '), `uses ${lengths.length} subnet prefix lengths; the peer table looks up at most ${MAX_PREFIXES}`);
+  }
   for (let i = 0; i < peers.length; i++) {
     for (let j = 0; j < i; j++) {
       if (overlaps(peers[i].subnet, peers[j].subnet)) {

@@ -197,6 +197,24 @@ describe('agent start-up checks', () => {
     expect(await links()).not.toContain('tulle0');
     expect(await routes()).not.toContain('10.244.0.0/16');
     expect(existsSync(join(dir, 'tulle.sock'))).toBe(false);
+    // A new namespace starts without forwarding; the failed start gives it back.
+    expect((await nsRun(ns, 'cat', ['/proc/sys/net/ipv4/ip_forward'])).trim()).toBe('0');
+  });
+
+  test("a second agent on another network but the first one's vtepIP and port is refused, naming the port", async () => {
+    const cfg = config();
+    const run = await startAgent(cfg);
+    await waitReady(cfg.socket as string, run);
+    const other = config({
+      network: '10.245.0.0/16', subnet: '10.245.1.0/24', device: 'tulle1', socket: join(dir, 'b.sock'),
+      dataDir: join(dir, 'data-b'), subnetFile: join(dir, 'b.env'), peers: [],
+    });
+    const second = await (await startAgent(other)).exit;
+    expect(second.code).toBe(2);
+    expect(second.err).toMatch(/"port".*8472.*EADDRINUSE/);
+    expect(await links()).not.toContain('tulle1');
+    process.kill(run.pid, 'SIGTERM');
+    expect((await run.exit).code).toBe(0);
   });
 });
 

@@ -2,10 +2,11 @@
  * Who owns the agent's socket path (ApiServer.listen in src/control/api.ts): the holder of
  * `<socket>.lock`. A second server is refused while another process holds the lock, even when
  * whoever is on the socket does not answer (an agent stopped or starved), and the socket file is
- * left alone; a socket file nobody serves is replaced; close() gives the path and the lock up.
+ * left alone; a socket file nobody serves is replaced, a file that is not a socket is not;
+ * close() gives the path and the lock up.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,8 +85,16 @@ test('without the lock, something on the socket that takes the connection but do
   expect(statSync(socket).ino).toBe(ino);
 });
 
+test('a path that is not a socket is refused and left as it is', async () => {
+  writeFileSync(socket, 'not a socket');
+  await expect(new ApiServer(socket).listen()).rejects.toThrow(`socket path "${socket}" exists and is not a socket`);
+  expect(readFileSync(socket, 'utf8')).toBe('not a socket');
+});
+
 test('a socket file nobody serves is replaced; close() removes it and gives the lock up', async () => {
-  writeFileSync(socket, '');
+  // A socket bound by a process that ended without removing it.
+  execFileSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', socket]);
+  expect(statSync(socket).isSocket()).toBe(true);
   const a = await server();
   expect(statSync(socket).isSocket()).toBe(true);
   await a.close();

@@ -85,6 +85,30 @@ describe('validateConfig', () => {
     );
   });
 
+  it('refuses paths and names the agent would misuse: a socket over any other file it writes, too long for a Unix socket, a directory; device templates', () => {
+    rejects({ socket: '/run/tulle/x.sock', subnetFile: '/run/tulle/x.sock' }, 'subnetFile', '/run/tulle/x.sock');
+    rejects({ socket: '/run/tulle/x.sock', subnetFile: '/run/tulle//x.sock.lock' }, 'subnetFile', '/run/tulle//x.sock.lock');
+    rejects({ socket: '/var/lib/tulle/vtep-mac' }, 'socket', '/var/lib/tulle/vtep-mac');
+    rejects({ dataDir: '/srv/t/', subnetFile: '/srv/t/ipam' }, 'subnetFile', '/srv/t/ipam');
+    rejects({ socket: `/run/${'s'.repeat(104)}` }, 'socket', 'a Unix socket path has at most 107');
+    rejects({ socket: '/run/tulle/' }, 'socket', '/run/tulle/');
+    rejects({ subnetFile: '/run/tulle/..' }, 'subnetFile', '/run/tulle/..');
+    rejects({ device: 'tl%d' }, 'device', 'tl%d');
+    rejects({ device: 'a\u0000b' }, 'device', 'a\\u0000b');
+    expect(validateConfig({ ...base, socket: `/run/${'s'.repeat(102)}`, subnetFile: '/var/lib/tulle/subnet.env' }).socket.length).toBe(107);
+  });
+
+  it('refuses static peers beyond what the peer table holds: 9 prefix lengths, 4097 peers', () => {
+    const peer = (i: number, prefix: number) => ({ vtepIP: `172.31.${1 + (i >> 8)}.${i & 0xff}`, vtepMAC: '02:aa:00:00:00:02', subnet: `10.${100 + i}.0.0/${prefix}` });
+    const nine = Array.from({ length: 9 }, (_, i) => peer(i + 2, 17 + i));
+    rejects({ network: '10.0.0.0/8', subnet: '10.1.0.0/24', peers: nine }, 'peers', 'uses 9 subnet prefix lengths; the peer table looks up at most 8');
+    expect(validateConfig({ network: '10.0.0.0/8', subnet: '10.1.0.0/24', vtepIP: '172.31.0.1', peers: nine.slice(1) }).peers.length).toBe(8);
+    const many = Array.from({ length: 4097 }, (_, i) => ({
+      vtepIP: `172.30.${i >> 8}.${i & 0xff}`, vtepMAC: '02:aa:00:00:00:02', subnet: `10.${128 + (i >> 8)}.${i & 0xff}.0/24`,
+    }));
+    rejects({ network: '10.0.0.0/8', subnet: '10.1.0.0/24', peers: many }, 'peers', 'more peers than the peer table\'s 4096');
+  });
+
   it('requires network, subnet and vtepIP', () => {
     for (const f of ['network', 'subnet', 'vtepIP']) {
       const c: Record<string, unknown> = { ...base };
