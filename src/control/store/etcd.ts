@@ -163,6 +163,8 @@ export class EtcdStore implements PeerStore {
         return { network: net.network, subnet: own.subnet, vni: net.vni, port: net.port };
       } catch (e) {
         if (e instanceof StoreError || (precheckError !== undefined && e === precheckError)) throw e;
+        // close() while a call was under way: that call's failure is the closing, not etcd's.
+        if (this.closed) throw new StoreError('ESTORECLOSED', 'the store was closed while joining', { cause: e });
         if (e instanceof EtcdAuthenticationFailedError || e instanceof EtcdUserNotFoundError || e instanceof EtcdPermissionDeniedError) {
           throw new StoreError('ESTORECONFIG', `etcd refused ${this.scfg.username === undefined ? 'this client' : `user "${this.scfg.username}"`}: ${(e as Error).message}`, { cause: e });
         }
@@ -428,6 +430,7 @@ export class EtcdStore implements PeerStore {
         listing = await listPrefix(this.etcd(), subnetsPrefix(this.scfg.prefix));
         break;
       } catch (e) {
+        if (this.closed) throw new StoreError('ESTORECLOSED', 'the store was closed while listing peers', { cause: e });
         this.failed(e as Error);
         await this.waiter.sleep(Math.max(0, this.retryAt - Date.now()));
       }
