@@ -39,7 +39,7 @@ import type { Logger } from 'pino';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, type Etcd3 } from 'etcd3';
 import { formatIpv4 } from '../../wire/ipv4.js';
 import { formatMac } from '../../wire/mac.js';
-import { parseCidr, type AgentConfig, type Cidr } from '../config.js';
+import { ConfigError, parseCidr, type AgentConfig, type Cidr } from '../config.js';
 import { writeFileAtomic } from '../state.js';
 import { Backoff, Sleeper } from './backoff.js';
 import type { EtcdStoreConfig } from './config.js';
@@ -162,7 +162,7 @@ export class EtcdStore implements PeerStore {
         const own = this.own!;
         return { network: net.network, subnet: own.subnet, vni: net.vni, port: net.port };
       } catch (e) {
-        if (e instanceof StoreError || (precheckError !== undefined && e === precheckError)) throw e;
+        if (e instanceof StoreError || e instanceof ConfigError || (precheckError !== undefined && e === precheckError)) throw e;
         // close() while a call was under way: that call's failure is the closing, not etcd's.
         if (this.closed) throw new StoreError('ESTORECLOSED', 'the store was closed while joining', { cause: e });
         if (e instanceof EtcdAuthenticationFailedError || e instanceof EtcdUserNotFoundError || e instanceof EtcdPermissionDeniedError) {
@@ -194,11 +194,12 @@ export class EtcdStore implements PeerStore {
     if (net.backendType !== BACKEND_VXLAN) {
       throw new StoreError('ESTORECONFIG', `${where} has Backend.Type "${net.backendType}"; tulle speaks only "vxlan"`);
     }
+    // The agent config contradicting etcd is a bad config (exit code 2), not a store failure.
     if (this.cfg.network && (this.cfg.network.net !== net.network.net || this.cfg.network.prefix !== net.network.prefix)) {
-      throw new StoreError('ESTORECONFIG', `config field "network" is ${this.cfg.network.text} but ${where} says Network ${net.network.text}`);
+      throw new ConfigError('network', this.cfg.network.text, `contradicts ${where}, which says Network ${net.network.text}`);
     }
     if (this.cfg.subnet && !leasable(net, this.cfg.subnet)) {
-      throw new StoreError('ESTORECONFIG', `config field "subnet" ${this.cfg.subnet.text} is not a /${net.subnetLen} between SubnetMin ${formatIpv4(net.subnetMin)} and SubnetMax ${formatIpv4(net.subnetMax)} of ${where}`);
+      throw new ConfigError('subnet', this.cfg.subnet.text, `is not a /${net.subnetLen} between SubnetMin ${formatIpv4(net.subnetMin)} and SubnetMax ${formatIpv4(net.subnetMax)}, as ${where} says (Network ${net.network.text})`);
     }
   }
 

@@ -1,7 +1,8 @@
 /*
  * The etcd store without an etcd: the "etcd" is either a TCP listener on 127.0.0.1 that takes
  * connections and never answers (a call stays under way until its deadline), or etcd3's mock,
- * which answers the calls of a join. Covers closing the store while a call is under way.
+ * which answers the calls of a join. Covers closing the store while a call is under way, and
+ * an agent config that contradicts <prefix>/config.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { validateConfig } from '../../../src/control/config.js';
+import { ConfigError, validateConfig } from '../../../src/control/config.js';
 import { EtcdStore } from '../../../src/control/store/etcd.js';
 import { StoreError } from '../../../src/control/store/store.js';
 
@@ -147,4 +148,27 @@ describe('etcd store: close() while a call is under way', () => {
     expect(lines.filter((l) => l.at >= closedAt).map((l) => l.msg)).toEqual([]);
     expect(store.status().state).toBe('closed');
   }, 20_000);
+});
+
+describe('etcd store: a config that contradicts <prefix>/config', () => {
+  const join1 = async (extra: Record<string, unknown>) => {
+    const { store } = makeStore(extra);
+    hooks.onOpen = (c) => answerJoin(c, '{"Network":"10.245.0.0/16","Backend":{"Type":"vxlan"}}');
+    const r = await settled(store.join(SELF, async () => {}));
+    await store.close();
+    return r.err;
+  };
+
+  it('is a ConfigError naming the field, its value and what etcd says', async () => {
+    const net = await join1({ network: '10.244.0.0/16' });
+    expect(net).toBeInstanceOf(ConfigError);
+    expect(net).toMatchObject({ field: 'network', value: '10.244.0.0/16' });
+    expect((net as Error).message).toMatch(/"network".*Network 10\.245\.0\.0\/16.*"10\.244\.0\.0\/16"/);
+
+    const sub = await join1({ subnet: '10.245.7.0/26' });
+    expect(sub).toBeInstanceOf(ConfigError);
+    expect(sub).toMatchObject({ field: 'subnet', value: '10.245.7.0/26' });
+    expect((sub as Error).message).toContain(`${PREFIX}/config`);
+    expect((sub as Error).message).toContain('/24');
+  });
 });
