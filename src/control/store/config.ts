@@ -3,7 +3,7 @@
  * peers come from.
  *
  *   { "type": "static" }                      the config's `peers` (the default)
- *   { "type": "etcd", "endpoints": ["http://10.0.0.5:2379"], "prefix": "/coreos.com/network",
+ *   { "type": "etcd", "endpoints": ["http://10.0.0.5:2379"], "prefix": "/coreos.com/network",   port required
  *     "caFile": "...", "certFile": "...", "keyFile": "...",   TLS (https; without caFile the system CAs)
  *     "username": "...", "passwordFile": "...",                etcd password auth
  *     "leaseTTLSeconds": 86400, "renewMarginSeconds": 3600 }   flannel's defaults
@@ -28,7 +28,7 @@ export interface StaticStoreConfig {
 
 export interface EtcdStoreConfig {
   readonly type: 'etcd';
-  /** `http://host:port` or `https://host:port`, tried in turn. */
+  /** `http://host:port` or `https://host:port` (the port always written out), tried in turn. */
   readonly endpoints: readonly string[];
   /** Key prefix without a trailing slash, e.g. `/coreos.com/network`. */
   readonly prefix: string;
@@ -51,17 +51,51 @@ const ETCD_FIELDS = [
   'leaseTTLSeconds', 'renewMarginSeconds',
 ] as const;
 
+/** Each scheme's default port, which WHATWG URL leaves out of `port` and `host` even when written. */
+const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443 };
+
+/**
+ * `http(s)://host:port` as the etcd client is given it. The port is always written out: the etcd
+ * client drops the scheme and gRPC dials 443 for a host without a port, so "http://10.0.0.5:80"
+ * (":80" is dropped by URL) and "http://etcd" would both go to 443. A user, password, path,
+ * query or fragment, none of which the client would use, is refused rather than dropped.
+ */
 function endpoint(field: string, value: unknown): string {
+  const example = '"http://10.0.0.5:2379"';
   let url: URL | undefined;
   try {
-    if (typeof value === 'string') url = new URL(value);
+    // URL would quietly strip spaces and control characters; they are refused instead.
+    if (typeof value === 'string' && ![...value].some((c) => c <= ' ' || c === '\x7f')) url = new URL(value);
   } catch {
     url = undefined;
   }
-  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname || (url.pathname !== '/' && url.pathname !== '') || url.search || url.username) {
-    throw new ConfigError(field, value, 'must be an etcd client URL such as "http://10.0.0.5:2379"');
+  // The authority as written (URL normalizes a default port away).
+  const written = typeof value === 'string' ? /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(value) : null;
+  if (!url || !written || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
+    throw new ConfigError(field, value, `must be an etcd client URL such as ${example}`);
   }
-  return `${url.protocol}//${url.host}`;
+  const text = value as string;
+  const authority = written[1]!;
+  const at = authority.lastIndexOf('@');
+  if (at >= 0) {
+    const userinfo = authority.slice(0, at);
+    const colon = userinfo.indexOf(':');
+    // The password is not repeated in the error.
+    const shown = colon < 0 ? text : text.replace(`${userinfo}@`, `${userinfo.slice(0, colon)}:***@`);
+    throw new ConfigError(field, shown, `must not carry a ${colon < 0 ? 'user name' : 'password'}; etcd password auth is store.username and store.passwordFile`);
+  }
+  if (url.pathname !== '/') throw new ConfigError(field, value, `must not have a path (${JSON.stringify(url.pathname)}): an etcd client URL is scheme, host and port, such as ${example}`);
+  const rest = text.slice(written[0].length);
+  const q = rest.indexOf('?');
+  const h = rest.indexOf('#');
+  if (q >= 0 && (h < 0 || q < h)) throw new ConfigError(field, value, `must not have a query (${JSON.stringify(url.search || '?')})`);
+  if (h >= 0) throw new ConfigError(field, value, `must not have a fragment (${JSON.stringify(url.hash || '#')})`);
+  const portWritten = /:(\d+)$/.exec(authority);
+  if (url.port === '' && !portWritten) {
+    throw new ConfigError(field, value, `must give the port, such as ${example} (etcd's client port is 2379; without a port the etcd client would dial 443)`);
+  }
+  const port = url.port === '' ? DEFAULT_PORTS[url.protocol]! : Number(url.port);
+  return `${url.protocol}//${url.hostname}:${port}`;
 }
 
 function optionalPath(raw: Record<string, unknown>, f: string): string | undefined {
