@@ -4,7 +4,8 @@
  *
  *   { "type": "static" }                      the config's `peers` (the default)
  *   { "type": "etcd", "endpoints": ["http://10.0.0.5:2379"], "prefix": "/coreos.com/network",   port required
- *     "caFile": "...", "certFile": "...", "keyFile": "...",   TLS (https; without caFile the system CAs)
+ *     "caFile": "...", "certFile": "...", "keyFile": "...",   TLS (https; without caFile the system CAs;
+ *                                                             a client certificate needs caFile)
  *     "username": "...", "passwordFile": "...",                etcd password auth
  *     "leaseTTLSeconds": 86400, "renewMarginSeconds": 3600 }   flannel's defaults
  */
