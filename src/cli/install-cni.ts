@@ -13,7 +13,7 @@
 import { chmod, copyFile, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_AGENT_SOCKET, ID_RE, PLUGIN_TYPE, SUPPORTED_VERSIONS, isSupported } from '../cni/spec.js';
+import { DEFAULT_AGENT_SOCKET, ID_RE, PLUGIN_TYPE, SUPPORTED_VERSIONS, isSocketPath, isSupported } from '../cni/spec.js';
 import { packageRoot } from '../util/paths.js';
 
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
@@ -61,6 +61,42 @@ async function copyAtomic(from: string, to: string, mode: number): Promise<void>
 
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** An option that would install something unusable; refused before anything is written. */
+export class InstallOptionError extends RangeError {
+  constructor(
+    readonly option: string,
+    readonly value: string,
+    reason: string,
+  ) {
+    super(`${option} ${JSON.stringify(value)}: ${reason}`);
+    this.name = 'InstallOptionError';
+  }
+}
+
+const CONFLIST_EXT = '.conflist';
+
+/** Throws InstallOptionError for the first option the runtime or the plugin would not accept. */
+export function checkInstallOptions(o: InstallOptions): void {
+  if (o.network !== undefined && !ID_RE.test(o.network)) {
+    throw new InstallOptionError('--name', o.network, 'must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (a CNI network name)');
+  }
+  if (o.cniVersion !== undefined && !isSupported(o.cniVersion)) {
+    throw new InstallOptionError('--cni-version', o.cniVersion, `must be one of ${SUPPORTED_VERSIONS.join(', ')}`);
+  }
+  if (o.socket !== undefined && !isSocketPath(o.socket)) {
+    throw new InstallOptionError('--socket', o.socket, 'must be an absolute path (the plugin refuses any other socket in its conflist)');
+  }
+  const f = o.confFile;
+  // libcni loads *.conflist as a list; a ".conf" would be read as a single plugin's config.
+  if (f !== undefined && (f.includes('/') || f.includes('\0') || !f.endsWith(CONFLIST_EXT) || f.length === CONFLIST_EXT.length)) {
+    throw new InstallOptionError('--conf-file', f, `must be a file name ending in ${CONFLIST_EXT}, without "/" (it is written in --conf-dir)`);
+  }
+  // The launcher runs in whatever directory the runtime calls the plugin from.
+  if (o.node !== undefined && !o.copyNode && (!o.node.startsWith('/') || o.node.includes('\0'))) {
+    throw new InstallOptionError('--node', o.node, 'must be an absolute path');
+  }
+}
+
 /** The conflist tulle-cni is used with. */
 export function conflist(o: { network: string; cniVersion: string; socket: string; portmap: boolean }): Record<string, unknown> {
   const plugins: Record<string, unknown>[] = [{ type: PLUGIN_TYPE, socket: o.socket }];
@@ -69,10 +105,9 @@ export function conflist(o: { network: string; cniVersion: string; socket: strin
 }
 
 export async function installCni(o: InstallOptions): Promise<Installed> {
+  checkInstallOptions(o);
   const network = o.network ?? DEFAULT_NETWORK;
   const cniVersion = o.cniVersion ?? DEFAULT_CONF_VERSION;
-  if (!ID_RE.test(network)) throw new RangeError(`invalid network name ${JSON.stringify(network)}`);
-  if (!isSupported(cniVersion)) throw new RangeError(`invalid --cni-version ${JSON.stringify(cniVersion)} (${SUPPORTED_VERSIONS.join(', ')})`);
   const dist = join(packageRoot(), 'dist', 'src');
   const support = join(o.binDir, SUPPORT_DIR);
   await mkdir(join(support, 'src', 'cli'), { recursive: true });
@@ -111,13 +146,13 @@ export async function installCni(o: InstallOptions): Promise<Installed> {
 const HELP = `usage: tulle install-cni [options]
   --bin-dir DIR       CNI plugin directory (default ${DEFAULT_BIN_DIR})
   --conf-dir DIR      CNI config directory (default ${DEFAULT_CONF_DIR})
-  --conf-file NAME    conflist file name (default ${DEFAULT_CONF_FILE})
+  --conf-file NAME    conflist file name, ending in .conflist (default ${DEFAULT_CONF_FILE})
   --no-conflist       install the plugin only
   --name NAME         network name (default ${DEFAULT_NETWORK})
   --cni-version V     conflist cniVersion (default ${DEFAULT_CONF_VERSION})
-  --socket PATH       the agent's socket (default ${DEFAULT_AGENT_SOCKET})
+  --socket PATH       the agent's socket, an absolute path (default ${DEFAULT_AGENT_SOCKET})
   --no-portmap        do not chain portmap after tulle
-  --node PATH         node binary the plugin runs with (default: this one, ${process.execPath})
+  --node PATH         absolute path of the node binary the plugin runs with (default: this one, ${process.execPath})
   --copy-node         copy this node binary next to the plugin (hosts without Node)
 `;
 
@@ -156,6 +191,10 @@ export async function installCniMain(argv: string[]): Promise<number> {
     process.stdout.write(`installed ${r.plugin}${r.conflist ? ` and ${r.conflist}` : ''}\n`);
     return 0;
   } catch (e) {
+    if (e instanceof InstallOptionError) {
+      process.stderr.write(`tulle install-cni: ${e.message}\n\n${HELP}`);
+      return 2;
+    }
     process.stderr.write(`tulle install-cni: ${(e as Error).message}\n`);
     return 1;
   }

@@ -20,7 +20,7 @@
  * unsupported field value -> 2; each message names the field and quotes the value.
  */
 import { type CniDns, type CniResult, parseDns, parseResult } from './result.js';
-import { CniError, type CniVersion, ERR, ID_RE, SUPPORTED_VERSIONS, isSupported, isVersionString, DEFAULT_AGENT_SOCKET } from './spec.js';
+import { CniError, type CniVersion, ERR, ID_RE, SUPPORTED_VERSIONS, isSocketPath, isSupported, isVersionString, DEFAULT_AGENT_SOCKET } from './spec.js';
 import type { Attachment } from './protocol.js';
 
 export interface NetConf {
@@ -100,7 +100,7 @@ export function parseNetConf(raw: Record<string, unknown>): NetConf {
   if (typeof type !== 'string' || type === '' || type.includes('/')) invalid('type', type, 'must be the plugin name');
   let socket = DEFAULT_AGENT_SOCKET;
   if (raw.socket !== undefined) {
-    if (typeof raw.socket !== 'string' || !raw.socket.startsWith('/') || raw.socket.includes('\0')) invalid('socket', raw.socket, 'must be an absolute path');
+    if (!isSocketPath(raw.socket)) invalid('socket', raw.socket, 'must be an absolute path');
     socket = raw.socket;
   }
   if (raw.ipMasq !== undefined && raw.ipMasq !== false) {

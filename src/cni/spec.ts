@@ -62,6 +62,11 @@ export class CniError extends Error {
   }
 }
 
+/** The agent's socket as a network config names it: an absolute path (the plugin's rule, and install-cni's). */
+export function isSocketPath(v: unknown): v is string {
+  return typeof v === 'string' && v.startsWith('/') && !v.includes('\0');
+}
+
 /** CNI_CONTAINERID and network names (libcni's ValidateContainerID / ValidateNetworkName). */
 export const ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 

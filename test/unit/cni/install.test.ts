@@ -4,11 +4,11 @@
  * the conflist; the installed plugin answers VERSION like the runtime expects.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, expect, test } from 'vitest';
-import { DEFAULT_CONF_VERSION, DEFAULT_NETWORK, conflist, installCni } from '../../../src/cli/install-cni.js';
+import { afterAll, expect, test, vi } from 'vitest';
+import { DEFAULT_CONF_VERSION, DEFAULT_NETWORK, conflist, installCni, installCniMain } from '../../../src/cli/install-cni.js';
 import { DEFAULT_AGENT_SOCKET, SUPPORTED_VERSIONS } from '../../../src/cni/spec.js';
 
 const root = mkdtempSync(join(tmpdir(), 'tulle-install-'));
@@ -51,6 +51,42 @@ test('install-cni writes the launcher, the modules and the conflist; the plugin 
   // Reinstalling over a live installation is fine (atomic renames).
   await installCni({ binDir, confDir: undefined });
   expect(readdirSync(binDir).sort()).toEqual(['tulle', 'tulle.d']);
+});
+
+test('install-cni refuses options that would install an unusable plugin or conflist, with code 2, writing nothing', async () => {
+  const binDir = join(root, 'refused-bin');
+  const confDir = join(root, 'refused-net.d');
+  const cases: [string[], string, string][] = [
+    [['--socket', 'run/tulle.sock'], '--socket', 'run/tulle.sock'],
+    [['--socket', ''], '--socket', ''],
+    [['--conf-file', 'tulle.conf'], '--conf-file', 'tulle.conf'],
+    [['--conf-file', '../10-tulle.conflist'], '--conf-file', '../10-tulle.conflist'],
+    [['--conf-file', 'sub/10-tulle.conflist'], '--conf-file', 'sub/10-tulle.conflist'],
+    [['--conf-file', '..'], '--conf-file', '..'],
+    [['--conf-file', '.'], '--conf-file', '.'],
+    [['--conf-file', '.conflist'], '--conf-file', '.conflist'],
+    [['--node', 'bin/node'], '--node', 'bin/node'],
+    [['--name', 'my pods'], '--name', 'my pods'],
+    [['--cni-version', '9.9.9'], '--cni-version', '9.9.9'],
+  ];
+  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    for (const [args, option, value] of cases) {
+      stderr.mockClear();
+      const code = await installCniMain(['--bin-dir', binDir, '--conf-dir', confDir, ...args]);
+      expect(code, args.join(' ')).toBe(2);
+      const err = stderr.mock.calls.map((c) => String(c[0])).join('');
+      expect(err, args.join(' ')).toContain(`${option} ${JSON.stringify(value)}: `);
+      expect(existsSync(binDir) || existsSync(confDir), args.join(' ')).toBe(false);
+    }
+  } finally {
+    stderr.mockRestore();
+  }
+  // Written out, the same values are fine.
+  await expect(installCni({ binDir, confDir, socket: '/run/tulle/tulle.sock', confFile: '20-pods.conflist', node: '/usr/bin/node' })).resolves.toEqual({
+    plugin: join(binDir, 'tulle'), conflist: join(confDir, '20-pods.conflist'),
+  });
+  expect(readFileSync(join(binDir, 'tulle'), 'utf8')).toContain(`exec '/usr/bin/node' `);
 });
 
 test('deploy/10-tulle.conflist is what install-cni writes by default', () => {
