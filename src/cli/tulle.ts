@@ -8,6 +8,14 @@ import { request } from '../control/api.js';
 import { runAgent } from '../control/agent.js';
 import { statusMain } from './status.js';
 
+const AGENT_HELP = `usage: tulle agent --config FILE
+  -c, --config FILE   the agent config (JSON; see deploy/agent.example.json and the README)
+  -h, --help          this text
+
+Runs a node agent in the foreground, JSON logs on stdout, until SIGTERM or SIGINT.
+Exit codes: 0 stopped by a signal, 1 failed, 2 bad command line or config.
+`;
+
 const HELP = `tulle: a userspace VXLAN overlay for pod networks
 
 usage:
@@ -16,7 +24,8 @@ usage:
                                      show the running agent's peers, workers, endpoints, counters
   tulle debug kill-worker N [--socket PATH]
                                      end worker N as a crash would (the supervisor restarts it)
-  tulle lab up|down|demo [options]   a cluster in network namespaces (see: tulle lab --help)
+  tulle lab up|add-node|down|demo [options]
+                                     a cluster in network namespaces (see: tulle lab --help)
   tulle install-cni [options]        install the CNI plugin and its conflist (see: --help)
   tulle help                         this text
 
@@ -28,8 +37,12 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'agent': {
-      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } } });
-      if (!values.config) return usage('tulle agent: --config FILE is required');
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+      if (values.help) {
+        process.stdout.write(AGENT_HELP);
+        return 0;
+      }
+      if (!values.config) return usage('tulle agent: --config FILE is required', AGENT_HELP);
       let cfg;
       try {
         cfg = loadConfig(values.config);
@@ -75,8 +88,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function usage(msg: string): number {
-  process.stderr.write(`${msg}\n\n${HELP}`);
+function usage(msg: string, help = HELP): number {
+  process.stderr.write(`${msg}\n\n${help}`);
   return 2;
 }
 

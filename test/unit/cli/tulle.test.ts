@@ -25,4 +25,22 @@ describe('tulle command line', () => {
     expect(help.code).toBe(0);
     expect(help.out).toMatch(/usage|Usage/);
   });
+
+  it('lists every lab command in its help', () => {
+    const help = tulle('help');
+    for (const sub of ['up', 'add-node', 'down', 'demo']) expect(help.out).toMatch(new RegExp(`tulle lab \\S*\\b${sub}\\b`));
+  });
+
+  it('prints the agent\'s usage for agent --help or -h, exit 0', () => {
+    for (const flag of ['--help', '-h']) {
+      const r = tulle('agent', flag);
+      expect(r.code, flag).toBe(0);
+      expect(r.out).toContain('usage: tulle agent --config FILE');
+      expect(r.err).toBe('');
+    }
+    const missing = tulle('agent');
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('--config FILE is required');
+    expect(missing.err).toContain('usage: tulle agent');
+  });
 });
