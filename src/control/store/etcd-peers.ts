@@ -11,10 +11,10 @@
  */
 import type { Logger } from 'pino';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import type { PeerEntry } from '../../dataplane/peers.js';
+import { MAX_PREFIXES, type PeerEntry } from '../../dataplane/peers.js';
 import { formatIpv4 } from '../../wire/ipv4.js';
 import { formatMac } from '../../wire/mac.js';
-import { contains, type Cidr } from '../config.js';
+import { contains, PEER_CAPACITY, type Cidr } from '../config.js';
 import { listPrefix, type Kv } from './etcd-client.js';
 import { BACKEND_VXLAN, decodeLease, overlapsCidr, parseSubnetKey, subnetsPrefix, type LeaseAttrs, type NetworkConfig } from './flannel.js';
 import type { PublishPeers, SelfAttrs } from './store.js';
@@ -181,6 +181,7 @@ export class LeaseFollower {
     const self = this.ctx.self();
     const out: PeerEntry[] = [];
     const subnets: Cidr[] = [];
+    const lengths = new Set<number>();
     const shown = new Map<string, string>();
     const ignored = new Map<string, string>();
     for (const [key, l] of [...this.leases].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
@@ -194,11 +195,17 @@ export class LeaseFollower {
       else if (own && overlapsCidr(own.subnet, l.subnet)) why = `overlaps this node's subnet ${own.subnet.text}`;
       else if (a.publicIP === self.publicIP) why = "carries this node's PublicIP (a stale lease of this node)";
       else if (subnets.some((s) => overlapsCidr(s, l.subnet))) why = 'overlaps another lease';
+      // What the peer table cannot hold is left out here, so the others are still published.
+      else if (out.length >= PEER_CAPACITY) why = `the peer table is full (${PEER_CAPACITY} peers)`;
+      else if (!lengths.has(l.subnet.prefix) && lengths.size >= MAX_PREFIXES) {
+        why = `a ${MAX_PREFIXES + 1}th subnet prefix length (/${l.subnet.prefix}); the peer table looks up at most ${MAX_PREFIXES}`;
+      }
       if (why !== undefined || !a || !a.vtepMAC) {
         ignored.set(key, why ?? 'no VTEP MAC');
         continue;
       }
       subnets.push(l.subnet);
+      lengths.add(l.subnet.prefix);
       out.push({ net: l.subnet.net, prefix: l.subnet.prefix, vtepIP: a.publicIP, vtepMAC: a.vtepMAC });
       shown.set(l.subnet.text, `${formatIpv4(a.publicIP)} ${formatMac(a.vtepMAC)}`);
     }
