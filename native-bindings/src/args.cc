@@ -1,5 +1,6 @@
 #include "args.h"
 
+#include <cstring>
 #include <string>
 
 namespace tulle {
@@ -41,6 +42,10 @@ bool Args::String(size_t i, const char* name, char* buf, size_t cap) const {
     return false;
   }
   napi_get_value_string_utf8(env(), info_[i], buf, cap, &len);
+  if (std::memchr(buf, 0, len) != nullptr) {
+    RangeError(name, "contains a NUL byte");
+    return false;
+  }
   return true;
 }
 

@@ -94,14 +94,21 @@ Napi::Value EventfdDrain(const Napi::CallbackInfo& info) {
 }  // namespace
 
 int DrainEventfd(int fd) {
+  // One read takes an eventfd's whole count (it is not a semaphore one), so the next finds
+  // nothing unless another signal came in between. Something that keeps answering (/dev/zero, a
+  // blocking fd) is not a non-blocking eventfd, and is not read without end.
   uint64_t count;
-  for (;;) {
+  for (int reads = 0; reads < 64;) {
     ssize_t r = read(fd, &count, sizeof count);
-    if (r == static_cast<ssize_t>(sizeof count)) continue;
+    if (r == static_cast<ssize_t>(sizeof count)) {
+      reads++;
+      continue;
+    }
     if (r >= 0) return -EINVAL;  // not an eventfd
     if (errno == EINTR) continue;
     return errno == EAGAIN ? 0 : NegErrno();
   }
+  return -EINVAL;
 }
 
 void RegisterPoll(Napi::Env env, Napi::Object exports, Napi::Object constants) {

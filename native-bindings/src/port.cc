@@ -71,6 +71,9 @@ struct WriteBind {
 
 struct Port {
   napi_ref arena = nullptr;
+  // Where the arena's memory was when the views were bound, and its length then.
+  void* arena_data = nullptr;
+  size_t arena_len = 0;
   int tun_fd = -1, rx_fd = -1, wake_fd = -1;
   std::vector<int32_t> send_fds;
   View<uint8_t> mem[2];
@@ -138,6 +141,13 @@ bool Attached(const Args& a, const Port* p) {
     a.RangeError("port", "has lost its arena (the ArrayBuffer was detached)");
     return false;
   }
+  // The views were bound at their place in the arena: it must still be that memory, whole.
+  void* data = nullptr;
+  size_t len = 0;
+  if (napi_get_arraybuffer_info(a.env(), arena, &data, &len) != napi_ok || data != p->arena_data || len < p->arena_len) {
+    a.RangeError("port", "has lost its arena (the ArrayBuffer was moved or shrunk)");
+    return false;
+  }
   return true;
 }
 
@@ -164,8 +174,11 @@ Napi::Value PortOpen(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "portOpen: arena must be an ArrayBuffer").ThrowAsJavaScriptException();
     return Napi::Value();
   }
-  if (napi_get_named_property(env, arena, "resizable", &prop) != napi_ok ||
-      napi_get_value_bool(env, prop, &resizable) != napi_ok) {
+  if (napi_get_named_property(env, arena, "resizable", &prop) != napi_ok) {
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return Napi::Value();  // a throwing getter
+    resizable = false;
+  } else if (napi_get_value_bool(env, prop, &resizable) != napi_ok) {
     resizable = false;  // engines without resizable buffers have no such property
   }
   if (resizable) return a.RangeError("arena", "must not be resizable");
@@ -212,7 +225,8 @@ Napi::Value PortOpen(const Napi::CallbackInfo& info) {
   size_t rx = std::min({p->rx_lens.len, p->rx_ips.len, p->rx_ports.len, p->mem[1].len / static_cast<size_t>(p->rx_slot)});
   if (p->rx_segs.data != nullptr) rx = std::min(rx, p->rx_segs.len);
   p->rx_cap = Cap(rx);
-  if (napi_create_reference(env, arena, 1, &p->arena) != napi_ok) {
+  if (napi_get_arraybuffer_info(env, arena, &p->arena_data, &p->arena_len) != napi_ok ||
+      napi_create_reference(env, arena, 1, &p->arena) != napi_ok) {
     delete p;
     return a.RangeError("arena", "cannot be referenced");
   }

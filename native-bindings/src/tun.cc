@@ -1,6 +1,8 @@
 // TUN/TAP queues: open (TUNSETIFF), attach/detach (TUNSETQUEUE), offload settings, and batched
 // reads and writes. A TUN fd yields exactly one packet per read(), so a batch read is a loop of
 // read() calls ending at EAGAIN; there is no recvmmsg for TUN.
+#include <algorithm>
+#include <climits>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -96,7 +98,8 @@ int ReadBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, int m
 
 int WriteBatch(int fd, const uint8_t* buf, size_t buflen, const int32_t* offs, const int32_t* lens, int count,
                int32_t* stats) {
-  int ok = 0, failed = 0, last_errno = 0, bytes = 0;
+  int ok = 0, failed = 0, last_errno = 0;
+  int64_t bytes = 0;
   bool waited = false;
   for (int i = 0; i < count; i++) {
     const int32_t off = offs[i], len = lens[i];
@@ -106,9 +109,10 @@ int WriteBatch(int fd, const uint8_t* buf, size_t buflen, const int32_t* offs, c
       continue;
     }
     for (;;) {
-      if (write(fd, buf + off, static_cast<size_t>(len)) >= 0) {
+      const ssize_t w = write(fd, buf + off, static_cast<size_t>(len));
+      if (w >= 0) {
         ok++;
-        bytes += len;
+        bytes += w;
         break;
       }
       const int err = errno;
@@ -127,7 +131,7 @@ int WriteBatch(int fd, const uint8_t* buf, size_t buflen, const int32_t* offs, c
   stats[1] = failed;
   stats[2] = last_errno;
   stats[3] = ok;
-  stats[4] = bytes;
+  stats[4] = static_cast<int32_t>(std::min<int64_t>(bytes, INT32_MAX));
   return ok;
 }
 

@@ -7,6 +7,7 @@
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "addon.h"
@@ -108,8 +109,10 @@ int RecvBatch(int fd, uint8_t* buf, int slot, int headroom, int32_t* lens, uint3
   if (r < 0) return errno == EAGAIN ? 0 : NegErrno();
   for (int i = 0; i < r; i++) {
     lens[i] = static_cast<int32_t>(msgs[i].msg_len);
-    ips[i] = ntohl(from[i].sin_addr.s_addr);
-    ports[i] = ntohs(from[i].sin_port);
+    // A sender without an IPv4 address (an unnamed Unix socket) reads as 0.0.0.0:0.
+    const bool v4 = msgs[i].msg_hdr.msg_namelen >= sizeof from[i] && from[i].sin_family == AF_INET;
+    ips[i] = v4 ? ntohl(from[i].sin_addr.s_addr) : 0;
+    ports[i] = v4 ? ntohs(from[i].sin_port) : 0;
     if (!gro) continue;
     segs[i] = 0;
     for (struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
@@ -209,18 +212,23 @@ int SendBatch(const int32_t* fds, size_t nfds, const uint8_t* buf, size_t buflen
               const uint8_t* sock_idx, const uint32_t* ips, const uint16_t* ports, int count, const int32_t* segs,
               int32_t* stats) {
   SendStats st;
+  // Each entry is read once: the arrays may be views of memory another thread writes.
+  const size_t n = std::min(static_cast<size_t>(count), static_cast<size_t>(kMaxBatch));
+  int32_t off_of[kMaxBatch], len_of[kMaxBatch], seg_of[kMaxBatch];
+  uint8_t sock_of[kMaxBatch];
+  bool ok_of[kMaxBatch];
   // Stable counting sort of the valid datagrams by socket index: order[start[s]..start[s+1]).
   int start[257] = {0};
   uint16_t order[kMaxBatch];
-  auto valid = [&](size_t i) {
-    const int32_t off = offs[i], len = lens[i];
-    return sock_idx[i] < nfds && off >= 0 && len >= 0 &&
-           static_cast<size_t>(off) + static_cast<size_t>(len) <= buflen;
-  };
-  const size_t n = static_cast<size_t>(count);
   for (size_t i = 0; i < n; i++) {
-    if (valid(i)) {
-      start[sock_idx[i] + 1]++;
+    off_of[i] = offs[i];
+    len_of[i] = lens[i];
+    sock_of[i] = sock_idx[i];
+    seg_of[i] = segs != nullptr ? segs[i] : 0;
+    ok_of[i] = sock_of[i] < nfds && off_of[i] >= 0 && len_of[i] >= 0 &&
+               static_cast<size_t>(off_of[i]) + static_cast<size_t>(len_of[i]) <= buflen && seg_of[i] >= 0 && seg_of[i] <= 0xffff;
+    if (ok_of[i]) {
+      start[sock_of[i] + 1]++;
     } else {
       st.Fail(EINVAL);
     }
@@ -229,7 +237,7 @@ int SendBatch(const int32_t* fds, size_t nfds, const uint8_t* buf, size_t buflen
   int next[256];
   std::memcpy(next, start, sizeof next);
   for (size_t i = 0; i < n; i++) {
-    if (valid(i)) order[next[sock_idx[i]]++] = static_cast<uint16_t>(i);
+    if (ok_of[i]) order[next[sock_of[i]]++] = static_cast<uint16_t>(i);
   }
 
   struct mmsghdr msgs[kMaxBatch];
@@ -245,14 +253,14 @@ int SendBatch(const int32_t* fds, size_t nfds, const uint8_t* buf, size_t buflen
     to[k].sin_family = AF_INET;
     to[k].sin_addr.s_addr = htonl(ips[i]);
     to[k].sin_port = htons(ports[i]);
-    iov[k].iov_base = const_cast<uint8_t*>(buf) + offs[i];
-    iov[k].iov_len = static_cast<size_t>(lens[i]);
+    iov[k].iov_base = const_cast<uint8_t*>(buf) + off_of[i];
+    iov[k].iov_len = static_cast<size_t>(len_of[i]);
     msgs[k].msg_hdr.msg_name = &to[k];
     msgs[k].msg_hdr.msg_namelen = sizeof to[k];
     msgs[k].msg_hdr.msg_iov = &iov[k];
     msgs[k].msg_hdr.msg_iovlen = 1;
     nsegs[k] = 1;
-    if (segs != nullptr && segs[i] > 0) {
+    if (seg_of[i] > 0) {
       std::memset(ctrl[k], 0, kCtrlLen);
       msgs[k].msg_hdr.msg_control = ctrl[k];
       msgs[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
@@ -260,9 +268,9 @@ int SendBatch(const int32_t* fds, size_t nfds, const uint8_t* buf, size_t buflen
       c->cmsg_level = SOL_UDP;
       c->cmsg_type = UDP_SEGMENT;
       c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      const uint16_t seg = static_cast<uint16_t>(segs[i]);
+      const uint16_t seg = static_cast<uint16_t>(seg_of[i]);
       std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
-      if (lens[i] > segs[i]) nsegs[k] = static_cast<uint16_t>((lens[i] + segs[i] - 1) / segs[i]);
+      if (len_of[i] > seg_of[i]) nsegs[k] = static_cast<uint16_t>((len_of[i] + seg_of[i] - 1) / seg_of[i]);
     }
   }
   for (int s = 0; s < 256; s++) {

@@ -206,6 +206,30 @@ describe('I/O port', () => {
     expect(next).toBe(before + 1);
   });
 
+  test('an arena that claims not to be resizable and then shrinks is refused, not written', () => {
+    const Resizable = ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer & { resize(n: number): void };
+    const ab = new Resizable(16384, { maxByteLength: 16384 });
+    Object.defineProperty(ab, 'resizable', { value: false });
+    const [tun] = pair();
+    const [rx] = pair();
+    const wake = native.openEventfd();
+    open.push(wake);
+    const port = raw.portOpen(ab, Int32Array.of(tun, rx, wake), Int32Array.of(-1), new Uint8Array(ab, 0, SLOT * SLOTS), SLOT,
+      new Int32Array(ab, 1024, SLOTS), new Uint8Array(ab, 2048, SLOT * SLOTS), SLOT, new Int32Array(ab, 3072, SLOTS),
+      new Uint32Array(ab, 3136, SLOTS), new Uint16Array(ab, 3200, SLOTS), undefined, new Int32Array(ab, 4096, native.STATS_LEN),
+      new Int32Array(ab, 8192, native.PORT_STATE_LEN));
+    ports.push(port);
+    ab.resize(0);
+    expect(() => raw.portWait(port, 0, SLOTS, 0, 1 << 20, SLOTS)).toThrow(/port has lost its arena \(the ArrayBuffer was moved or shrunk\)$/);
+  });
+
+  test("an arena whose resizable getter throws: portOpen throws that error and opens nothing", () => {
+    const r = rig();
+    const ab = new ArrayBuffer(4096);
+    Object.defineProperty(ab, 'resizable', { get() { throw new Error('getter says no'); } });
+    expect(() => raw.portOpen(...openArgs(r, { 0: ab }))).toThrow('getter says no');
+  });
+
   test('a port whose arena was transferred away refuses every call', () => {
     const r = rig();
     put(r.tunPeer, Uint8Array.of(1, 2, 3));

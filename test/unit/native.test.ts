@@ -5,7 +5,7 @@
  * nothing is sent. The workers run test/support/native-worker.mjs, which imports the compiled
  * dist/src/io/native.js: run `npx tsc -p tsconfig.json` first.
  */
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -159,6 +159,15 @@ describe('fds in this thread', () => {
     expect(() => native.closeFd(efd)).toThrow(new SysError(EBADF, 'close', `fd ${efd}`));
   });
 
+  test('eventfdDrain on something that keeps answering reads (/dev/zero) gives EINVAL instead of reading forever', () => {
+    const fd = openSync('/dev/zero', 'r');
+    try {
+      expect(native.eventfdDrain(fd)).toBe(-constants.errno.EINVAL);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
   test('UDP socket on 127.0.0.1: ephemeral port, empty receive on SharedArrayBuffer views, closes', () => {
     const fd = native.openUdp(LOOPBACK, 0, true, 1 << 20);
     try {
@@ -247,6 +256,8 @@ describe('argument validation', () => {
     ['eventfdSignal fd NaN', () => native.eventfdSignal(NaN), RangeError, /^eventfdSignal: fd must be an integer/],
     ['close negative fd', () => native.close(-1), RangeError, /^close: fd/],
     ['ifMtu name with NUL', () => native.ifMtu('lo\0x'), RangeError, /^ifMtu: name/],
+    ['ifMtu name with NUL, straight to the addon', () => native.nativeAddon.ifMtu('lo\0x'), RangeError, /^ifMtu: name contains a NUL byte$/],
+    ['lockOpen path with NUL, straight to the addon', () => native.nativeAddon.lockOpen('/tmp/tulle-x\0/etc/passwd'), RangeError, /^lockOpen: path contains a NUL byte$/],
   ])('%s', (_name, call, kind, message) => {
     expect(call).toThrow(kind);
     expect(call).toThrow(message);
