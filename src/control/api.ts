@@ -11,6 +11,7 @@ import http from 'node:http';
 import { constants as osConstants } from 'node:os';
 import { dirname } from 'node:path';
 import * as native from '../io/native.js';
+import { socketLockPath } from './state.js';
 
 export type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
 
@@ -50,7 +51,7 @@ export class ApiServer {
    */
   async listen(): Promise<void> {
     await mkdir(dirname(this.socketPath), { recursive: true });
-    const lockPath = `${this.socketPath}.lock`;
+    const lockPath = socketLockPath(this.socketPath);
     const fd = native.openLockFile(lockPath);
     const r = native.flock(fd, true, true);
     if (r < 0) {

@@ -11,6 +11,8 @@ import { parseMac } from '../wire/mac.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI } from '../wire/vxlan.js';
 import { parseStoreConfig, type StoreConfig } from './store/config.js';
 import { MAX_PREFIXES } from '../dataplane/peers.js';
+import { delQueueDir } from '../cni/del-queue.js';
+import { DATA_DIR_ENTRIES, socketLockPath } from './state.js';
 
 export const DEFAULT_DEVICE = 'tulle0';
 export const DEFAULT_SOCKET = '/run/tulle/tulle.sock';
@@ -339,9 +341,9 @@ function checkPathsApart(p: { socket: string; subnetFile: string; dataDir: strin
   const socket = norm(p.socket);
   const subnetFile = norm(p.subnetFile);
   const dataDir = norm(p.dataDir);
-  const socketFiles = [socket, `${socket}.lock`, `${socket}.del-queue`];
+  const socketFiles = [socket, socketLockPath(socket), delQueueDir(socket)];
   if (socketFiles.includes(subnetFile)) throw new ConfigError('subnetFile', p.subnetFile, `is a file the agent keeps for its socket ${p.socket}`);
-  const inData = ['vtep-mac', 'endpoints', 'ipam'].map((n) => `${dataDir === '/' ? '' : dataDir}/${n}`);
+  const inData = DATA_DIR_ENTRIES.map((n) => `${dataDir === '/' ? '' : dataDir}/${n}`);
   for (const [field, path] of [['socket', socket], ['subnetFile', subnetFile]] as const) {
     if (path === dataDir || inData.includes(path)) throw new ConfigError(field, field === 'socket' ? p.socket : p.subnetFile, `is the data directory or one of its entries (dataDir ${p.dataDir})`);
   }

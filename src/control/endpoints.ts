@@ -35,16 +35,15 @@ import { type EndpointRecord, hostIfnameFor, keyOf, resultOf } from './endpoint-
 import {
   CniApiError, cniError, checkAttachment, checkNetnsRef, checkNetwork, cidrParts, inSubnet, isObject, resolveNetns,
 } from './endpoint-requests.js';
-import { HostLocalStore } from './ipam.js';
+import { HostLocalStore, hostRange } from './ipam.js';
 import { type QueuedDel, delQueueDir, listQueuedDels, unqueueDel } from '../cni/del-queue.js';
-import { writeFileAtomic } from './state.js';
+import { ENDPOINTS_DIR, IPAM_DIR, writeFileAtomic } from './state.js';
 
 export type { EndpointRecord } from './endpoint-record.js';
 export { CniApiError } from './endpoint-requests.js';
 export { hostIfnameFor } from './endpoint-record.js';
 
-export const ENDPOINTS_DIR = 'endpoints';
-export const IPAM_DIR = 'ipam';
+export { ENDPOINTS_DIR, IPAM_DIR } from './state.js';
 /** `<dataDir>/ipam/<net>-<prefix>`, one per subnet the node has held. */
 const STORE_DIR_RE = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/;
 
@@ -461,9 +460,10 @@ export class Endpoints {
           `address ${v4.address} from the ipam plugin is outside this node's subnet ${node.subnet.text}; the overlay routes only that subnet here`);
       }
       const gateway = v4.gateway !== undefined && isIPv4(v4.gateway) ? parseIpv4(v4.gateway) : nodeGateway;
-      const broadcast = (node.subnet.net | (node.subnet.prefix === 32 ? 0 : 0xffffffff >>> node.subnet.prefix)) >>> 0;
-      const reserved = addr === node.subnet.net ? `the subnet's network address (the node's overlay device has it)`
-        : addr === broadcast ? `the subnet's broadcast address` : addr === gateway ? `the pod's gateway` : '';
+      // Inside the subnet, only its network and broadcast addresses fall outside its host range.
+      const hosts = hostRange(node.subnet);
+      const reserved = addr < hosts.first ? `the subnet's network address (the node's overlay device has it)`
+        : addr > hosts.last ? `the subnet's broadcast address` : addr === gateway ? `the pod's gateway` : '';
       if (reserved !== '') {
         throw new CniApiError(400, ERR.INVALID_NETWORK_CONFIG, `address ${v4.address} from the ipam plugin is ${reserved}; a pod cannot have it`);
       }

@@ -70,6 +70,11 @@ function isIpv4Name(name: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(name);
 }
 
+/** A subnet's host addresses: network+1 to broadcast-1. */
+export function hostRange(range: IpamRange): { first: number; last: number } {
+  return { first: (range.net + 1) >>> 0, last: (range.net + 2 ** (32 - range.prefix) - 2) >>> 0 };
+}
+
 export class HostLocalStore {
   private queue: Promise<unknown> = Promise.resolve();
   private lockFd = -1;
@@ -81,10 +86,10 @@ export class HostLocalStore {
     readonly dir: string,
     readonly range: IpamRange,
   ) {
-    const size = 2 ** (32 - range.prefix);
-    this.gateway = (range.net + 1) >>> 0;
-    this.first = (range.net + 1) >>> 0;
-    this.last = (range.net + size - 2) >>> 0;
+    const hosts = hostRange(range);
+    this.first = hosts.first;
+    this.last = hosts.last;
+    this.gateway = hosts.first;
   }
 
   /** Creates the directory if needed and opens its lock file. */

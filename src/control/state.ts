@@ -11,6 +11,19 @@ import { formatMac, parseMac, randomLocalMac } from '../wire/mac.js';
 export { createFileExclusive, writeFileAtomic } from '../cni/durable-file.js';
 
 export const VTEP_MAC_FILE = 'vtep-mac';
+/** The etcd store's record of the subnet this node last held. */
+export const LAST_SUBNET_FILE = 'subnet';
+/** The endpoint records (endpoints.ts). */
+export const ENDPOINTS_DIR = 'endpoints';
+/** One host-local address directory per subnet the node has held (endpoints.ts, ipam.ts). */
+export const IPAM_DIR = 'ipam';
+/** Everything the agent keeps directly in its data directory. */
+export const DATA_DIR_ENTRIES: readonly string[] = [VTEP_MAC_FILE, LAST_SUBNET_FILE, ENDPOINTS_DIR, IPAM_DIR];
+
+/** `<socket>.lock`: held (flock) by the agent serving the socket (api.ts). */
+export function socketLockPath(socket: string): string {
+  return `${socket}.lock`;
+}
 
 /**
  * The node's VTEP MAC: the configured one if given, else the one generated

@@ -411,17 +411,33 @@ test("the agent writes flannel's subnet.env", () => {
   );
 });
 
-test('DEL and ADD while the agent stops answer code 11 (try again later)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tulle-stopping-'));
+/**
+ * An endpoint registry of its own (subnet 10.244.9.0/24, ready or not) behind an API socket in a
+ * temporary directory, and a container for it; `done` closes and removes all of them.
+ */
+async function standaloneEndpoints(ready: boolean, status?: unknown) {
+  const dir = mkdtempSync(join(tmpdir(), 'tulle-standalone-'));
   const socket = join(dir, 'agent.sock');
   const endpoints = new Endpoints({
     dataDir: dir, socket, log: { info() {}, warn() {}, error() {} } as never,
-    node: () => ({ subnet: parseCidr('subnet', '10.244.9.0/24'), mtu: 1450, ready: true }),
+    node: () => ({ subnet: parseCidr('subnet', '10.244.9.0/24'), mtu: 1450, ready }),
   });
   const api = new ApiServer(socket);
+  if (status !== undefined) api.on('GET', /^\/v1\/status$/, () => status);
   endpoints.register(api);
   await api.listen();
   const c = await container();
+  const done = async () => {
+    await api.close();
+    await endpoints.close();
+    await deleteNetns(c.ns);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { dir, socket, endpoints, c, done };
+}
+
+test('DEL and ADD while the agent stops answer code 11 (try again later)', async () => {
+  const { dir, socket, endpoints, c, done } = await standaloneEndpoints(true);
   try {
     await endpoints.load();
     await endpoints.close();
@@ -431,24 +447,12 @@ test('DEL and ADD while the agent stops answer code 11 (try again later)', async
     // No record, no address, nothing queued.
     expect((readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.json$|\d+\.\d+\.\d+\.\d+$|del-queue\//.test(f))).toEqual([]);
   } finally {
-    await api.close();
-    await deleteNetns(c.ns);
-    rmSync(dir, { recursive: true, force: true });
+    await done();
   }
 });
 
 test('ADD while the agent is starting answers code 11 (try again later)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tulle-starting-'));
-  const socket = join(dir, 'agent.sock');
-  const endpoints = new Endpoints({
-    dataDir: dir, socket, log: { info() {}, warn() {}, error() {} } as never,
-    node: () => ({ subnet: parseCidr('subnet', '10.244.9.0/24'), mtu: 1450, ready: false }),
-  });
-  const api = new ApiServer(socket);
-  api.on('GET', /^\/v1\/status$/, () => ({ ready: false }));
-  endpoints.register(api);
-  await api.listen();
-  const c = await container();
+  const { socket, endpoints, c, done } = await standaloneEndpoints(false, { ready: false });
   try {
     const add = () => call({ command: 'ADD', containerID: c.id, netns: c.netns, config: conf('1.0.0', { socket }) });
     expect(errorOf(await add())).toMatchObject({ code: ERR.TRY_AGAIN_LATER, msg: 'the tulle agent is starting; try again' });
@@ -457,9 +461,6 @@ test('ADD while the agent is starting answers code 11 (try again later)', async 
     expect(errorOf(await call({ command: 'STATUS', config: conf('1.1.0', { socket }) }))).toMatchObject({ code: ERR.NOT_AVAILABLE, msg: expect.stringContaining('is not ready') });
     expect(await run('ip', ['-n', c.ns, 'link', 'show'])).not.toContain('eth0');
   } finally {
-    await api.close();
-    await endpoints.close();
-    await deleteNetns(c.ns);
-    rmSync(dir, { recursive: true, force: true });
+    await done();
   }
 });

@@ -40,7 +40,7 @@ import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFo
 import { formatIpv4 } from '../../wire/ipv4.js';
 import { formatMac } from '../../wire/mac.js';
 import { ConfigError, parseCidr, type AgentConfig, type Cidr } from '../config.js';
-import { writeFileAtomic } from '../state.js';
+import { LAST_SUBNET_FILE, writeFileAtomic } from '../state.js';
 import { Backoff, Sleeper } from './backoff.js';
 import type { EtcdStoreConfig } from './config.js';
 import {
@@ -62,8 +62,6 @@ const MAX_CREATE_RACES = 10;
 const RECENT_EVENTS = 20;
 /** While etcd stays unreachable, every this-many-th retry is logged at warn. */
 const LOG_EVERY_NTH_FAILURE = 10;
-/** File in dataDir holding the subnet this node leased last. */
-export const SUBNET_FILE = 'subnet';
 
 type State = 'joining' | 'ok' | 'unreachable' | 'conflict' | 'closed';
 
@@ -233,7 +231,7 @@ export class EtcdStore implements PeerStore {
     }
     const kept = await this.keptSubnet();
     if (kept && leasable(net, kept)) {
-      const r = await take(kept, `kept in ${joinPath(this.cfg.dataDir, SUBNET_FILE)}`);
+      const r = await take(kept, `kept in ${joinPath(this.cfg.dataDir, LAST_SUBNET_FILE)}`);
       if (r === 'taken') return;
       this.log.warn({ subnet: kept.text, holder: holderText(kept) }, 'the subnet this node had is now leased to another node; taking another');
     }
@@ -252,7 +250,7 @@ export class EtcdStore implements PeerStore {
   }
 
   private async keptSubnet(): Promise<Cidr | undefined> {
-    const file = joinPath(this.cfg.dataDir, SUBNET_FILE);
+    const file = joinPath(this.cfg.dataDir, LAST_SUBNET_FILE);
     let text: string;
     try {
       text = (await readFile(file, 'utf8')).trim();
@@ -308,7 +306,7 @@ export class EtcdStore implements PeerStore {
   }
 
   private async keep(subnet: Cidr): Promise<void> {
-    await writeFileAtomic(joinPath(this.cfg.dataDir, SUBNET_FILE), `${subnet.text}\n`);
+    await writeFileAtomic(joinPath(this.cfg.dataDir, LAST_SUBNET_FILE), `${subnet.text}\n`);
   }
 
   // ---- the supervision loop: renew, verify, reconcile ----

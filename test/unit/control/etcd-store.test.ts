@@ -107,21 +107,31 @@ const settled = (p: Promise<unknown>) => p.then(() => ({ at: Date.now(), err: un
 // that nothing woke (here ~1 s, 8 s at most), with a "retrying" warning.
 const SETTLE_MS = 1_600;
 
+/**
+ * The first call fails at its deadline with `firstWarning`; the store is closed while the second
+ * is under way. `pending` must then end as closed, within SETTLE_MS, with nothing logged after.
+ */
+async function closeDuringSecondCall(
+  store: ReturnType<typeof makeStore>['store'], lines: ReturnType<typeof makeStore>['lines'],
+  pending: ReturnType<typeof settled>, firstWarning: RegExp,
+): Promise<void> {
+  await until(() => lines.length >= 1, 10_000);
+  expect(lines[0]!.msg).toMatch(firstWarning);
+  await new Promise((r) => setTimeout(r, lines[0]!.retryInMs! + 300));
+  const closedAt = Date.now();
+  await store.close();
+  const r = await pending;
+  expect(r.err).toBeInstanceOf(StoreError);
+  expect((r.err as StoreError).code).toBe('ESTORECLOSED');
+  expect(r.at - closedAt).toBeLessThan(SETTLE_MS);
+  expect(lines.filter((l) => l.at >= closedAt).map((l) => l.msg)).toEqual([]);
+}
+
 describe('etcd store: close() while a call is under way', () => {
   it('ends join at once, without a retry warning', async () => {
     const { store, lines } = makeStore();
     const joined = settled(store.join(SELF, async () => {}));
-    // The first call fails at its deadline; close while the second one is under way.
-    await until(() => lines.length >= 1, 10_000);
-    expect(lines[0]!.msg).toMatch(/cannot join through etcd yet; retrying/);
-    await new Promise((r) => setTimeout(r, lines[0]!.retryInMs! + 300));
-    const closedAt = Date.now();
-    await store.close();
-    const r = await joined;
-    expect(r.err).toBeInstanceOf(StoreError);
-    expect((r.err as StoreError).code).toBe('ESTORECLOSED');
-    expect(r.at - closedAt).toBeLessThan(SETTLE_MS);
-    expect(lines.filter((l) => l.at >= closedAt).map((l) => l.msg)).toEqual([]);
+    await closeDuringSecondCall(store, lines, joined, /cannot join through etcd yet; retrying/);
   }, 20_000);
 
   it('ends follow at once, without an "unreachable" warning', async () => {
@@ -136,16 +146,7 @@ describe('etcd store: close() while a call is under way', () => {
     // From here on the calls go to the listener that never answers.
     client!.unmock();
     const followed = settled(store.follow(async () => {}));
-    await until(() => lines.length >= 1, 10_000);
-    expect(lines[0]!.msg).toMatch(/etcd unreachable/);
-    await new Promise((r) => setTimeout(r, lines[0]!.retryInMs! + 300));
-    const closedAt = Date.now();
-    await store.close();
-    const r = await followed;
-    expect(r.err).toBeInstanceOf(StoreError);
-    expect((r.err as StoreError).code).toBe('ESTORECLOSED');
-    expect(r.at - closedAt).toBeLessThan(SETTLE_MS);
-    expect(lines.filter((l) => l.at >= closedAt).map((l) => l.msg)).toEqual([]);
+    await closeDuringSecondCall(store, lines, followed, /etcd unreachable/);
     expect(store.status().state).toBe('closed');
   }, 20_000);
 });
