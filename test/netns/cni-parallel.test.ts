@@ -8,29 +8,28 @@
  *
  * The lab and every tl<lab>-c* namespace are deleted afterwards, also on failure.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { cniCall, type CniReply } from '../../src/lab/cni.js';
-import { createNetns, deleteNetns, listNetns } from '../../src/lab/netns.js';
-import { labDown, labPrefix, labStateDir, labUp, type LabState } from '../../src/lab/topology.js';
+import { createNetns, deleteNetns } from '../../src/lab/netns.js';
+import { labPrefix, labStateDir, labUp, type LabState } from '../../src/lab/topology.js';
 import { distScript, nsRun, processAlive, run, spawnInNs, terminateProcesses } from '../../src/util/exec.js';
+import { assertRoot, labGone, labName } from '../support/labs.js';
 
 const PARALLEL = 50;
 let lab: LabState;
 let name: string;
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
-  name = `cp${randomBytes(3).toString('hex')}`;
+  assertRoot();
+  name = labName('cp');
   lab = await labUp({ name, nodes: 1, pods: 1, mode: 'tulle' });
 }, 60_000);
 
 afterAll(async () => {
-  if (name === undefined) return;
-  await labDown({ name });
-  expect(await listNetns(labPrefix(name))).toEqual([]);
+  if (name !== undefined) await labGone(name);
 });
 
 const node = () => lab.nodes[0]!;

@@ -22,9 +22,10 @@ import { Endpoints } from '../../src/control/endpoints.js';
 import { parseCidr } from '../../src/control/config.js';
 import { CURRENT_VERSION, ERR, SUPPORTED_VERSIONS, compareVersions } from '../../src/cni/spec.js';
 import { cniCall, type CniCall, type CniReply } from '../../src/lab/cni.js';
-import { createNetns, deleteNetns, listNetns } from '../../src/lab/netns.js';
-import { labDown, labPrefix, labStateDir, labUp, type LabState } from '../../src/lab/topology.js';
+import { createNetns, deleteNetns } from '../../src/lab/netns.js';
+import { labPrefix, labStateDir, labUp, type LabState } from '../../src/lab/topology.js';
 import { distScript, nsRun, run } from '../../src/util/exec.js';
+import { assertRoot, labGone, labName } from '../support/labs.js';
 
 const HOST_LOCAL_DIR = '/usr/lib/cni';
 let lab: LabState;
@@ -32,18 +33,16 @@ let name: string;
 let counter = 0;
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
+  assertRoot();
   if (!existsSync(join(HOST_LOCAL_DIR, 'host-local'))) {
     throw new Error(`${HOST_LOCAL_DIR}/host-local is missing: apt-get install containernetworking-plugins (deploy/debian-test-packages.txt)`);
   }
-  name = `cs${randomBytes(3).toString('hex')}`;
+  name = labName('cs');
   lab = await labUp({ name, nodes: 1, pods: 1, mode: 'tulle' });
 }, 60_000);
 
 afterAll(async () => {
-  if (name === undefined) return;
-  await labDown({ name });
-  expect(await listNetns(labPrefix(name))).toEqual([]);
+  if (name !== undefined) await labGone(name);
 });
 
 const node = () => lab.nodes[0]!;

@@ -15,47 +15,38 @@
  * under /coreos.com/network/subnets/ and learns the others from its watch. Every test gets its
  * own lab name and tears the lab down (namespaces, agents, etcd) in afterEach, also on failure.
  */
-import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeAll, expect, test } from 'vitest';
+import { beforeAll, expect, test } from 'vitest';
 import { request } from '../../src/control/api.js';
 import { attachPod } from '../../src/control/attach.js';
 import { etcdctl, type LabEtcd } from '../../src/lab/etcd.js';
 import { addKernelVxlanPeer, setTxChecksumOffload, setupKernelVxlan, vxlanDeviceName } from '../../src/lab/kernel-vxlan.js';
 import { pingAll } from '../../src/lab/measure.js';
-import { addAddress, addBridgePort, addVeth, createNetns, linkUp, listNetns, sysctl } from '../../src/lab/netns.js';
+import { addAddress, addBridgePort, addVeth, createNetns, linkUp, sysctl } from '../../src/lab/netns.js';
 import {
-  LAB_ETCD_PREFIX, labAddNode, labDown, labPrefix, labStartAgent, labStartEtcd, labStopAgent, labStopEtcd, labUp, readLabState,
+  LAB_ETCD_PREFIX, labAddNode, labPrefix, labStartAgent, labStartEtcd, labStopAgent, labStopEtcd, labUp, readLabState,
   type LabNode, type LabState,
 } from '../../src/lab/topology.js';
 import { nsRun, run, spawnInNs } from '../../src/util/exec.js';
+import { assertRoot, labPerTest } from '../support/labs.js';
 
 /** The acceptance bound for a join or a leave to reach every other node. */
 const PROPAGATION_LIMIT_MS = 1_000;
 const OUTAGE_MS = 10_000;
-let name: string | undefined;
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
+  assertRoot();
   // Fail, not skip, when the etcd server this file tests against is missing.
   await run('etcd', ['--version']).catch((e: Error) => {
     throw new Error(`etcd-server is not installed (apt-get install $(cat deploy/debian-test-packages.txt)): ${e.message}`);
   });
 });
 
-afterEach(async () => {
-  if (name !== undefined) {
-    const lab = name;
-    name = undefined;
-    await labDown({ name: lab });
-    expect(await listNetns(labPrefix(lab))).toEqual([]);
-  }
-});
+const labs = labPerTest();
 
 async function etcdLab(nodes: number, pods: number, leaseTTLSeconds?: number): Promise<LabState> {
-  name = `e${randomBytes(3).toString('hex')}`;
-  return labUp({ name, nodes, pods, mode: 'tulle', store: 'etcd', ...(leaseTTLSeconds ? { leaseTTLSeconds } : {}) });
+  return labUp({ name: labs.next('e'), nodes, pods, mode: 'tulle', store: 'etcd', ...(leaseTTLSeconds ? { leaseTTLSeconds } : {}) });
 }
 
 interface AgentStatus {
@@ -76,7 +67,7 @@ function status(n: LabNode): Promise<AgentStatus> {
 }
 
 async function labEtcd(): Promise<LabEtcd> {
-  return (await readLabState(name!))!.etcd!;
+  return (await readLabState(labs.current()))!.etcd!;
 }
 
 const keyOf = (subnet: string) => `${LAB_ETCD_PREFIX}/subnets/${subnet.replace('/', '-')}`;
@@ -449,7 +440,7 @@ test('an agent started while etcd is down waits and says so, joins when etcd com
  *               (veth d0-d1)   tulle agent (caFile, certFile/keyFile, username + passwordFile), vtepIP on d0
  */
 test('TLS with client certificates and password auth: the agent joins; a wrong password stops it with a clear error', async () => {
-  name = `e${randomBytes(3).toString('hex')}`;
+  const name = labs.next('e');
   const ns = `${labPrefix(name)}n1`;
   const dir = join('/run/tulle-lab', name);
   await run('mkdir', ['-p', dir]);

@@ -15,28 +15,18 @@
  * which a plain TUN write cannot express. With offloads, n2 keeps veth's defaults and tulle
  * passes its unfinished checksums on as partial (virtio-net NEEDS_CSUM).
  */
-import { randomBytes } from 'node:crypto';
-import { afterEach, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import { request } from '../../src/control/api.js';
 import { nsRun } from '../../src/util/exec.js';
 import { pingAll, tcpTransfer } from '../../src/lab/measure.js';
-import { linksOfType, listNetns } from '../../src/lab/netns.js';
-import { labDown, labPrefix, labUp } from '../../src/lab/topology.js';
+import { linksOfType } from '../../src/lab/netns.js';
+import { labUp } from '../../src/lab/topology.js';
+import { requireRoot, labPerTest } from '../support/labs.js';
 
 const TRANSFER_BYTES = 8 << 20;
-let name: string | undefined;
 
-beforeAll(() => {
-  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
-});
-
-afterEach(async () => {
-  if (name !== undefined) {
-    await labDown({ name });
-    expect(await listNetns(labPrefix(name))).toEqual([]);
-  }
-  name = undefined;
-});
+requireRoot();
+const labs = labPerTest();
 
 interface Case {
   what: string;
@@ -50,9 +40,8 @@ const CASES: Case[] = [
 ];
 
 test.each(CASES)('a tulle node and a kernel VXLAN node exchange pings and byte-checked TCP both ways: $what', async (c) => {
-  name = `i${randomBytes(3).toString('hex')}`;
   const s = await labUp({
-    name, nodes: 2, pods: 1, mode: 'tulle', nodeModes: ['tulle', 'kernel-vxlan'], store: 'static',
+    name: labs.next('i'), nodes: 2, pods: 1, mode: 'tulle', nodeModes: ['tulle', 'kernel-vxlan'], store: 'static',
     kernelTxChecksumOff: c.kernelTxChecksumOff, agent: { offloads: c.offloads },
   });
   const [a, b] = s.nodes;

@@ -12,7 +12,7 @@
  * Every test uses its own random lab name and tears its lab down in afterEach.
  */
 import { randomBytes } from 'node:crypto';
-import { afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
 import { handoffBinary, handoffRtt, iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
@@ -22,24 +22,13 @@ import { createNetns, deleteNetns, ipIn, linksOfType, listNetns } from '../../sr
 import { labDown, labPrefix, labStateDir, labUp, readLabState, type LabMode, type LabState } from '../../src/lab/topology.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
+import { requireRoot, labPerTest } from '../support/labs.js';
 
 const TRANSFER_BYTES = 4 << 20;
-let name: string | undefined;
 
-function newName(): string {
-  name = `t${randomBytes(3).toString('hex')}`;
-  return name;
-}
-
-beforeAll(() => {
-  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces)');
-});
-
-afterEach(async () => {
-  if (name !== undefined) await labDown({ name });
-  if (name !== undefined) expect(await listNetns(labPrefix(name))).toEqual([]);
-  name = undefined;
-});
+requireRoot();
+const labs = labPerTest();
+const newName = () => labs.next('t');
 
 /** Every pod pair pings, and one byte-checked TCP stream crosses each node pair. */
 async function checkLab(s: LabState): Promise<void> {

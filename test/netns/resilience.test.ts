@@ -8,13 +8,13 @@
  *   tulle agent, 2 workers          tulle agent, 2 workers
  *   └ tl<lab>-n1-p1 10.244.1.2      └ tl<lab>-n2-p1 10.244.2.2
  */
-import { randomBytes } from 'node:crypto';
-import { afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { request } from '../../src/control/api.js';
 import { pingAll, tcpTransfer } from '../../src/lab/measure.js';
-import { labDown, labUp, type LabState } from '../../src/lab/topology.js';
+import { labUp, type LabState } from '../../src/lab/topology.js';
 import { nsRun } from '../../src/util/exec.js';
 import { packageRoot } from '../../src/util/paths.js';
+import { requireRoot, labPerTest } from '../support/labs.js';
 
 const FLOOD_PER_KIND = 1000;
 const DROP_KINDS = [
@@ -22,16 +22,8 @@ const DROP_KINDS = [
   'rx_drop_truncated_inner', 'rx_drop_oversize', 'rx_drop_unknown_ethertype',
 ] as const;
 
-let name: string | undefined;
-
-beforeAll(() => {
-  if (process.getuid?.() !== 0) throw new Error('netns tests need root (they create network namespaces and TUN devices)');
-});
-
-afterEach(async () => {
-  if (name !== undefined) await labDown({ name });
-  name = undefined;
-});
+requireRoot('they create network namespaces and TUN devices');
+const labs = labPerTest();
 
 interface Status {
   ready: boolean;
@@ -42,8 +34,7 @@ interface Status {
 const status = (s: LabState, node: number) => request(s.nodes[node].agent!.socket, 'GET', '/v1/status') as Promise<Status>;
 
 async function up(): Promise<LabState> {
-  name = `r${randomBytes(3).toString('hex')}`;
-  return labUp({ name, nodes: 2, pods: 1, mode: 'tulle', store: 'static', agent: { workers: 2 } });
+  return labUp({ name: labs.next('r'), nodes: 2, pods: 1, mode: 'tulle', store: 'static', agent: { workers: 2 } });
 }
 
 /** Milliseconds until pod `from` gets an echo reply from `to`, trying every ~100 ms for up to `limitMs`. */
