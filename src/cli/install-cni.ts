@@ -153,7 +153,9 @@ const HELP = `usage: tulle install-cni [options]
   --socket PATH       the agent's socket, an absolute path (default ${DEFAULT_AGENT_SOCKET})
   --no-portmap        do not chain portmap after tulle
   --node PATH         absolute path of the node binary the plugin runs with (default: this one, ${process.execPath})
-  --copy-node         copy this node binary next to the plugin (hosts without Node)
+  --copy-node         copy this node binary next to the plugin (hosts without Node; they still
+                      need the glibc and libstdc++ it links)
+  -h, --help          this text
 `;
 
 export async function installCniMain(argv: string[]): Promise<number> {

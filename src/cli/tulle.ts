@@ -16,6 +16,22 @@ Runs a node agent in the foreground, JSON logs on stdout, until SIGTERM or SIGIN
 Exit codes: 0 stopped by a signal, 1 failed, 2 bad command line or config.
 `;
 
+const STATUS_HELP = `usage: tulle status [--socket PATH] [--json]
+  --socket PATH   the agent's API socket (default ${DEFAULT_SOCKET})
+  --json          print the agent's answer as JSON instead of a table
+  -h, --help      this text
+
+Shows the running agent's subnet, features, peers, workers, endpoints and counters.
+Exit codes: 0 shown, 1 the agent did not answer, 2 bad command line.
+`;
+
+const DEBUG_HELP = `usage: tulle debug kill-worker N [--socket PATH]
+  --socket PATH   the agent's API socket (default ${DEFAULT_SOCKET})
+  -h, --help      this text
+
+Ends worker N as a crash would; the agent's supervisor restarts it (tests and drills).
+`;
+
 const HELP = `tulle: a userspace VXLAN overlay for pod networks
 
 usage:
@@ -24,6 +40,7 @@ usage:
                                      show the running agent's peers, workers, endpoints, counters
   tulle debug kill-worker N [--socket PATH]
                                      end worker N as a crash would (the supervisor restarts it)
+  tulle COMMAND --help               a command's options
   tulle lab up|add-node|down|demo [options]
                                      a cluster in network namespaces (see: tulle lab --help)
   tulle install-cni [options]        install the CNI plugin and its conflist (see: --help)
@@ -32,6 +49,9 @@ usage:
 The agent config is JSON; see deploy/agent.example.json and the README.
 Default socket: ${DEFAULT_SOCKET}
 `;
+
+/** The usage printed with a command's option errors. */
+const COMMAND_HELP: Record<string, string> = { agent: AGENT_HELP, status: STATUS_HELP, debug: DEBUG_HELP };
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -56,13 +76,21 @@ async function main(argv: string[]): Promise<number> {
       return runAgent(cfg);
     }
     case 'status': {
-      const { values } = parseArgs({ args: rest, options: { socket: { type: 'string' }, json: { type: 'boolean' } } });
+      const { values } = parseArgs({ args: rest, options: { socket: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+      if (values.help) {
+        process.stdout.write(STATUS_HELP);
+        return 0;
+      }
       return statusMain(values.socket ?? DEFAULT_SOCKET, values.json ?? false);
     }
     case 'debug': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { socket: { type: 'string' } } });
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+      if (values.help) {
+        process.stdout.write(DEBUG_HELP);
+        return 0;
+      }
       if (positionals[0] !== 'kill-worker' || !/^\d+$/.test(positionals[1] ?? '')) {
-        return usage(`tulle debug: expected "kill-worker N", got "${positionals.join(' ')}"`);
+        return usage(`tulle debug: expected "kill-worker N", got "${positionals.join(' ')}"`, DEBUG_HELP);
       }
       await request(values.socket ?? DEFAULT_SOCKET, 'POST', `/v1/workers/${positionals[1]}/kill`);
       process.stdout.write(`worker ${positionals[1]} killed\n`);
@@ -100,7 +128,7 @@ main(process.argv.slice(2)).then(
   (e: Error & { code?: string }) => {
     // An unknown or malformed option is a usage error, like an unknown command.
     if (e.code?.startsWith('ERR_PARSE_ARGS') === true) {
-      process.exitCode = usage(`tulle: ${e.message}`);
+      process.exitCode = usage(`tulle: ${e.message}`, COMMAND_HELP[process.argv[2] ?? ''] ?? HELP);
       return;
     }
     process.stderr.write(`tulle: ${e.message}\n`);

@@ -9,13 +9,26 @@ function tulle(...args: string[]) {
 }
 
 describe('tulle command line', () => {
-  it('exits 2 with the usage for an unknown option, naming it', () => {
-    for (const args of [['status', '--sock', 'x'], ['agent', '--confg', 'x']]) {
+  it('exits 2 with the command\'s usage for an unknown option, naming it', () => {
+    for (const args of [['status', '--sock', 'x'], ['agent', '--confg', 'x'], ['debug', '--sokcet', 'x', 'kill-worker', '0']]) {
       const r = tulle(...args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.err).toContain(`Unknown option '${args[1]}'`);
-      expect(r.err).toMatch(/usage|Usage/);
+      expect(r.err).toContain(`usage: tulle ${args[0]}`);
     }
+  });
+
+  it('prints status\'s and debug\'s usage for --help or -h, exit 0, without asking an agent', () => {
+    for (const cmd of ['status', 'debug']) {
+      for (const flag of ['--help', '-h']) {
+        const r = tulle(cmd, flag, '--socket', '/nonexistent/tulle.sock');
+        expect(r.code, `${cmd} ${flag}`).toBe(0);
+        expect(r.out).toContain(`usage: tulle ${cmd}`);
+        expect(r.out).toContain('--socket PATH');
+        expect(r.err).toBe('');
+      }
+    }
+    expect(tulle('help').out).toContain('tulle COMMAND --help');
   });
 
   it('exits 2 for an unknown or missing command, 0 for help', () => {
