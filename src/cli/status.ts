@@ -65,6 +65,7 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   const n = s.node;
   out.push(`node     ${n.subnet ?? "(joining)"} on ${n.device} (overlay ${n.overlayAddress}, mtu ${n.mtu}) ready=${s.ready}`);
   out.push(`vtep     ${n.vtepIP} ${n.vtepMAC} via ${n.underlay}, vni ${n.vni}, port ${n.port}`);
+  if (typeof n.metrics === 'string') out.push(`metrics  ${n.metrics} (and GET /metrics on the API socket)`);
   const cpu = n.cpuLatency as { requestedUs: number; held: boolean; idleMs?: number } | null | undefined;
   if (cpu) {
     const when = cpu.idleMs === undefined ? '' : `, while packets flow (withdrawn after ${cpu.idleMs} ms idle)`;

@@ -18,11 +18,12 @@ import { IPV4_MIN_HEADER_LEN, formatIpv4 } from '../wire/ipv4.js';
 import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
-import { ApiServer, HttpError } from './api.js';
+import { ApiServer, HttpError, TextResponse } from './api.js';
 import { type AgentConfig, checkCpusAllowed, ConfigError, describe, overlayAddress, type NodeConfig, PEER_CAPACITY } from './config.js';
 import { TunDevice } from './device.js';
 import { CpuLatencyRequest, TrafficLatencyHold } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
+import { METRICS_CONTENT_TYPE, MetricsServer, renderMetrics } from './metrics.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 import { openStore, type PeerStore } from './store/index.js';
@@ -87,6 +88,14 @@ export class Agent {
     endpoints.register(api);
     await api.listen();
     this.push('close API socket', () => api.close());
+    if (cfg.metricsAddress) {
+      const metrics = new MetricsServer(cfg.metricsAddress, () => this.metrics());
+      await metrics.listen().catch((e: Error & { code?: string }) => {
+        throw new ConfigError('metricsAddress', cfg.metricsAddress!.text, `cannot listen there: ${e.code ?? e.message}`);
+      });
+      this.push(`close metrics listener ${cfg.metricsAddress.text}`, () => metrics.close());
+      this.log.info({ address: cfg.metricsAddress.text }, 'serving metrics over TCP at /metrics');
+    }
 
     // Checks that change nothing.
     const vtep = formatIpv4(cfg.vtepIP);
@@ -268,6 +277,7 @@ export class Agent {
         underlay: this.underlay,
         overlayAddress: node ? formatIpv4(overlayAddress(node)) : undefined,
         mode: 'l3',
+        metrics: cfg.metricsAddress ? `http://${cfg.metricsAddress.text}/metrics` : null,
         cpuLatency: this.cpuLatency
           ? { requestedUs: this.cpuLatency.requestedUs, held: this.cpuLatency.held, ...('idleMs' in this.cpuLatency ? { idleMs: this.cpuLatency.idleMs } : {}) }
           : null,
@@ -282,8 +292,30 @@ export class Agent {
     };
   }
 
+  /** The Prometheus text of renderMetrics, from what status() reads. */
+  metrics(): string {
+    const node = this.node;
+    const sab = this.counterSab;
+    const cpu = this.cpuLatency;
+    return renderMetrics({
+      ready: this.ready,
+      startedAt: this.startedAt,
+      node: {
+        subnet: node?.subnet.text, vtep_ip: formatIpv4(this.cfg.vtepIP), vtep_mac: this.mac ? formatMac(this.mac) : undefined,
+        device: this.cfg.device, vni: node?.vni, port: node?.port, mtu: this.mtu,
+      },
+      workers: this.supervisor?.status() ?? [],
+      counters: sab ? Array.from({ length: this.cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
+      peers: this.peers.length,
+      endpoints: this.endpoints?.list().length ?? 0,
+      store: { type: this.store.type, state: String(this.store.status().state) },
+      cpuLatencyHeld: cpu ? cpu.held : undefined,
+    });
+  }
+
   private registerRoutes(api: ApiServer): void {
     api.on('GET', /^\/v1\/status$/, () => this.status());
+    api.on('GET', /^\/metrics$/, () => new TextResponse(METRICS_CONTENT_TYPE, this.metrics()));
     api.on('POST', /^\/v1\/workers\/(\d+)\/kill$/, async (_req, _body, [id]) => {
       if (!this.supervisor) throw new HttpError(503, 'workers are not running');
       const n = Number(id);

@@ -3,6 +3,7 @@
  * and out. `tulle status` and the CNI plugin are its clients.
  *
  *   GET  /v1/status               node, workers, peers, endpoints, counters
+ *   GET  /metrics                 the same in the Prometheus text format (src/control/metrics.ts)
  *   POST /v1/workers/<id>/kill    end a worker as a crash would (fault injection)
  *   POST /v1/cni/{add,del,check,gc}, GET /v1/endpoints   the CNI plugin's (src/control/endpoints.ts)
  */
@@ -22,6 +23,14 @@ export class HttpError extends Error {
   ) {
     super(message);
   }
+}
+
+/** A handler's answer sent as it is, with its content type, rather than as JSON. */
+export class TextResponse {
+  constructor(
+    readonly contentType: string,
+    readonly text: string,
+  ) {}
 }
 
 interface Route {
@@ -110,7 +119,13 @@ export class ApiServer {
       if (!route) throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
       const params = url.pathname.match(route.pattern)?.slice(1) ?? [];
       const body = await readJson(req);
-      send(200, await route.handler(req, body, params));
+      const result = await route.handler(req, body, params);
+      if (result instanceof TextResponse) {
+        res.writeHead(200, { 'content-type': result.contentType, 'content-length': Buffer.byteLength(result.text) });
+        res.end(result.text);
+        return;
+      }
+      send(200, result);
     } catch (e) {
       const status = e instanceof HttpError ? e.status : 500;
       send(status, { error: (e as Error).message, code: (e as { code?: string }).code });

@@ -68,6 +68,14 @@ export interface PeerConfig {
   readonly subnet: Cidr;
 }
 
+/** An IPv4 address and TCP port to listen on. */
+export interface ListenAddress {
+  readonly ip: number;
+  readonly port: number;
+  /** As written: `a.b.c.d:port`. */
+  readonly text: string;
+}
+
 export interface AgentConfig {
   /**
    * The cluster network. Required with the static store; with etcd it comes
@@ -112,6 +120,11 @@ export interface AgentConfig {
    * across CPUs wakes the other CPU) or keep away from them. Absent: the scheduler places them.
    */
   readonly cpus: readonly number[] | undefined;
+  /**
+   * Where the metrics are also served over TCP (GET /metrics, Prometheus text format), e.g.
+   * 127.0.0.1:9472 or 0.0.0.0:9472. Absent: only on the API socket.
+   */
+  readonly metricsAddress: ListenAddress | undefined;
   readonly peers: readonly PeerConfig[];
   /** Where peers and this node's subnet come from (default: static). */
   readonly store: StoreConfig;
@@ -125,7 +138,8 @@ export interface NodeConfig extends AgentConfig {
 
 const FIELDS = [
   'network', 'subnet', 'vtepIP', 'vtepMAC', 'vni', 'port', 'device', 'mtu', 'workers',
-  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'cpuLatencyIdleMs', 'cpus', 'store',
+  'socket', 'dataDir', 'subnetFile', 'logLevel', 'peers', 'offloads', 'cpuLatencyUs', 'cpuLatencyIdleMs', 'cpus', 'metricsAddress',
+  'store',
 ] as const;
 /** Fields that the etcd store takes from `<prefix>/config` and the leases instead. */
 const STORE_OWNED_FIELDS = ['vni', 'port', 'peers'] as const;
@@ -273,14 +287,31 @@ export function validateConfig(raw: unknown): AgentConfig {
     throw new ConfigError('cpuLatencyIdleMs', raw.cpuLatencyIdleMs, 'applies only together with "cpuLatencyUs"');
   }
   const cpus = raw.cpus === undefined ? undefined : cpusField('cpus', raw.cpus);
+  const metricsAddress = raw.metricsAddress === undefined ? undefined : listenAddressField('metricsAddress', raw.metricsAddress);
   const peersRaw = raw.peers === undefined ? [] : raw.peers;
   if (!Array.isArray(peersRaw)) throw new ConfigError('peers', raw.peers, 'must be an array');
   const peers = network && subnet ? peersRaw.map((p, i) => parsePeer(p, i, network, subnet, vtepIP)) : [];
   checkPeerSet(peers);
   return {
     network, subnet, vtepIP, vtepMAC, vni, port, device, mtu, workers, socket, dataDir, subnetFile, logLevel, offloads, cpuLatencyUs,
-    cpuLatencyIdleMs, cpus, peers, store,
+    cpuLatencyIdleMs, cpus, metricsAddress, peers, store,
   };
+}
+
+/** `a.b.c.d:port`: an IPv4 address of this host (0.0.0.0 for all) and a TCP port 1..65535. */
+function listenAddressField(name: string, v: unknown): ListenAddress {
+  const m = typeof v === 'string' ? /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(v) : null;
+  if (!m) throw new ConfigError(name, v, 'must be "IPv4:port", e.g. "127.0.0.1:9472" or "0.0.0.0:9472"');
+  let ip: number;
+  try {
+    ip = parseIpv4(m[1]!);
+  } catch (e) {
+    throw new ConfigError(name, v, `has an invalid IPv4 address (${(e as Error).message})`);
+  }
+  if (ip >>> 28 >= 14) throw new ConfigError(name, v, 'has a multicast or reserved address; give one of this host\'s addresses or 0.0.0.0');
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new ConfigError(name, v, 'has a port outside 1..65535');
+  return { ip, port, text: v as string };
 }
 
 /** A non-empty list of distinct CPU numbers (0..MAX_CPU). */

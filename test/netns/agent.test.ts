@@ -375,6 +375,50 @@ describe('agent lifecycle', () => {
     expect(out).toMatch(new RegExp(`sched_setaffinity worker 0 to CPU ${lose}: EINVAL.*running unpinned`));
   });
 
+  test('metricsAddress: metrics over TCP and on the API socket, counters live; a taken address stops a second agent before any change', async () => {
+    const cfg = config({ metricsAddress: '172.31.0.1:9472' });
+    const socket = cfg.socket as string;
+    const run = await startAgent(cfg);
+    await waitReady(socket, run);
+    const url = 'http://172.31.0.1:9472/metrics';
+    const curl = (args: string[]) => nsRun(ns, 'curl', ['-sS', '--max-time', '5', ...args]);
+    const sum = (text: string, metric: string) =>
+      [...text.matchAll(new RegExp(`^${metric}\\{worker="\\d+"\\} (\\d+)$`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
+    const before = await curl([url]);
+    expect(before).toContain('tulle_ready 1\n');
+    expect(before).toContain('tulle_peers 1\n');
+    expect(before).toMatch(/^tulle_node_info\{subnet="10\.244\.1\.0\/24",vtep_ip="172\.31\.0\.1",vtep_mac="[0-9a-f:]{17}",device="tulle0",vni="1",port="8472",mtu="1450"\} 1$/m);
+    expect(before).toContain('tulle_worker_up{worker="0"} 1\n');
+    expect(before).toContain('tulle_worker_up{worker="1"} 1\n');
+    expect(before).toContain('tulle_store_state{type="static",state="ok"} 1\n');
+    // Packets for the peer's subnet leave through the workers: their counters move.
+    await nsRun(ns, 'ping', ['-c', '3', '-i', '0.2', '-W', '0.2', '10.244.2.5']).catch(() => undefined);
+    const after = await curl([url]);
+    expect(sum(after, 'tulle_tun_rx_packets_total') - sum(before, 'tulle_tun_rx_packets_total')).toBeGreaterThanOrEqual(3);
+    expect(sum(after, 'tulle_tx_datagrams_total') - sum(before, 'tulle_tx_datagrams_total')).toBeGreaterThanOrEqual(3);
+    expect(await curl(['-D', '-', '-o', '/dev/null', url])).toMatch(/content-type: text\/plain; version=0\.0\.4/i);
+    expect(await curl(['-o', '/dev/null', '-w', '%{http_code}', 'http://172.31.0.1:9472/'])).toBe('404');
+    expect(await curl(['-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', url])).toBe('405');
+    // The same text on the API socket.
+    const onSocket = await curl(['--unix-socket', socket, 'http://tulle/metrics']);
+    expect(onSocket).toContain('tulle_worker_up{worker="1"} 1\n');
+    expect(sum(onSocket, 'tulle_tun_rx_packets_total')).toBeGreaterThanOrEqual(sum(after, 'tulle_tun_rx_packets_total'));
+    expect(await nsRun(ns, process.execPath, [TULLE(), 'status', '--socket', socket])).toContain(`metrics  ${url}`);
+
+    const other = config({
+      network: '10.245.0.0/16', subnet: '10.245.1.0/24', device: 'tulle1', socket: join(dir, 'b.sock'), port: 8473,
+      dataDir: join(dir, 'data-b'), subnetFile: join(dir, 'b.env'), peers: [], metricsAddress: '172.31.0.1:9472',
+    });
+    const second = await (await startAgent(other)).exit;
+    expect(second.code).toBe(2);
+    expect(second.err).toMatch(/"metricsAddress".*EADDRINUSE.*172\.31\.0\.1:9472/);
+    expect(await links()).not.toContain('tulle1');
+    expect(existsSync(join(dir, 'b.sock'))).toBe(false);
+    process.kill(run.pid, 'SIGTERM');
+    expect((await run.exit).code).toBe(0);
+    await expect(curl([url])).rejects.toThrow(/refused|connect/i);
+  });
+
   test('a second agent on the same socket is refused while the first runs', async () => {
     const cfg = config();
     const run = await startAgent(cfg);

@@ -43,6 +43,9 @@ describe('validateConfig', () => {
     expect(c.cpus).toBeUndefined();
     expect(validateConfig({ ...base, cpus: [1, 0] }).cpus).toEqual([1, 0]);
     expect(c.peers[0].subnet.prefix).toBe(24);
+    expect(c.metricsAddress).toBeUndefined();
+    expect(validateConfig({ ...base, metricsAddress: '0.0.0.0:9472' }).metricsAddress).toEqual({ ip: 0, port: 9472, text: '0.0.0.0:9472' });
+    expect(validateConfig({ ...base, metricsAddress: '127.0.0.1:1' }).metricsAddress?.ip).toBe(0x7f000001);
   });
 
   it('names the field and value of each bad input', () => {
@@ -59,6 +62,10 @@ describe('validateConfig', () => {
     rejects({ cpus: ['1'] }, 'cpus[0]', '"1"');
     rejects({ cpus: [1024] }, 'cpus[0]', '1024');
     rejects({ cpus: [3, 1, 3] }, 'cpus[2]', '3');
+    for (const bad of ['9472', ':9472', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1:09472x', '127.0.0.256:9472', '224.0.0.1:9472', '[::1]:9472', 'localhost:9472']) {
+      rejects({ metricsAddress: bad }, 'metricsAddress', bad);
+    }
+    rejects({ metricsAddress: 9472 }, 'metricsAddress', '9472');
     rejects({ network: '10.244.0.0/33' }, 'network', '10.244.0.0/33');
     rejects({ network: '10.244.0.0/016' }, 'network', '10.244.0.0/016');
     rejects({ subnet: '10.244.1.0/024' }, 'subnet', '10.244.1.0/024');
