@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULT_SOCKET, loadConfig } from '../control/config.js';
 import { request } from '../control/api.js';
-import { runAgent } from '../control/agent.js';
+import { runAgent, type ReloadResult } from '../control/agent.js';
 import { statusMain } from './status.js';
 
 const AGENT_HELP = `usage: tulle agent --config FILE
@@ -25,6 +25,16 @@ Shows the running agent's subnet, features, peers, workers, endpoints and counte
 Exit codes: 0 shown, 1 the agent did not answer, 2 bad command line.
 `;
 
+const RELOAD_HELP = `usage: tulle reload [--socket PATH]
+  --socket PATH   the agent's API socket (default ${DEFAULT_SOCKET})
+  -h, --help      this text
+
+Makes the running agent read its config file again (as SIGHUP does) and take over its peers
+(static store; forwarding goes on) and logLevel. A file that does not validate, or that changes
+any other field, is refused with the reason and nothing changes.
+Exit codes: 0 reloaded, 1 refused or the agent did not answer, 2 bad command line.
+`;
+
 const DEBUG_HELP = `usage: tulle debug kill-worker N [--socket PATH]
   --socket PATH   the agent's API socket (default ${DEFAULT_SOCKET})
   -h, --help      this text
@@ -38,6 +48,7 @@ usage:
   tulle agent --config FILE          run a node agent in the foreground (JSON logs on stdout)
   tulle status [--socket PATH] [--json]
                                      show the running agent's peers, workers, endpoints, counters
+  tulle reload [--socket PATH]       make the running agent re-read its config (peers, logLevel)
   tulle debug kill-worker N [--socket PATH]
                                      end worker N as a crash would (the supervisor restarts it)
   tulle COMMAND --help               a command's options
@@ -51,7 +62,7 @@ Default socket: ${DEFAULT_SOCKET}
 `;
 
 /** The usage printed with a command's option errors. */
-const COMMAND_HELP: Record<string, string> = { agent: AGENT_HELP, status: STATUS_HELP, debug: DEBUG_HELP };
+const COMMAND_HELP: Record<string, string> = { agent: AGENT_HELP, status: STATUS_HELP, reload: RELOAD_HELP, debug: DEBUG_HELP };
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -73,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
         }
         throw e;
       }
-      return runAgent(cfg);
+      return runAgent(cfg, values.config);
     }
     case 'status': {
       const { values } = parseArgs({ args: rest, options: { socket: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
@@ -82,6 +93,27 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       return statusMain(values.socket ?? DEFAULT_SOCKET, values.json ?? false);
+    }
+    case 'reload': {
+      const { values } = parseArgs({ args: rest, options: { socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+      if (values.help) {
+        process.stdout.write(RELOAD_HELP);
+        return 0;
+      }
+      const socket = values.socket ?? DEFAULT_SOCKET;
+      let r: ReloadResult;
+      try {
+        r = (await request(socket, 'POST', '/v1/reload', undefined, 30_000)) as ReloadResult;
+      } catch (e) {
+        process.stderr.write(`tulle reload: ${(e as Error).message}\n`);
+        return 1;
+      }
+      const lines = [`reloaded ${r.file}: peers ${r.peers.before} -> ${r.peers.after}`];
+      for (const p of r.peers.added) lines.push(`  + ${p}`);
+      for (const p of r.peers.removed) lines.push(`  - ${p}`);
+      if (r.logLevel) lines.push(`logLevel ${r.logLevel.before} -> ${r.logLevel.after}`);
+      process.stdout.write(`${lines.join('\n')}\n`);
+      return 0;
     }
     case 'debug': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });

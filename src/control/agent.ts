@@ -6,6 +6,7 @@
  * left as it was found.
  */
 import os from 'node:os';
+import { resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import * as native from '../io/native.js';
 import { SysError } from '../io/errors.js';
@@ -19,7 +20,7 @@ import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { formatMac } from '../wire/mac.js';
 import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError, TextResponse } from './api.js';
-import { type AgentConfig, checkCpusAllowed, ConfigError, describe, overlayAddress, type NodeConfig, PEER_CAPACITY } from './config.js';
+import { type AgentConfig, checkCpusAllowed, ConfigError, describe, loadConfig, overlayAddress, type NodeConfig, PEER_CAPACITY, restartOnlyChanges } from './config.js';
 import { TunDevice } from './device.js';
 import { CpuLatencyRequest, TrafficLatencyHold } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
@@ -27,6 +28,7 @@ import { METRICS_CONTENT_TYPE, MetricsServer, renderMetrics } from './metrics.js
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 import { openStore, type PeerStore } from './store/index.js';
+import { StaticStore } from './store/static.js';
 
 /** Peers the shared table can hold without being rebuilt. */
 export const BATCH_SIZE = 64;
@@ -57,9 +59,14 @@ export class Agent {
   private ready = false;
   private readonly startedAt = new Date();
 
+  /** Reloads run one at a time. */
+  private reloading: Promise<unknown> = Promise.resolve();
+
   constructor(
     readonly cfg: AgentConfig,
     readonly log: Logger,
+    /** The file `cfg` came from, which a reload reads again; absent, reloads are refused. */
+    readonly configFile?: string,
   ) {
     this.store = openStore(cfg, log);
   }
@@ -292,6 +299,53 @@ export class Agent {
     };
   }
 
+  /**
+   * Reads the config file again and takes over what a running agent can: the peers (static
+   * store; the workers get the new table without stopping) and the log level. A file that does
+   * not validate, or that changes anything else, is refused (and logged) and nothing changes.
+   * Runs one reload at a time; refused (503) until the agent is ready.
+   */
+  reload(): Promise<ReloadResult> {
+    const run = this.reloading.then(() => this.reloadNow()).catch((e: Error) => {
+      this.log.error({ err: e.message }, 'config reload refused');
+      throw e;
+    });
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(): Promise<ReloadResult> {
+    if (!this.configFile) throw new HttpError(501, 'the agent was not started from a config file; nothing to reload');
+    if (!this.ready) throw new HttpError(503, 'the agent is not ready yet; reload once it is');
+    let next: AgentConfig;
+    try {
+      next = loadConfig(this.configFile);
+    } catch (e) {
+      throw new HttpError(400, `config not reloaded, nothing changed: ${(e as Error).message}`);
+    }
+    const restart = restartOnlyChanges(this.cfg, next);
+    if (restart.length > 0) {
+      throw new HttpError(409, `config not reloaded, nothing changed: ${restart.join('; ')} (these take effect only when the agent restarts)`);
+    }
+    const result: ReloadResult = { file: this.configFile, peers: { before: this.peers.length, after: this.peers.length, added: [], removed: [] } };
+    if (this.store instanceof StaticStore) {
+      const key = (p: { net: number; prefix: number; vtepIP: number; vtepMAC: Uint8Array }) =>
+        `${formatIpv4(p.net)}/${p.prefix} via ${formatIpv4(p.vtepIP)} ${formatMac(p.vtepMAC)}`;
+      const before = new Set(this.peers.map(key));
+      const after = new Set(next.peers.map((p) => key({ net: p.subnet.net, prefix: p.subnet.prefix, vtepIP: p.vtepIP, vtepMAC: p.vtepMAC })));
+      result.peers.added = [...after].filter((k) => !before.has(k));
+      result.peers.removed = [...before].filter((k) => !after.has(k));
+      if (result.peers.added.length > 0 || result.peers.removed.length > 0) await this.store.replacePeers(next.peers);
+      result.peers.after = this.peers.length;
+    }
+    if (next.logLevel !== this.log.level) {
+      result.logLevel = { before: this.log.level, after: next.logLevel };
+      this.log.level = next.logLevel;
+    }
+    this.log.info(result, 'config reloaded');
+    return result;
+  }
+
   /** The Prometheus text of renderMetrics, from what status() reads. */
   metrics(): string {
     const node = this.node;
@@ -316,6 +370,7 @@ export class Agent {
   private registerRoutes(api: ApiServer): void {
     api.on('GET', /^\/v1\/status$/, () => this.status());
     api.on('GET', /^\/metrics$/, () => new TextResponse(METRICS_CONTENT_TYPE, this.metrics()));
+    api.on('POST', /^\/v1\/reload$/, () => this.reload());
     api.on('POST', /^\/v1\/workers\/(\d+)\/kill$/, async (_req, _body, [id]) => {
       if (!this.supervisor) throw new HttpError(503, 'workers are not running');
       const n = Number(id);
@@ -326,15 +381,31 @@ export class Agent {
   }
 }
 
+/** What a reload changed. */
+export interface ReloadResult {
+  file: string;
+  peers: { before: number; after: number; added: string[]; removed: string[] };
+  logLevel?: { before: string; after: string };
+}
+
 export function errorInfo(e: unknown): Record<string, unknown> {
   const err = e as Error & { code?: string };
   return { message: err?.message ?? String(e), code: err?.code, name: err?.name };
 }
 
-/** `tulle agent --config FILE`: runs until SIGTERM/SIGINT. Returns the exit code. */
-export async function runAgent(cfg: AgentConfig): Promise<number> {
+/**
+ * `tulle agent --config FILE`: runs until SIGTERM/SIGINT; SIGHUP reloads the config file (see
+ * Agent.reload). Returns the exit code.
+ */
+export async function runAgent(cfg: AgentConfig, configFile?: string): Promise<number> {
   const log = pino({ level: cfg.logLevel, base: { pid: process.pid, node: cfg.subnet?.text ?? formatIpv4(cfg.vtepIP) } });
-  const agent = new Agent(cfg, log);
+  const agent = new Agent(cfg, log, configFile === undefined ? undefined : resolvePath(configFile));
+  // Without a handler SIGHUP would end the process with nothing undone.
+  const onHup = () => {
+    log.info({ file: configFile }, 'SIGHUP: reloading the config');
+    agent.reload().catch(() => undefined); // logged by reload
+  };
+  process.on('SIGHUP', onHup);
   let stopping: Promise<void> | undefined;
   const stop = (sig: string) => {
     stopping ??= agent.stop(`signal ${sig}`);

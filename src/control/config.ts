@@ -396,6 +396,33 @@ export function checkPeerSet(peers: readonly PeerConfig[]): void {
   }
 }
 
+/** Fields a running agent takes from a reloaded config; any other change needs a restart. */
+export const RELOADABLE_FIELDS = ['peers', 'logLevel'] as const;
+
+/**
+ * The fields of `next` that differ from `running` and that a running agent cannot take over
+ * (everything but RELOADABLE_FIELDS), each as `"field": old -> new`.
+ */
+export function restartOnlyChanges(running: AgentConfig, next: AgentConfig): string[] {
+  const text = (v: unknown) => JSON.stringify(v, (_k, x: unknown) => (x instanceof Uint8Array ? Array.from(x) : x)) ?? 'absent';
+  const out: string[] = [];
+  for (const field of FIELDS) {
+    if ((RELOADABLE_FIELDS as readonly string[]).includes(field)) continue;
+    const [a, b] = [running[field], next[field]];
+    const show = (v: unknown) => (field === 'vtepIP' ? formatIpv4(v as number) : describeValue(v));
+    if (text(a) !== text(b)) out.push(`"${field}": ${show(a)} -> ${show(b)}`);
+  }
+  return out;
+}
+
+/** A config value as a reader wrote it: CIDRs and addresses as text, MACs as hex. */
+function describeValue(v: unknown): string {
+  if (v === undefined) return '(absent)';
+  if (v instanceof Uint8Array) return Array.from(v, (x) => x.toString(16).padStart(2, '0')).join(':');
+  if (typeof v === 'object' && v !== null && 'text' in v) return String((v as { text: unknown }).text);
+  return JSON.stringify(v);
+}
+
 /** Reads and validates a config file. */
 export function loadConfig(path: string): AgentConfig {
   let text: string;

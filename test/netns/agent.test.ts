@@ -72,6 +72,8 @@ function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
 
 interface Run {
   pid: number;
+  /** The config file the agent was started with. */
+  file: string;
   exit: Promise<{ code: number | null; out: string; err: string }>;
 }
 
@@ -86,7 +88,7 @@ async function startAgent(cfg: Record<string, unknown>): Promise<Run> {
   const exit = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
     child.on('exit', (code) => resolve({ code, out, err })),
   );
-  const run = { pid: child.pid!, exit };
+  const run = { pid: child.pid!, file, exit };
   started.push(run);
   return run;
 }
@@ -417,6 +419,72 @@ describe('agent lifecycle', () => {
     process.kill(run.pid, 'SIGTERM');
     expect((await run.exit).code).toBe(0);
     await expect(curl([url])).rejects.toThrow(/refused|connect/i);
+  });
+
+  test('reload (tulle reload and SIGHUP): peers and logLevel are taken over live; a bad or restart-only change is refused, changing nothing', async () => {
+    const cfg = config();
+    const socket = cfg.socket as string;
+    const run = await startAgent(cfg);
+    await waitReady(socket, run);
+    const tulle = (args: string[]) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const c = spawn('ip', ['netns', 'exec', ns, process.execPath, TULLE(), ...args, '--socket', socket], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('exit', (code) => resolve({ code, out, err }));
+      });
+    const status = async () => (await request(socket, 'GET', '/v1/status')) as { peers: { subnet: string }[]; counters: Record<string, number> };
+    const pingThird = () => nsRun(ns, 'ping', ['-c', '2', '-i', '0.2', '-W', '0.2', '10.244.3.5']).catch(() => undefined);
+    const third = { vtepIP: '172.31.0.3', vtepMAC: '02:aa:00:00:00:03', subnet: '10.244.3.0/24' };
+
+    // No peer for 10.244.3.0/24 yet: its packets are dropped as such.
+    await pingThird();
+    const before = (await status()).counters;
+    expect(before.tun_rx_drop_no_peer).toBeGreaterThanOrEqual(2);
+
+    await writeFile(run.file, JSON.stringify({ ...cfg, peers: [...(cfg.peers as unknown[]), third], logLevel: 'debug' }));
+    const ok = await tulle(['reload']);
+    expect(ok.err).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain('peers 1 -> 2');
+    expect(ok.out).toMatch(/\+ 10\.244\.3\.0\/24 via 172\.31\.0\.3 02:aa:00:00:00:03/);
+    expect(ok.out).toContain('logLevel info -> debug');
+    expect((await status()).peers.map((p) => p.subnet).sort()).toEqual(['10.244.2.0/24', '10.244.3.0/24']);
+    await pingThird();
+    const after = (await status()).counters;
+    expect(after.tun_rx_drop_no_peer).toBe(before.tun_rx_drop_no_peer);
+    expect(after.tx_datagrams - before.tx_datagrams).toBeGreaterThanOrEqual(2);
+
+    // A field only a restart can change: refused, nothing taken over (not even the peers beside it).
+    await writeFile(run.file, JSON.stringify({ ...cfg, peers: [], mtu: 1400 }));
+    const refused = await tulle(['reload']);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain('nothing changed');
+    expect(refused.err).toContain('"mtu": (absent) -> 1400');
+    expect((await status()).peers).toHaveLength(2);
+    await writeFile(run.file, '{"network": ');
+    const broken = await tulle(['reload']);
+    expect(broken.code).toBe(1);
+    expect(broken.err).toContain('is not valid JSON');
+    expect((await status()).peers).toHaveLength(2);
+
+    // SIGHUP does the same (and does not end the agent).
+    await writeFile(run.file, JSON.stringify({ ...cfg, peers: [third] }));
+    process.kill(run.pid, 'SIGHUP');
+    let subnets: string[] = [];
+    for (let i = 0; i < 50 && subnets.join() !== '10.244.3.0/24'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      subnets = (await status()).peers.map((p) => p.subnet);
+    }
+    expect(subnets).toEqual(['10.244.3.0/24']);
+    process.kill(run.pid, 'SIGTERM');
+    const end = await run.exit;
+    expect(end.code).toBe(0);
+    expect(end.out).toContain('config reloaded');
+    expect(end.out).toContain('config reload refused');
+    expect(end.out).toContain('"removed":["10.244.2.0/24 via 172.31.0.2 02:aa:00:00:00:02"]');
   });
 
   test('a second agent on the same socket is refused while the first runs', async () => {

@@ -18,8 +18,8 @@ describe('tulle command line', () => {
     }
   });
 
-  it('prints status\'s and debug\'s usage for --help or -h, exit 0, without asking an agent', () => {
-    for (const cmd of ['status', 'debug']) {
+  it('prints status\'s, reload\'s and debug\'s usage for --help or -h, exit 0, without asking an agent', () => {
+    for (const cmd of ['status', 'reload', 'debug']) {
       for (const flag of ['--help', '-h']) {
         const r = tulle(cmd, flag, '--socket', '/nonexistent/tulle.sock');
         expect(r.code, `${cmd} ${flag}`).toBe(0);

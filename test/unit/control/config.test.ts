@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkCpusAllowed, ConfigError, formatCpuList, validateConfig } from '../../../src/control/config.js';
+import { checkCpusAllowed, ConfigError, formatCpuList, restartOnlyChanges, validateConfig } from '../../../src/control/config.js';
 
 const base = {
   network: '10.244.0.0/16',
@@ -204,5 +204,31 @@ describe('cpus against the CPUs the process may use', () => {
     expect(formatCpuList([0, 1, 2, 5, 7, 8])).toBe('0-2,5,7-8');
     expect(formatCpuList([3])).toBe('3');
     expect(formatCpuList([])).toBe('none');
+  });
+});
+
+describe('restartOnlyChanges', () => {
+  const running = validateConfig({ ...base, vtepMAC: '02:aa:00:00:00:01' });
+
+  it('lets peers and logLevel change, and nothing else', () => {
+    const third = { vtepIP: '172.31.0.3', vtepMAC: '02:aa:00:00:00:03', subnet: '10.244.3.0/24' };
+    expect(restartOnlyChanges(running, validateConfig({ ...base, vtepMAC: '02:aa:00:00:00:01', peers: [third], logLevel: 'debug' }))).toEqual([]);
+    expect(restartOnlyChanges(running, validateConfig({ ...base, vtepMAC: '02:aa:00:00:00:01' }))).toEqual([]);
+  });
+
+  it('names every other changed field with its old and new value as written', () => {
+    const next = validateConfig({
+      ...base, vtepMAC: '02:aa:00:00:00:09', vtepIP: '172.31.0.9', subnet: '10.244.9.0/24', peers: [], mtu: 1400,
+      metricsAddress: '127.0.0.1:9472', store: { type: 'static' },
+    });
+    expect(restartOnlyChanges(running, next)).toEqual([
+      '"subnet": 10.244.1.0/24 -> 10.244.9.0/24',
+      '"vtepIP": 172.31.0.1 -> 172.31.0.9',
+      '"vtepMAC": 02:aa:00:00:00:01 -> 02:aa:00:00:00:09',
+      '"mtu": (absent) -> 1400',
+      '"metricsAddress": (absent) -> 127.0.0.1:9472',
+    ]);
+    const etcd = validateConfig({ vtepIP: '172.31.0.1', store: { type: 'etcd', endpoints: ['http://172.31.0.254:2379'] } });
+    expect(restartOnlyChanges(running, etcd).some((c) => c.startsWith('"store": '))).toBe(true);
   });
 });
