@@ -387,8 +387,11 @@ export class ForwardLoop {
         // message as its inner packet is split as a train, not taken whole.
         const whole = seg === 0 && total > ENCAP_HEADROOM + this.ctx.mtu && innerIsWhole(this.rxMem, base, total);
         const step = seg > 0 ? seg : total;
-        if (d + (whole || step === 0 ? 1 : Math.ceil(total / step)) > cap) {
-          // More datagrams than any kernel joins into one message: counted, not split.
+        // An empty message still makes one (empty) datagram below.
+        const count = whole || total === 0 ? 1 : Math.ceil(total / step);
+        if (count > GRO_MAX_SEGMENTS || d + count > cap) {
+          // More datagrams than any kernel joins into one message: counted, not split (split, it
+          // would take the room of the messages after it).
           c[C.rx_datagrams]++;
           c[C.rx_bytes] += total;
           c[C.rx_drop_batch_full]++;
