@@ -79,7 +79,7 @@ export const COUNTER_HELP: Readonly<Record<CounterName, string>> = {
   rx_arp_replies: 'ARP replies sent for this node\'s overlay address',
   rx_from_unknown_vtep: 'Datagrams from an underlay address that is no peer\'s VTEP (delivered, only counted)',
   rx_gro_messages: 'UDP_GRO messages received (each holds one or more datagrams)',
-  rx_inner_csum_partial: 'Inner packets written with an unfinished checksum, marked partial for the kernel to finish',
+  rx_inner_csum_partial: 'Inner packets that arrived with an unfinished checksum (the pseudo-header sum): marked partial for the kernel to finish, or finished here without offloads',
   rx_inner_csum_bad: 'Inner TCP/UDP packets whose complete checksum was wrong (not joined; delivered as they are unless whole super-packets)',
   rx_inner_super_packets: 'Whole inner TCP super-packets received in one datagram (from a kernel VXLAN sender)',
   tx_datagrams: 'VXLAN datagrams sent on the underlay (a UDP_SEGMENT message counts each datagram)',

@@ -18,14 +18,25 @@
  * segment size (the kernel reports one only for trains of UDP datagrams it
  * joined itself). The caller marks such datagrams in `innerGso`;
  * they skip the MTU check and go to the TUN device as super-packets.
+ *
+ * A kernel VXLAN sender whose underlay left checksums to offload (veth, by default) sends
+ * inner TCP/UDP checksums unfinished: the field holds the pseudo-header sum. With a virtio-net
+ * header they are passed on marked partial (coalesce.ts); without one, finishUnfinished
+ * completes them, since the pod's kernel would drop them as corrupt.
  */
 import { C } from './counters.js';
+import type { ChecksumJobs } from './csum-jobs.js';
+import { fold, pseudoHeaderSumV4 } from '../wire/checksum.js';
 import type { DataplaneContext } from './context.js';
 import type { SendBatch, WriteBatch } from './batch.js';
 import {
   ETH_DST_OFF, ETH_HEADER_LEN, ETH_SRC_OFF, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, isBroadcastDst, macEqual,
 } from '../wire/ethernet.js';
-import { Ipv4Check, check as checkIpv4, totalLength } from '../wire/ipv4.js';
+import {
+  IPPROTO_TCP, IPPROTO_UDP, Ipv4Check, check as checkIpv4, dst as ipv4Dst, ihl as ipv4Ihl, isFragment, protocol, src as ipv4Src, totalLength,
+} from '../wire/ipv4.js';
+import { TCP_CHECKSUM_OFF, TCP_MIN_HEADER_LEN } from '../wire/tcp.js';
+import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, UDP_LENGTH_OFF } from '../wire/udp.js';
 import { ARP_IPV4_LEN, ARP_OP_REQUEST, check as checkArp, op as arpOp, targetIp, writeReply } from '../wire/arp.js';
 import { VXLAN_HEADER_LEN, VxlanCheck, check as checkVxlan, vni } from '../wire/vxlan.js';
 
@@ -123,4 +134,39 @@ export function decapBatch(
   tun.count = k;
   replies.count = r;
   return k;
+}
+
+/**
+ * Finishes the TCP and UDP checksums among the `tun` packets that arrived unfinished (the field
+ * holds the folded pseudo-header sum; a UDP field of 0 means no checksum and stays), in one
+ * native call: the sum over the segment with the field as it is, complemented, is the complete
+ * checksum. A complete checksum that happens to equal the pseudo-header sum is rewritten with its
+ * own value. Counts each under rx_inner_csum_partial. Returns how many were finished.
+ */
+export function finishUnfinished(ctx: DataplaneContext, slab: Uint8Array, tun: WriteBatch, jobs: ChecksumJobs): number {
+  const c = ctx.counters;
+  jobs.reset();
+  for (let i = 0; i < tun.count; i++) {
+    const ip = tun.offs[i];
+    const proto = protocol(slab, ip);
+    if ((proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) || isFragment(slab, ip)) continue;
+    const ihl = ipv4Ihl(slab, ip);
+    const l4 = ip + ihl;
+    // UDP's checksum covers the UDP length, which the receiver trims the packet to.
+    let l4len = tun.lens[i] - ihl;
+    if (l4len < (proto === IPPROTO_TCP ? TCP_MIN_HEADER_LEN : UDP_HEADER_LEN)) continue;
+    if (proto === IPPROTO_UDP) {
+      const ulen = (slab[l4 + UDP_LENGTH_OFF] << 8) | slab[l4 + UDP_LENGTH_OFF + 1];
+      if (ulen < UDP_HEADER_LEN || ulen > l4len) continue;
+      l4len = ulen;
+    }
+    const field = l4 + (proto === IPPROTO_TCP ? TCP_CHECKSUM_OFF : UDP_CHECKSUM_OFF);
+    const ps = fold(pseudoHeaderSumV4(ipv4Src(slab, ip), ipv4Dst(slab, ip), proto, l4len));
+    if (ps === 0 || ((slab[field] << 8) | slab[field + 1]) !== ps) continue;
+    if (jobs.add(l4, l4len, 0, field, proto === IPPROTO_UDP) < 0) break;
+    c[C.rx_inner_csum_partial]++;
+  }
+  jobs.run(slab);
+  jobs.store(slab);
+  return jobs.count;
 }

@@ -33,7 +33,7 @@ import { SendBatch, WriteBatch } from '../dataplane/batch.js';
 import { C } from '../dataplane/counters.js';
 import type { DataplaneContext } from '../dataplane/context.js';
 import { ENCAP_HEADROOM, encapBatch } from '../dataplane/encap.js';
-import { decapBatch } from '../dataplane/decap.js';
+import { decapBatch, finishUnfinished } from '../dataplane/decap.js';
 import { ChecksumJobs } from '../dataplane/csum-jobs.js';
 import { GSO_MAX_SEGMENTS, VNET_READ_HEADROOM, segmentBatch, type SegmentArea } from '../dataplane/segment.js';
 import { CoalesceScratch, coalesceBatch } from '../dataplane/coalesce.js';
@@ -240,7 +240,7 @@ export class ForwardLoop {
     this.dgSrcIPs = new Uint32Array(datagrams);
     this.dgGso = new Int32Array(datagrams);
     for (let i = 0; i < rx; i++) this.dgOffs[i] = i * this.rxSlot;
-    this.rxJobs = new ChecksumJobs(features.vnet ? datagrams : 1);
+    this.rxJobs = new ChecksumJobs(datagrams);
     this.scratch = new CoalesceScratch(features.vnet ? datagrams : 1);
 
     this.tunHeadroom = this.area !== undefined ? VNET_READ_HEADROOM : ENCAP_HEADROOM;
@@ -429,6 +429,7 @@ export class ForwardLoop {
     if (k > 0) {
       const w = f.vnet ? this.final : this.writes;
       if (f.vnet) coalesceBatch(this.ctx, this.rxMem, this.rxSlot, this.writes, this.final, this.rxJobs, this.scratch, f.uso);
+      else finishUnfinished(this.ctx, this.rxMem, this.writes, this.rxJobs);
       for (let at = 0; at < w.count; at += native.MAX_BATCH) {
         const cnt = Math.min(native.MAX_BATCH, w.count - at);
         if (this.io.rehearsal !== undefined) {
