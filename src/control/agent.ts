@@ -11,7 +11,7 @@ import pino, { type Logger } from 'pino';
 import * as native from '../io/native.js';
 import { SysError } from '../io/errors.js';
 import { PeerTable, type PeerEntry } from '../dataplane/peers.js';
-import { C, counterBytes, totals, workerCounters, snapshot } from '../dataplane/counters.js';
+import { C, counterBytes, totals, workerCounters, snapshot, type CounterSnapshot } from '../dataplane/counters.js';
 import { Supervisor } from '../worker/supervisor.js';
 import { controlBytes, type WorkerInit } from '../worker/init.js';
 import { distPath } from '../util/paths.js';
@@ -28,7 +28,7 @@ import { METRICS_CONTENT_TYPE, MetricsServer, renderMetrics } from './metrics.js
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
 import { subnetEnv, vtepMac, writeFileAtomic } from './state.js';
 import { openStore, type PeerStore } from './store/index.js';
-import { StaticStore } from './store/static.js';
+import type { PeerChange } from './store/store.js';
 
 /** Peers the shared table can hold without being rebuilt. */
 export const BATCH_SIZE = 64;
@@ -295,7 +295,7 @@ export class Agent {
       peers: this.peers.map((p) => ({ subnet: `${formatIpv4(p.net)}/${p.prefix}`, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
       counters: sab ? totals(sab, cfg.workers) : {},
       endpoints: this.endpoints?.list() ?? [],
-      workerCounters: sab ? Array.from({ length: cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
+      workerCounters: this.workerSnapshots(),
     };
   }
 
@@ -327,17 +327,9 @@ export class Agent {
     if (restart.length > 0) {
       throw new HttpError(409, `config not reloaded, nothing changed: ${restart.join('; ')} (these take effect only when the agent restarts)`);
     }
-    const result: ReloadResult = { file: this.configFile, peers: { before: this.peers.length, after: this.peers.length, added: [], removed: [] } };
-    if (this.store instanceof StaticStore) {
-      const key = (p: { net: number; prefix: number; vtepIP: number; vtepMAC: Uint8Array }) =>
-        `${formatIpv4(p.net)}/${p.prefix} via ${formatIpv4(p.vtepIP)} ${formatMac(p.vtepMAC)}`;
-      const before = new Set(this.peers.map(key));
-      const after = new Set(next.peers.map((p) => key({ net: p.subnet.net, prefix: p.subnet.prefix, vtepIP: p.vtepIP, vtepMAC: p.vtepMAC })));
-      result.peers.added = [...after].filter((k) => !before.has(k));
-      result.peers.removed = [...before].filter((k) => !after.has(k));
-      if (result.peers.added.length > 0 || result.peers.removed.length > 0) await this.store.replacePeers(next.peers);
-      result.peers.after = this.peers.length;
-    }
+    const before = this.peers.length;
+    const change = await this.store.reload(next);
+    const result: ReloadResult = { file: this.configFile, peers: { before, after: this.peers.length, ...change } };
     if (next.logLevel !== this.log.level) {
       result.logLevel = { before: this.log.level, after: next.logLevel };
       this.log.level = next.logLevel;
@@ -346,10 +338,15 @@ export class Agent {
     return result;
   }
 
+  /** Each worker's counters; none before the workers are set up. */
+  private workerSnapshots(): CounterSnapshot[] {
+    const sab = this.counterSab;
+    return sab ? Array.from({ length: this.cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [];
+  }
+
   /** The Prometheus text of renderMetrics, from what status() reads. */
   metrics(): string {
     const node = this.node;
-    const sab = this.counterSab;
     const cpu = this.cpuLatency;
     return renderMetrics({
       ready: this.ready,
@@ -359,7 +356,7 @@ export class Agent {
         device: this.cfg.device, vni: node?.vni, port: node?.port, mtu: this.mtu,
       },
       workers: this.supervisor?.status() ?? [],
-      counters: sab ? Array.from({ length: this.cfg.workers }, (_, w) => snapshot(workerCounters(sab, w))) : [],
+      counters: this.workerSnapshots(),
       peers: this.peers.length,
       endpoints: this.endpoints?.list().length ?? 0,
       store: { type: this.store.type, state: String(this.store.status().state) },
@@ -384,7 +381,7 @@ export class Agent {
 /** What a reload changed. */
 export interface ReloadResult {
   file: string;
-  peers: { before: number; after: number; added: string[]; removed: string[] };
+  peers: { before: number; after: number } & PeerChange;
   logLevel?: { before: string; after: string };
 }
 

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { IPv4CidrRange, Validator } from 'ip-num';
 import { formatIpv4, parseIpv4 } from '../wire/ipv4.js';
-import { parseMac } from '../wire/mac.js';
+import { formatMac, parseMac } from '../wire/mac.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI } from '../wire/vxlan.js';
 import { parseStoreConfig, type StoreConfig } from './store/config.js';
 import { MAX_PREFIXES } from '../dataplane/peers.js';
@@ -418,7 +418,7 @@ export function restartOnlyChanges(running: AgentConfig, next: AgentConfig): str
 /** A config value as a reader wrote it: CIDRs and addresses as text, MACs as hex. */
 function describeValue(v: unknown): string {
   if (v === undefined) return '(absent)';
-  if (v instanceof Uint8Array) return Array.from(v, (x) => x.toString(16).padStart(2, '0')).join(':');
+  if (v instanceof Uint8Array) return formatMac(v);
   if (typeof v === 'object' && v !== null && 'text' in v) return String((v as { text: unknown }).text);
   return JSON.stringify(v);
 }

@@ -51,7 +51,7 @@ import {
   BACKEND_VXLAN, decodeLease, encodeLease, freeSubnets, leasable, parseNetworkConfig, parseSubnetKey, subnetKey, subnetsPrefix,
   type LeaseAttrs, type NetworkConfig,
 } from './flannel.js';
-import { StoreError, type Membership, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
+import { StoreError, type Membership, type PeerChange, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
 
 /** How often the loop reads our key when nothing else is due. */
 export const CHECK_INTERVAL_MS = 5_000;
@@ -435,6 +435,11 @@ export class EtcdStore implements PeerStore {
       }
     }
     await this.follower.start(listing, publish);
+  }
+
+  /** The peers come from etcd (a config with the etcd store lists none): a reload changes none. */
+  async reload(): Promise<PeerChange> {
+    return { added: [], removed: [] };
   }
 
   // ---- status and shutdown ----

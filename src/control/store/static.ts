@@ -4,15 +4,17 @@
  */
 import type { PeerEntry } from '../../dataplane/peers.js';
 import type { AgentConfig, PeerConfig } from '../config.js';
-import { StoreError, type Membership, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
+import { formatIpv4 } from '../../wire/ipv4.js';
+import { formatMac } from '../../wire/mac.js';
+import { StoreError, type Membership, type PeerChange, type PeerStore, type Precheck, type PublishPeers, type SelfAttrs } from './store.js';
 
 export class StaticStore implements PeerStore {
   readonly type = 'static' as const;
 
   private peers: readonly PeerConfig[];
   private publish?: PublishPeers;
-  /** Publishes run one at a time, in the order they were asked for. */
-  private queue: Promise<void> = Promise.resolve();
+  /** A reload's publish under way, which close waits for. */
+  private publishing: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly cfg: AgentConfig) {
     this.peers = cfg.peers;
@@ -31,18 +33,22 @@ export class StaticStore implements PeerStore {
   }
 
   /**
-   * Publishes `peers` in place of the current set (after follow). Resolves once the workers read
-   * the new table; rejects, keeping the set before, when the publish fails.
+   * Publishes the reloaded config's peers in place of the current ones when they differ.
+   * Resolves once the workers read the new table; rejects, keeping the peers before, when the
+   * publish fails.
    */
-  replacePeers(peers: readonly PeerConfig[]): Promise<void> {
+  async reload(next: AgentConfig): Promise<PeerChange> {
     const publish = this.publish;
-    if (!publish) return Promise.reject(new StoreError('ESTORECLOSED', 'the static store is not following yet'));
-    const run = this.queue.then(async () => {
-      await publish(this.entries(peers));
-      this.peers = peers;
-    });
-    this.queue = run.catch(() => undefined);
-    return run;
+    if (!publish) throw new StoreError('ESTORECLOSED', 'the static store is not following');
+    const before = new Set(this.peers.map(peerText));
+    const after = new Set(next.peers.map(peerText));
+    const change = { added: [...after].filter((p) => !before.has(p)), removed: [...before].filter((p) => !after.has(p)) };
+    if (change.added.length === 0 && change.removed.length === 0) return change;
+    const run = publish(this.entries(next.peers));
+    this.publishing = run.catch(() => undefined);
+    await run;
+    this.peers = next.peers;
+    return change;
   }
 
   private entries(peers: readonly PeerConfig[]): PeerEntry[] {
@@ -55,6 +61,10 @@ export class StaticStore implements PeerStore {
 
   async close(): Promise<void> {
     this.publish = undefined;
-    await this.queue;
+    await this.publishing;
   }
+}
+
+function peerText(p: PeerConfig): string {
+  return `${p.subnet.text} via ${formatIpv4(p.vtepIP)} ${formatMac(p.vtepMAC)}`;
 }

@@ -13,6 +13,8 @@
  *   peer set has been published; from then on `publish` is called with the
  *   complete set (never a delta) whenever it changes, one call at a time.
  *   A rejected publish is retried with the latest set.
+ * - `reload(next)` after follow, one call at a time: takes over the peers of a reloaded config
+ *   (the agent has checked that nothing else changed) and says which were added and removed.
  * - `status()` at any time: JSON for `tulle status`.
  * - `close()`: stops renewing and following; `publish` is not called after
  *   it resolves. With `abandon`, a subnet lease this process created is
@@ -20,7 +22,7 @@
  *   left to be picked up again by the next start of this node.
  */
 import type { PeerEntry } from '../../dataplane/peers.js';
-import type { Cidr } from '../config.js';
+import type { AgentConfig, Cidr } from '../config.js';
 import type { StoreType } from './config.js';
 
 export interface SelfAttrs {
@@ -41,10 +43,17 @@ export type PublishPeers = (peers: readonly PeerEntry[]) => Promise<void>;
 /** The agent's checks that need the network and port, run before a subnet is leased. */
 export type Precheck = (net: Omit<Membership, 'subnet'>) => Promise<void>;
 
+/** Peers a reload added and removed, each as `subnet via vtepIP vtepMAC`. */
+export interface PeerChange {
+  readonly added: string[];
+  readonly removed: string[];
+}
+
 export interface PeerStore {
   readonly type: StoreType;
   join(self: SelfAttrs, precheck: Precheck): Promise<Membership>;
   follow(publish: PublishPeers): Promise<void>;
+  reload(next: AgentConfig): Promise<PeerChange>;
   status(): Record<string, unknown>;
   close(opts?: { abandon?: boolean }): Promise<void>;
 }
