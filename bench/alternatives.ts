@@ -4,8 +4,13 @@
  * there. Each is checked against the data path's version in test/unit/bench-micro.test.ts, so a
  * faster alternative is also a correct one.
  */
-import { sum16 } from '../src/wire/checksum.js';
-import { IPPROTO_TCP, IPPROTO_UDP, IPV4_DST_OFF, IPV4_PROTOCOL_OFF, IPV4_SRC_OFF, ihl } from '../src/wire/ipv4.js';
+import { pseudoHeaderSumV4 } from '../src/wire/checksum.js';
+import {
+  IPPROTO_TCP, IPPROTO_UDP, IPV4_DST_OFF, IPV4_PROTOCOL_OFF, IPV4_SRC_OFF, dst as ipv4Dst, id as ipv4Id, ihl, setId, setTotalLength,
+  src as ipv4Src, updateHeaderChecksum,
+} from '../src/wire/ipv4.js';
+import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, setLength as setUdpLength } from '../src/wire/udp.js';
+import type { ChecksumJobs } from '../src/dataplane/csum-jobs.js';
 
 // ---- Internet checksum (RFC 1071) ----
 //
@@ -142,12 +147,37 @@ export function fnv1aFlowHash(buf: Uint8Array, off: number, len: number): number
   return h >>> 0;
 }
 
-// ---- Checksum jobs ----
+// ---- UDP super-packet cut ----
 
 /**
- * ChecksumJobs.run with the sums taken in JavaScript (sum16 per range) instead of one addon call
- * per batch: what the UDP cut would cost without the addon.
+ * The UDP cut as it was before the addon's one-pass `udpSegment`: headers fixed and payload moved
+ * in JavaScript (`copyWithin`), a checksum job per datagram for the caller to run in one addon
+ * call per batch (ChecksumJobs.run) and store. Same output as `udpSegment` once the jobs are run
+ * and stored.
  */
-export function runJobsJs(jobs: { offs: Int32Array; lens: Int32Array; sums: Uint32Array; count: number }, buf: Uint8Array): void {
-  for (let i = 0; i < jobs.count; i++) jobs.sums[i] = fold(sum16(buf, jobs.offs[i], jobs.lens[i]));
+export function cutUdpJobs(
+  mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, prefixLen: number, jobs: ChecksumJobs,
+): number {
+  const hlen = ihl + UDP_HEADER_LEN;
+  const src = ipv4Src(mem, ip);
+  const dst = ipv4Dst(mem, ip);
+  const id0 = ipv4Id(mem, ip);
+  let p = out;
+  for (let j = 0, at = 0; at < payload; j++, at += mss) {
+    const chunk = Math.min(mss, payload - at);
+    if (j > 0) mem.copyWithin(p, out, out + prefixLen);
+    const sip = p + prefixLen;
+    const su = sip + ihl;
+    mem.copyWithin(sip, ip, ip + hlen);
+    mem.copyWithin(su + UDP_HEADER_LEN, ip + hlen + at, ip + hlen + at + chunk);
+    setTotalLength(mem, sip, hlen + chunk);
+    setId(mem, sip, (id0 + j) & 0xffff);
+    updateHeaderChecksum(mem, sip);
+    setUdpLength(mem, su, UDP_HEADER_LEN + chunk);
+    mem[su + UDP_CHECKSUM_OFF] = 0;
+    mem[su + UDP_CHECKSUM_OFF + 1] = 0;
+    jobs.add(su, UDP_HEADER_LEN + chunk, fold(pseudoHeaderSumV4(src, dst, IPPROTO_UDP, UDP_HEADER_LEN + chunk)), su + UDP_CHECKSUM_OFF, true);
+    p = su + UDP_HEADER_LEN + chunk;
+  }
+  return p - out;
 }

@@ -17,11 +17,11 @@ import { flowHashV4 } from '../src/dataplane/flowhash.js';
 import { fold, l4ChecksumV4, sum16, verifyL4V4 } from '../src/wire/checksum.js';
 import { IPV4_MIN_HEADER_LEN } from '../src/wire/ipv4.js';
 import { UDP_CHECKSUM_OFF } from '../src/wire/udp.js';
-import { csumBatch, tcpSegment } from '../src/io/native.js';
+import { csumBatch, tcpSegment, udpSegment } from '../src/io/native.js';
 import { tcpSegmentJs } from '../src/dataplane/tcp-segment.js';
-import { LinearPeers, fnv1aFlowHash, runJobsJs, sum32, sum32Halves, sumDataView, xorFlowHash } from './alternatives.js';
+import { udpSegmentJs } from '../src/dataplane/udp-segment.js';
+import { LinearPeers, cutUdpJobs, fnv1aFlowHash, sum32, sum32Halves, sumDataView, xorFlowHash } from './alternatives.js';
 import { ChecksumJobs } from '../src/dataplane/csum-jobs.js';
-import { cutUdp } from '../src/dataplane/segment.js';
 import { SLOT_SIZE, dataplaneContext, peerEntries, peerTable, receiverContext, tunBatch, vxlanBatch } from './packets.js';
 
 const BATCH = 64;
@@ -244,23 +244,25 @@ function udpCutGroup(): Group {
   };
   const mem = make();
   const other = make();
+  const third = make();
   const jobs = new ChecksumJobs(nseg);
-  const cut = (m: Uint8Array, run: (b: Uint8Array) => void): number => {
+  const withJobs = (m: Uint8Array): number => {
     jobs.reset();
-    const n = cutUdp(m, ip, 20, payload, mss, out, jobs);
-    run(m);
+    const n = cutUdpJobs(m, ip, 20, payload, mss, out, ENCAP_HEADROOM, jobs);
+    jobs.run(m);
     jobs.store(m);
     return n;
   };
-  const addon = (m: Uint8Array) => jobs.run(m);
-  const js = (m: Uint8Array) => runJobsJs(jobs, m);
-  must(cut(mem, addon) === cut(other, js) && Buffer.compare(mem, other) === 0, 'UDP cuts agree byte for byte');
+  const n = udpSegment(mem, ip, 20, payload, mss, out, ENCAP_HEADROOM);
+  must(n === udpSegmentJs(other, ip, 20, payload, mss, out, ENCAP_HEADROOM) && n === withJobs(third) &&
+    Buffer.compare(mem, other) === 0 && Buffer.compare(mem, third) === 0, 'UDP cuts agree byte for byte');
   must(verifyL4V4(mem, out + ENCAP_HEADROOM) && verifyL4V4(mem, out + (nseg - 1) * (ENCAP_HEADROOM + 28 + mss) + ENCAP_HEADROOM), 'cut datagrams carry valid UDP checksums');
   return {
     title: `UDP super-packet cut (${nseg} × ${mss} B datagrams per call)`, unit: 'datagram',
     cases: [
-      { name: 'cutUdp + checksum jobs (addon, one call per batch)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += cut(mem, addon)) },
-      { name: 'cutUdp + checksums in JS (sum16 per datagram)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += cut(mem, js)) },
+      { name: 'udpSegment (addon: copy and sum in one pass)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += udpSegment(mem, ip, 20, payload, mss, out, ENCAP_HEADROOM)) },
+      { name: 'copyWithin + checksum jobs (addon, one call per batch)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += withJobs(mem)) },
+      { name: 'udpSegmentJs (copyWithin + sum16)', ops: nseg, bytesPerOp: mss, fn: () => void (sink += udpSegmentJs(mem, ip, 20, payload, mss, out, ENCAP_HEADROOM)) },
     ],
   };
 }

@@ -1,6 +1,7 @@
-// TCP segmentation kernel for the offloaded egress path: one call cuts a TCP super-packet (as the
-// TUN device hands it over with TSO) into complete segments, each behind a copy of a fixed
-// prefix (VXLAN + inner Ethernet), copying each payload chunk and summing it in the same pass.
+// Segmentation kernels for the offloaded egress path: one call cuts a TCP super-packet (as the
+// TUN device hands it over with TSO) or a UDP one (a pod's UDP_SEGMENT send, with USO) into
+// complete packets, each behind a copy of a fixed prefix (VXLAN + inner Ethernet), copying each
+// payload chunk and summing it in the same pass.
 // TypeScript decides everything around it (whether to segment, the MSS, the prefix, where the
 // output goes and how it is sent); this is the byte loop it measured too slow in JavaScript.
 #include <errno.h>
@@ -87,6 +88,62 @@ uint16_t Fold(uint64_t s) {
   return static_cast<uint16_t>(s);
 }
 
+// Where one call's input and output are, checked: mem, the IPv4 packet at ip with headers of
+// hlen bytes and `payload` bytes after them, cut into chunks of at most mss bytes written at out,
+// each behind the prefixLen bytes already at out.
+struct Cut {
+  Span<uint8_t> mem;
+  int32_t ip = 0, ihl = 0, thl = 0, payload = 0, mss = 0, out = 0, prefix = 0;
+  int32_t nseg = 0;
+};
+
+// Checks a cut's numbers (thl_lo..thl_hi bounds the transport header); false when they do not
+// describe an input and a non-overlapping output inside mem.
+bool Check(Cut* c, int32_t thl_lo, int32_t thl_hi) {
+  const int32_t hlen = c->ihl + c->thl;
+  // Bounds in 64-bit arithmetic, with every operand capped first, so nothing below can overflow.
+  if (c->ip < 0 || c->out < 0 || c->ihl < 20 || c->ihl > 60 || c->thl < thl_lo || c->thl > thl_hi || c->payload < 1 ||
+      c->payload > 0xffff || c->mss < 1 || c->mss > 0xffff || c->prefix < 0 || c->prefix > 256 ||
+      static_cast<uint64_t>(c->ip) + hlen + c->payload > c->mem.len) {
+    return false;
+  }
+  c->nseg = (c->payload + c->mss - 1) / c->mss;
+  const uint64_t end_in = static_cast<uint64_t>(c->ip) + hlen + c->payload;
+  const uint64_t need =
+      static_cast<uint64_t>(c->nseg) * static_cast<uint64_t>(c->prefix + hlen) + static_cast<uint64_t>(c->payload);
+  if (static_cast<uint64_t>(c->out) + need > c->mem.len) return false;
+  // The output must not overlap the input.
+  return static_cast<uint64_t>(c->out) >= end_in || static_cast<uint64_t>(c->out) + need <= static_cast<uint64_t>(c->ip);
+}
+
+// Writes segment j's prefix, headers and payload chunk at w and its IPv4 total length, ID + j
+// and header checksum (ip_base: the header's sum with those three fields zeroed). Returns the
+// chunk's length; *psum gets the payload's sum.
+int32_t CutOne(const Cut& c, uint8_t* w, const uint8_t* first, int32_t j, uint16_t id0, uint64_t ip_base, uint64_t* psum) {
+  const int32_t hlen = c.ihl + c.thl;
+  const int32_t plen = j == c.nseg - 1 ? c.payload - j * c.mss : c.mss;
+  const uint8_t* sip = c.mem.data + c.ip;
+  if (j > 0) std::memcpy(w, first, static_cast<size_t>(c.prefix));
+  uint8_t* dip = w + c.prefix;
+  std::memcpy(dip, sip, static_cast<size_t>(hlen));
+  *psum = CopySum(dip + hlen, sip + hlen + static_cast<size_t>(j) * c.mss, static_cast<size_t>(plen));
+  const uint16_t tot = static_cast<uint16_t>(hlen + plen);
+  const uint16_t id = static_cast<uint16_t>(id0 + j);
+  Put16(dip + 2, tot);
+  Put16(dip + 4, id);
+  Put16(dip + 10, static_cast<uint16_t>(~Fold(ip_base + tot + id)));
+  return plen;
+}
+
+// The sum of an IPv4 header with its total length, ID and checksum zeroed.
+uint64_t IpBase(const uint8_t* ip, int32_t ihl) {
+  uint8_t tmpl[60];
+  std::memcpy(tmpl, ip, static_cast<size_t>(ihl));
+  std::memset(tmpl + 2, 0, 4);
+  std::memset(tmpl + 10, 0, 2);
+  return SumBE(tmpl, static_cast<size_t>(ihl), 0);
+}
+
 // tcpSegment(mem, ip, ihl, thl, payload, mss, out, prefixLen) -> bytes written | -EINVAL.
 // Input: the IPv4/TCP super-packet at mem[ip], headers of ihl + thl bytes, `payload` bytes after
 // them. Output at mem[out]: the prefixLen bytes already at mem[out], then for each segment j:
@@ -95,30 +152,15 @@ uint16_t Fold(uint64_t s) {
 // segment only, CWR on the first only, and the full TCP checksum.
 Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
   Args a(info, "tcpSegment");
-  Span<uint8_t> mem;
-  int32_t ip, ihl, thl, payload, mss, out, prefix;
-  if (!a.Bytes(0, "mem", &mem) || !a.Int32(1, "ip", &ip) || !a.Int32(2, "ihl", &ihl) || !a.Int32(3, "thl", &thl) ||
-      !a.Int32(4, "payload", &payload) || !a.Int32(5, "mss", &mss) || !a.Int32(6, "out", &out) ||
-      !a.Int32(7, "prefixLen", &prefix)) {
+  Cut c;
+  if (!a.Bytes(0, "mem", &c.mem) || !a.Int32(1, "ip", &c.ip) || !a.Int32(2, "ihl", &c.ihl) || !a.Int32(3, "thl", &c.thl) ||
+      !a.Int32(4, "payload", &c.payload) || !a.Int32(5, "mss", &c.mss) || !a.Int32(6, "out", &c.out) ||
+      !a.Int32(7, "prefixLen", &c.prefix)) {
     return Napi::Value();
   }
-  const int32_t hlen = ihl + thl;
-  // Bounds in 64-bit arithmetic, with every operand capped first, so nothing below can overflow.
-  if (ip < 0 || out < 0 || ihl < 20 || ihl > 60 || thl < 20 || thl > 60 || payload < 1 || payload > 0xffff ||
-      mss < 1 || mss > 0xffff || prefix < 0 || prefix > 256 ||
-      static_cast<uint64_t>(ip) + hlen + payload > mem.len) {
-    return Int(a.env(), -EINVAL);
-  }
-  const int32_t nseg = (payload + mss - 1) / mss;
-  const uint64_t need = static_cast<uint64_t>(nseg) * static_cast<uint64_t>(prefix + hlen) + static_cast<uint64_t>(payload);
-  if (static_cast<uint64_t>(out) + need > mem.len) return Int(a.env(), -EINVAL);
-  // The output must not overlap the input.
-  if (!(static_cast<uint64_t>(out) >= static_cast<uint64_t>(ip) + hlen + payload ||
-        static_cast<uint64_t>(out) + need <= static_cast<uint64_t>(ip))) {
-    return Int(a.env(), -EINVAL);
-  }
-  uint8_t* base = mem.data;
-  const uint8_t* sip = base + ip;
+  if (!Check(&c, 20, 60)) return Int(a.env(), -EINVAL);
+  const int32_t ihl = c.ihl, thl = c.thl;
+  const uint8_t* sip = c.mem.data + c.ip;
   const uint8_t* sth = sip + ihl;
   const uint16_t id0 = Get16(sip + 4);
   const uint32_t seq0 = Get32(sth + 4);
@@ -127,39 +169,68 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
   const uint64_t pseudo = SumBE(sip + 12, 8, 6);
   // Sums of the headers with the fields that differ per segment zeroed (IPv4 total length, ID and
   // checksum; TCP sequence, flags and checksum): each segment adds its own values to these.
-  uint8_t tmpl[120];
-  std::memcpy(tmpl, sip, static_cast<size_t>(hlen));
-  std::memset(tmpl + 2, 0, 4);
-  std::memset(tmpl + 10, 0, 2);
-  std::memset(tmpl + ihl + 4, 0, 4);
-  tmpl[ihl + 13] = 0;
-  std::memset(tmpl + ihl + 16, 0, 2);
-  const uint64_t ip_base = SumBE(tmpl, static_cast<size_t>(ihl), 0);
-  const uint64_t tcp_base = SumBE(tmpl + ihl, static_cast<size_t>(thl), 0);
+  const uint64_t ip_base = IpBase(sip, ihl);
+  uint8_t tmpl[60];
+  std::memcpy(tmpl, sth, static_cast<size_t>(thl));
+  std::memset(tmpl + 4, 0, 4);
+  tmpl[13] = 0;
+  std::memset(tmpl + 16, 0, 2);
+  const uint64_t tcp_base = SumBE(tmpl, static_cast<size_t>(thl), 0);
 
-  uint8_t* w = base + out;
+  uint8_t* w = c.mem.data + c.out;
   const uint8_t* first = w;
-  for (int32_t j = 0; j < nseg; j++) {
-    const int32_t plen = j == nseg - 1 ? payload - j * mss : mss;
-    if (j > 0) std::memcpy(w, first, static_cast<size_t>(prefix));
-    uint8_t* dip = w + prefix;
-    uint8_t* dth = dip + ihl;
-    std::memcpy(dip, sip, static_cast<size_t>(hlen));
-    const uint64_t psum = CopySum(dth + thl, sth + thl + static_cast<size_t>(j) * mss, static_cast<size_t>(plen));
-    const uint16_t tot = static_cast<uint16_t>(hlen + plen);
-    const uint16_t id = static_cast<uint16_t>(id0 + j);
-    Put16(dip + 2, tot);
-    Put16(dip + 4, id);
-    Put16(dip + 10, static_cast<uint16_t>(~Fold(ip_base + tot + id)));
-    const uint32_t seq = seq0 + static_cast<uint32_t>(j) * static_cast<uint32_t>(mss);
+  for (int32_t j = 0; j < c.nseg; j++) {
+    uint64_t psum;
+    const int32_t plen = CutOne(c, w, first, j, id0, ip_base, &psum);
+    uint8_t* dth = w + c.prefix + ihl;
+    const uint32_t seq = seq0 + static_cast<uint32_t>(j) * static_cast<uint32_t>(c.mss);
     Put32(dth + 4, seq);
     uint8_t f = flags0;
-    if (j < nseg - 1) f &= static_cast<uint8_t>(~(kTcpFin | kTcpPsh));
+    if (j < c.nseg - 1) f &= static_cast<uint8_t>(~(kTcpFin | kTcpPsh));
     if (j > 0) f &= static_cast<uint8_t>(~kTcpCwr);
     dth[13] = f;
     const uint64_t s = pseudo + static_cast<uint64_t>(thl + plen) + tcp_base + (seq >> 16) + (seq & 0xffff) + f + psum;
     Put16(dth + 16, static_cast<uint16_t>(~Fold(s)));
-    w += prefix + hlen + plen;
+    w += c.prefix + ihl + thl + plen;
+  }
+  return Int(a.env(), static_cast<int32_t>(w - first));
+}
+
+// udpSegment(mem, ip, ihl, payload, mss, out, prefixLen) -> bytes written | -EINVAL.
+// Input: the IPv4/UDP super-packet at mem[ip] (a UDP_L4 GSO packet: headers of ihl + 8 bytes,
+// `payload` bytes after them). Output at mem[out] as tcpSegment's: for each datagram j,
+// [prefix][IPv4 + UDP headers][payload chunk j], each complete: IPv4 total length, ID + j and
+// header checksum; UDP length and the full UDP checksum (0xffff where the sum comes out 0).
+Napi::Value UdpSegment(const Napi::CallbackInfo& info) {
+  Args a(info, "udpSegment");
+  Cut c;
+  c.thl = 8;
+  if (!a.Bytes(0, "mem", &c.mem) || !a.Int32(1, "ip", &c.ip) || !a.Int32(2, "ihl", &c.ihl) ||
+      !a.Int32(3, "payload", &c.payload) || !a.Int32(4, "mss", &c.mss) || !a.Int32(5, "out", &c.out) ||
+      !a.Int32(6, "prefixLen", &c.prefix)) {
+    return Napi::Value();
+  }
+  if (!Check(&c, 8, 8)) return Int(a.env(), -EINVAL);
+  const int32_t ihl = c.ihl;
+  const uint8_t* sip = c.mem.data + c.ip;
+  const uint8_t* suh = sip + ihl;
+  const uint16_t id0 = Get16(sip + 4);
+  // Pseudo-header without the length, and the ports: the rest differs per datagram.
+  const uint64_t base = SumBE(sip + 12, 8, 17) + Get16(suh) + Get16(suh + 2);
+  const uint64_t ip_base = IpBase(sip, ihl);
+
+  uint8_t* w = c.mem.data + c.out;
+  const uint8_t* first = w;
+  for (int32_t j = 0; j < c.nseg; j++) {
+    uint64_t psum;
+    const int32_t plen = CutOne(c, w, first, j, id0, ip_base, &psum);
+    uint8_t* duh = w + c.prefix + ihl;
+    const uint16_t ulen = static_cast<uint16_t>(8 + plen);
+    Put16(duh + 4, ulen);
+    // The length counts twice: in the pseudo-header and in the UDP header.
+    const uint16_t sum = static_cast<uint16_t>(~Fold(base + 2ull * ulen + psum));
+    Put16(duh + 6, sum == 0 ? 0xffff : sum);
+    w += c.prefix + ihl + 8 + plen;
   }
   return Int(a.env(), static_cast<int32_t>(w - first));
 }
@@ -168,6 +239,7 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
 
 void RegisterSegment(Napi::Env env, Napi::Object exports, Napi::Object /*constants*/) {
   exports.Set("tcpSegment", Napi::Function::New(env, TcpSegment, "tcpSegment"));
+  exports.Set("udpSegment", Napi::Function::New(env, UdpSegment, "udpSegment"));
 }
 
 }  // namespace tulle

@@ -30,12 +30,10 @@ import type { ChecksumJobs } from './csum-jobs.js';
 import { ENCAP_HEADROOM } from './encap.js';
 import { flowHashV4 } from './flowhash.js';
 import { ETH_SRC_OFF, ETH_TYPE_OFF, ETHERTYPE_IPV4 } from '../wire/ethernet.js';
-import { fold, pseudoHeaderSumV4 } from '../wire/checksum.js';
 import {
-  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, id as ipv4Id, ihl as ipv4Ihl, protocol, setId, setTotalLength,
-  src as ipv4Src, updateHeaderChecksum,
+  IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, dst as ipv4Dst, ihl as ipv4Ihl, protocol,
 } from '../wire/ipv4.js';
-import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, setLength as setUdpLength } from '../wire/udp.js';
+import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { TCP_MIN_HEADER_LEN, headerLen as tcpHeaderLen } from '../wire/tcp.js';
 import {
   VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, csumOffset, csumStart, gsoSize,
@@ -76,13 +74,16 @@ export interface SegmentArea {
    * message whose segment size does not fit the path, and the packets joined behind it with it.
    */
   maxDatagram: number;
-  /** The segmentation kernel: `tcpSegment` from the addon, or `tcpSegmentJs` (same contract). */
+  /** The segmentation kernels: `tcpSegment` and `udpSegment` from the addon, or their TypeScript references (same contracts). */
   cut: TcpSegmenter;
+  cutUdp: UdpSegmenter;
 }
 
 export type TcpSegmenter = (
   mem: Uint8Array, ip: number, ihl: number, thl: number, payload: number, mss: number, out: number, prefixLen: number,
 ) => number;
+
+export type UdpSegmenter = (mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, prefixLen: number) => number;
 
 /** Writes VXLAN + inner Ethernet (to the peer in `slot`) at mem[h .. h + 22). */
 function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: number): void {
@@ -96,42 +97,10 @@ function writeOuter(ctx: DataplaneContext, slot: number, mem: Uint8Array, h: num
 }
 
 /**
- * Cuts a UDP super-packet (UDP_L4 GSO: a pod's UDP_SEGMENT send) at mem[ip] into `payload / mss`
- * datagrams laid out from `out`, each prefixed by the ENCAP_HEADROOM bytes already written at
- * `out`: the IPv4 header with its own total length, ID + i and header checksum, the UDP header
- * with its own length, and a checksum job per datagram for a complete UDP checksum. Returns the
- * bytes written.
- */
-export function cutUdp(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, jobs: ChecksumJobs): number {
-  const hlen = ihl + UDP_HEADER_LEN;
-  const src = ipv4Src(mem, ip);
-  const dst = ipv4Dst(mem, ip);
-  const id0 = ipv4Id(mem, ip);
-  let p = out;
-  for (let j = 0, at = 0; at < payload; j++, at += mss) {
-    const chunk = Math.min(mss, payload - at);
-    if (j > 0) mem.copyWithin(p, out, out + ENCAP_HEADROOM);
-    const sip = p + ENCAP_HEADROOM;
-    const su = sip + ihl;
-    mem.copyWithin(sip, ip, ip + hlen);
-    mem.copyWithin(su + UDP_HEADER_LEN, ip + hlen + at, ip + hlen + at + chunk);
-    setTotalLength(mem, sip, hlen + chunk);
-    setId(mem, sip, (id0 + j) & 0xffff);
-    updateHeaderChecksum(mem, sip);
-    setUdpLength(mem, su, UDP_HEADER_LEN + chunk);
-    mem[su + UDP_CHECKSUM_OFF] = 0;
-    mem[su + UDP_CHECKSUM_OFF + 1] = 0;
-    jobs.add(su, UDP_HEADER_LEN + chunk, fold(pseudoHeaderSumV4(src, dst, IPPROTO_UDP, UDP_HEADER_LEN + chunk)), su + UDP_CHECKSUM_OFF, true);
-    p = su + UDP_HEADER_LEN + chunk;
-  }
-  return p - out;
-}
-
-/**
  * Turns TUN reads from..n-1 (lens include the virtio-net header) into `out` messages, starting
- * `out` afresh. TCP super-packets are cut by `area.cut` with complete checksums; each datagram
- * cut from a UDP super-packet, and each single packet the kernel left with a partial checksum,
- * gets a job in `jobs` (the caller runs and stores them, then sends). Stops early when the next packet no longer fits `out`, the segment area or `jobs`, and
+ * `out` afresh. TCP and UDP super-packets are cut by `area.cut` and `area.cutUdp` with complete
+ * checksums; each single packet the kernel left with a partial checksum gets a job in `jobs` (the
+ * caller runs and stores them, then sends). Stops early when the next packet no longer fits `out`, the segment area or `jobs`, and
  * returns the index of the first packet not handled (n when all were): the caller sends what
  * there is and calls again from there. Received packets are counted by the caller.
  */
@@ -242,7 +211,7 @@ export function segmentBatch(
     const segFull = ENCAP_HEADROOM + hlen + mss;
     const perMsg = area.gso ? segmentsPerMessage(hlen + mss) : 1;
     const need = nseg * (ENCAP_HEADROOM + hlen) + payload;
-    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity || (udp && jobs.count + nseg > jobs.capacity)) {
+    if (w + need > area.segEnd || k + Math.ceil(nseg / perMsg) > out.capacity) {
       if (k > 0) break; // send what there is, then resume with this packet
       // Does not fit even an empty batch (an MSS so small it needs more than MAX_BATCH messages).
       c[C.tun_rx_drop_batch_full]++;
@@ -250,7 +219,7 @@ export function segmentBatch(
     }
     const first = w;
     writeOuter(ctx, slot, mem, first);
-    const written = udp ? cutUdp(mem, ip, ihl, payload, mss, first, jobs) : area.cut(mem, ip, ihl, thl, payload, mss, first, ENCAP_HEADROOM);
+    const written = udp ? area.cutUdp(mem, ip, ihl, payload, mss, first, ENCAP_HEADROOM) : area.cut(mem, ip, ihl, thl, payload, mss, first, ENCAP_HEADROOM);
     if (written !== need) {
       c[C.tun_rx_drop_bad_offload]++;
       continue;

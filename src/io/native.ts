@@ -144,6 +144,7 @@ export interface NativeAddon {
   udpGsoProbe(fd: number): number;
   csumBatch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, sums: Uint32Array, count: number): number;
   tcpSegment(mem: Uint8Array, ip: number, ihl: number, thl: number, payload: number, mss: number, out: number, prefixLen: number): number;
+  udpSegment(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, prefixLen: number): number;
   poll(fds: Int32Array, revents: Int32Array, nfds: number, timeoutMs: number): number;
   eventfdOpen(): number;
   socketPair(fds: Int32Array): number;
@@ -213,7 +214,7 @@ const EXPECTED_CONSTANTS: Readonly<Record<keyof NativeConstants, number>> = {
 const FUNCTIONS: readonly Exclude<keyof NativeAddon, 'constants'>[] = [
   'tunOpen', 'tunSetQueue', 'tunSetOffload', 'tunSetVnetHdrSize', 'tunRead', 'tunWrite',
   'udpOpen', 'udpLocalPort', 'udpRecv', 'udpSend', 'poll', 'eventfdOpen', 'socketPair', 'eventfdSignal',
-  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment', 'lockOpen', 'flock', 'funlock',
+  'eventfdDrain', 'close', 'ifNameToIndex', 'ifMtu', 'udpSetGro', 'udpGsoProbe', 'csumBatch', 'tcpSegment', 'udpSegment', 'lockOpen', 'flock', 'funlock',
   'threadCpus', 'pinThread', 'portOpen', 'portBindSend', 'portBindWrite', 'portWait', 'portRead', 'portRecv',
   'portSend', 'portWrite', 'portClose',
 ];
@@ -498,6 +499,20 @@ export function tcpSegment(mem: Uint8Array, ip: number, ihl: number, thl: number
   int('tcpSegment', 'mss', mss, 1, 0xffff);
   int('tcpSegment', 'prefixLen', prefixLen, 0, 256);
   return nativeAddon.tcpSegment(mem, ip, ihl, thl, payload, mss, out, prefixLen);
+}
+
+/**
+ * Cuts the IPv4/UDP super-packet at mem[ip] (a pod's UDP_SEGMENT send: headers ihl + 8 bytes,
+ * then `payload` bytes) into datagrams of at most `mss` payload bytes written back to back at
+ * mem[out], each behind a copy of the `prefixLen` bytes already at mem[out], each complete (IPv4
+ * total length, ID + j and header checksum; UDP length and checksum, 0xffff for a zero sum).
+ * Input and output must not overlap. Returns the bytes written, or -EINVAL.
+ */
+export function udpSegment(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, prefixLen: number): number {
+  typed('udpSegment', 'mem', mem, Uint8Array, 0, 'bytes');
+  int('udpSegment', 'mss', mss, 1, 0xffff);
+  int('udpSegment', 'prefixLen', prefixLen, 0, 256);
+  return nativeAddon.udpSegment(mem, ip, ihl, payload, mss, out, prefixLen);
 }
 
 /**

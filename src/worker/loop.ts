@@ -35,7 +35,7 @@ import type { DataplaneContext } from '../dataplane/context.js';
 import { ENCAP_HEADROOM, encapBatch } from '../dataplane/encap.js';
 import { decapBatch, finishUnfinished } from '../dataplane/decap.js';
 import { ChecksumJobs } from '../dataplane/csum-jobs.js';
-import { GSO_MAX_SEGMENTS, VNET_READ_HEADROOM, segmentBatch, type SegmentArea } from '../dataplane/segment.js';
+import { VNET_READ_HEADROOM, segmentBatch, type SegmentArea } from '../dataplane/segment.js';
 import { CoalesceScratch, coalesceBatch } from '../dataplane/coalesce.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
 import { CONTROL_STOP, CONTROL_WORDS, type Features } from './init.js';
@@ -229,8 +229,9 @@ export class ForwardLoop {
 
     if (features.vnet) {
       const tunBytes = txBytes - segBytes;
-      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, maxDatagram, cut: native.tcpSegment };
-      this.txJobs = new ChecksumJobs(TUN_BATCH_GSO * GSO_MAX_SEGMENTS);
+      this.area = { mem: this.txMem, tunSlot: this.txSlot, segStart: tunBytes, segEnd: tunBytes + segBytes, gso: features.gso, maxDatagram, cut: native.tcpSegment, cutUdp: native.udpSegment };
+      // Jobs are for single packets left with a partial checksum: at most one per packet read.
+      this.txJobs = new ChecksumJobs(TUN_BATCH_GSO);
     } else {
       this.area = undefined;
       this.txJobs = new ChecksumJobs(1);

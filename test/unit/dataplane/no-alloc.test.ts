@@ -14,7 +14,7 @@ import { decapBatch } from '../../../src/dataplane/decap.js';
 import { ENCAP_HEADROOM, encapBatch } from '../../../src/dataplane/encap.js';
 import { PeerTable } from '../../../src/dataplane/peers.js';
 import { VNET_READ_HEADROOM, segmentBatch } from '../../../src/dataplane/segment.js';
-import { tcpSegment } from '../../../src/io/native.js';
+import { tcpSegment, udpSegment } from '../../../src/io/native.js';
 import { parseIpv4, updateHeaderChecksum } from '../../../src/wire/ipv4.js';
 import { parseMac } from '../../../src/wire/mac.js';
 import * as vnet from '../../../src/wire/vnet.js';
@@ -95,7 +95,7 @@ describe('no allocation per packet', () => {
     mem[ip + 32] = 0x80;
     mem[ip + 33] = 0x10;
     const lens = Int32Array.of(10 + len);
-    const area = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment };
+    const area = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment, cutUdp: udpSegment };
     const out = new SendBatch(8);
     const jobs = new ChecksumJobs(64);
     const slot = 0x10000;

@@ -11,10 +11,11 @@ import { ChecksumJobs } from '../../../src/dataplane/csum-jobs.js';
 import { CoalesceScratch, coalesceBatch } from '../../../src/dataplane/coalesce.js';
 import { decapBatch } from '../../../src/dataplane/decap.js';
 import { PeerTable } from '../../../src/dataplane/peers.js';
-import { VNET_READ_HEADROOM, segmentBatch, segmentsPerMessage, type SegmentArea, type TcpSegmenter } from '../../../src/dataplane/segment.js';
+import { VNET_READ_HEADROOM, segmentBatch, segmentsPerMessage, type SegmentArea, type TcpSegmenter, type UdpSegmenter } from '../../../src/dataplane/segment.js';
 import { tcpSegmentJs } from '../../../src/dataplane/tcp-segment.js';
+import { udpSegmentJs } from '../../../src/dataplane/udp-segment.js';
 import { flowHashV4 } from '../../../src/dataplane/flowhash.js';
-import { nativeAddon, tcpSegment } from '../../../src/io/native.js';
+import { nativeAddon, tcpSegment, udpSegment } from '../../../src/io/native.js';
 import { pseudoHeaderSumV4, sum16, fold } from '../../../src/wire/checksum.js';
 import { parseIpv4, updateHeaderChecksum, headerChecksumValid } from '../../../src/wire/ipv4.js';
 import { parseMac } from '../../../src/wire/mac.js';
@@ -73,9 +74,9 @@ function tcpValid(mem: Uint8Array, ip: number, len: number): boolean {
   return fold(sum16(mem, ip + 20, len - 20, pseudoHeaderSumV4(SRC, DST, 6, len - 20))) === 0xffff;
 }
 
-const SEGMENTERS: [string, TcpSegmenter][] = [['addon', tcpSegment], ['TypeScript', tcpSegmentJs]];
+const SEGMENTERS: [string, TcpSegmenter, UdpSegmenter][] = [['addon', tcpSegment, udpSegment], ['TypeScript', tcpSegmentJs, udpSegmentJs]];
 
-describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) => {
+describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut, cutUdp) => {
   let a: DataplaneContext;
   let b: DataplaneContext;
   beforeEach(async () => {
@@ -89,7 +90,7 @@ describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) 
     const mem = new Uint8Array(segStart + 2 * 70000);
     const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK | tcp.TCP_PSH, true));
     const original = mem.slice(VNET_READ_HEADROOM + 10 + 52, VNET_READ_HEADROOM + 10 + 52 + payload);
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true, maxDatagram: 1472, cut };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: true, maxDatagram: 1472, cut, cutUdp };
     const out = new SendBatch(16);
     const jobs = new ChecksumJobs(128);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs)).toBe(1);
@@ -139,7 +140,7 @@ describe.each(SEGMENTERS)('segment (%s) → UDP_GRO → coalesce', (_name, cut) 
     const payload = 3 * MSS;
     const mem = new Uint8Array(TUN_SLOT + 70000);
     const lens = Int32Array.of(superPacket(mem, VNET_READ_HEADROOM, payload, tcp.TCP_ACK, true));
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, maxDatagram: 1472, cut };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart: TUN_SLOT, segEnd: mem.length, gso: true, maxDatagram: 1472, cut, cutUdp };
     const out = new SendBatch(4);
     const jobs = new ChecksumJobs(16);
     segmentBatch(a, a.table.beginRead(0), area, lens, 0, 1, out, jobs);
@@ -201,6 +202,96 @@ describe('tcpSegment (addon) and tcpSegmentJs agree byte for byte', () => {
     expect(nativeAddon.tcpSegment(mem, 10, 20, 32, 3000, 1398, 10000, 0x7fffffff)).toBe(-22);
     expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 100, 22)).toBe(-22);
     expect(tcpSegment(mem, 10, 20, 32, 3000, 1398, 69000, 22)).toBe(-22);
+  });
+});
+
+/** A UDP_L4 super-packet's IPv4 + UDP headers and payload at mem[ip] (ihl 20, or 24 with an option). */
+function udpSuper(mem: Uint8Array, ip: number, ihl: number, payload: number): void {
+  const len = ihl + 8 + payload;
+  mem.fill(0, ip, ip + len);
+  mem[ip] = 0x40 | (ihl / 4);
+  mem[ip + 2] = len >> 8;
+  mem[ip + 3] = len & 0xff;
+  mem.set([0xff, 0xfe], ip + 4); // the IDs wrap inside the packet
+  mem[ip + 8] = 64;
+  mem[ip + 9] = 17;
+  for (let i = 0; i < 4; i++) {
+    mem[ip + 12 + i] = (SRC >>> (24 - 8 * i)) & 255;
+    mem[ip + 16 + i] = (DST >>> (24 - 8 * i)) & 255;
+  }
+  if (ihl > 20) mem.set([1, 1, 1, 0], ip + 20); // NOP NOP NOP EOL
+  updateHeaderChecksum(mem, ip);
+  mem.set([0xc3, 0x50, 0x01, 0xbb, (8 + payload) >> 8, (8 + payload) & 0xff], ip + ihl);
+  for (let i = 0; i < payload; i++) mem[ip + ihl + 8 + i] = (i * 29 + 3) & 0xff;
+}
+
+function udpValid(mem: Uint8Array, ip: number): boolean {
+  const ihl = (mem[ip]! & 15) * 4;
+  const len = (mem[ip + 2]! << 8) | mem[ip + 3]!;
+  return fold(sum16(mem, ip, ihl)) === 0xffff && fold(sum16(mem, ip + ihl, len - ihl, pseudoHeaderSumV4(SRC, DST, 17, len - ihl))) === 0xffff;
+}
+
+describe('udpSegment (addon) and udpSegmentJs agree byte for byte', () => {
+  it.each([[20, 1, 1400], [20, 2800, 1400], [20, 44 * 1400 + 9, 1400], [24, 5000, 536], [20, 65000, 1000], [20, 300, 1]])(
+    'ihl %i, payload %i, mss %i', (ihl, payload, mss) => {
+      const mk = () => {
+        const mem = new Uint8Array(TUN_SLOT + 400000).fill(0xa5);
+        udpSuper(mem, 10, ihl, payload);
+        mem.fill(0x3c, TUN_SLOT, TUN_SLOT + 22); // the prefix
+        return mem;
+      };
+      const a = mk();
+      const b = mk();
+      const nseg = Math.ceil(payload / mss);
+      const na = udpSegment(a, 10, ihl, payload, mss, TUN_SLOT, 22);
+      expect(na).toBe(nseg * (22 + ihl + 8) + payload);
+      expect(udpSegmentJs(b, 10, ihl, payload, mss, TUN_SLOT, 22)).toBe(na);
+      expect(Buffer.compare(a, b)).toBe(0);
+      // Every datagram is complete: its own lengths, ID + j, valid header and UDP checksums.
+      let at = TUN_SLOT;
+      for (let j = 0; j < nseg; j++) {
+        const plen = Math.min(mss, payload - j * mss);
+        const ip = at + 22;
+        expect(a.subarray(at, ip)).toEqual(new Uint8Array(22).fill(0x3c));
+        expect((a[ip + 2]! << 8) | a[ip + 3]!).toBe(ihl + 8 + plen);
+        expect((a[ip + 4]! << 8) | a[ip + 5]!).toBe((0xfffe + j) & 0xffff);
+        expect((a[ip + ihl + 4]! << 8) | a[ip + ihl + 5]!).toBe(8 + plen);
+        expect(udpValid(a, ip)).toBe(true);
+        expect(a.subarray(ip + ihl + 8, ip + ihl + 8 + plen)).toEqual(a.subarray(10 + ihl + 8 + j * mss, 10 + ihl + 8 + j * mss + plen));
+        at = ip + ihl + 8 + plen;
+      }
+    },
+  );
+
+  it('sends a checksum that sums to zero as 0xffff (zero would mean none)', () => {
+    const mem = new Uint8Array(4096);
+    const out = 2048;
+    udpSuper(mem, 0, 20, 64);
+    // Two payload bytes chosen so that the complete datagram sums to 0xffff: its checksum is 0.
+    mem[28] = 0;
+    mem[29] = 0;
+    const s = fold(sum16(mem, 20, 72, pseudoHeaderSumV4(SRC, DST, 17, 72)));
+    const adj = 0xffff - s;
+    mem[28] = adj >> 8;
+    mem[29] = adj & 0xff;
+    const other = mem.slice();
+    expect(udpSegment(mem, 0, 20, 64, 1400, out, 0)).toBe(92);
+    expect(udpSegmentJs(other, 0, 20, 64, 1400, out, 0)).toBe(92);
+    expect([mem[out + 26], mem[out + 27]]).toEqual([0xff, 0xff]);
+    expect(Buffer.compare(mem, other)).toBe(0);
+    expect(udpValid(mem, out)).toBe(true);
+  });
+
+  it('refuses overlapping or out-of-range output, and out-of-range sizes even without the TypeScript checks', () => {
+    const mem = new Uint8Array(70000);
+    udpSuper(mem, 10, 20, 3000);
+    expect(nativeAddon.udpSegment(mem, 10, 20, 3000, 0x7fffffff, 10000, 22)).toBe(-22);
+    expect(nativeAddon.udpSegment(mem, 10, 20, 3000, 1400, 10000, 0x7fffffff)).toBe(-22);
+    expect(nativeAddon.udpSegment(mem, 10, 64, 3000, 1400, 10000, 22)).toBe(-22);
+    expect(nativeAddon.udpSegment(mem, 10, 20, 0, 1400, 10000, 22)).toBe(-22);
+    expect(udpSegment(mem, 10, 20, 3000, 1400, 100, 22)).toBe(-22);
+    expect(udpSegment(mem, 10, 20, 3000, 1400, 69000, 22)).toBe(-22);
+    expect(udpSegment(mem, 10, 20, 70000, 1400, 0, 22)).toBe(-22);
   });
 });
 
@@ -309,7 +400,7 @@ describe('single packets to one peer out of one socket', () => {
     const lens = new Int32Array(plan.length);
     plan.forEach(([payload, dst, sport, partial], i) => { lens[i] = udpPacket(mem, i * slot + VNET_READ_HEADROOM, dst, sport, payload, i, partial); });
     const inner = plan.map((_, i) => mem.slice(i * slot + VNET_READ_HEADROOM + 10, i * slot + VNET_READ_HEADROOM + lens[i]!));
-    const area: SegmentArea = { mem, tunSlot: slot, segStart, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: slot, segStart, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment, cutUdp: udpSegment };
     const out = new SendBatch(16);
     const jobs = new ChecksumJobs(16);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, plan.length, out, jobs)).toBe(plan.length);
@@ -348,7 +439,7 @@ describe('single packets to one peer out of one socket', () => {
     const payloads = [64, 300, 64, 64, 64];
     const lens = Int32Array.from(payloads, (p, i) => udpPacket(mem, i * slot + VNET_READ_HEADROOM, DST, 5000, p, i, false));
     // 22 + 28 + 300 = 350 bytes does not fit a 200-byte path; 22 + 28 + 64 = 114 does.
-    const area: SegmentArea = { mem, tunSlot: slot, segStart: 5 * slot, segEnd: mem.length, gso: true, maxDatagram: 200, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 5 * slot, segEnd: mem.length, gso: true, maxDatagram: 200, cut: tcpSegment, cutUdp: udpSegment };
     const out = new SendBatch(16);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 5, out, new ChecksumJobs(8))).toBe(5);
     expect(out.count).toBe(3);
@@ -367,7 +458,7 @@ describe('single packets to one peer out of one socket', () => {
     const ip0 = VNET_READ_HEADROOM + vnet.VNET_HDR_LEN;
     const original = mem.slice(ip0 + 28, ip0 + 28 + payload);
     for (const gso of [true, false]) {
-      const area: SegmentArea = { mem, tunSlot: slot, segStart: slot, segEnd: mem.length, gso, maxDatagram: 1472, cut: tcpSegment };
+      const area: SegmentArea = { mem, tunSlot: slot, segStart: slot, segEnd: mem.length, gso, maxDatagram: 1472, cut: tcpSegment, cutUdp: udpSegment };
       const out = new SendBatch(16);
       const jobs = new ChecksumJobs(16);
       a.counters.fill(0);
@@ -400,8 +491,8 @@ describe('single packets to one peer out of one socket', () => {
     const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
     const slot = 8192;
     const mem = new Uint8Array(2 * slot + 8192);
-    for (const cut of [tcpSegment, tcpSegmentJs]) {
-      const area: SegmentArea = { mem, tunSlot: slot, segStart: slot, segEnd: mem.length, gso: true, maxDatagram: 1472, cut };
+    for (const [, cut, cutUdp] of SEGMENTERS) {
+      const area: SegmentArea = { mem, tunSlot: slot, segStart: slot, segEnd: mem.length, gso: true, maxDatagram: 1472, cut, cutUdp };
       const cases: [string, () => number][] = [
         ['UDP, gso_size 65535', () => {
           const l = udpPacket(mem, VNET_READ_HEADROOM, DST, 5000, 1000, 1, true);
@@ -434,7 +525,7 @@ describe('single packets to one peer out of one socket', () => {
     const a = await ctxFor(MAC_A, '10.244.1.0', '10.244.2.0', VTEP_B, MAC_B);
     const slot = 2048;
     const mem = new Uint8Array(4 * slot + 4096);
-    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: true, maxDatagram: 1472, cut: tcpSegment, cutUdp: udpSegment };
     const out = new SendBatch(16);
     // Alone in its read (a ping's packet): in place, the inner packet untouched behind its headers.
     const lens = Int32Array.of(udpPacket(mem, VNET_READ_HEADROOM, DST, 5000, 64, 0, true));
@@ -464,7 +555,7 @@ describe('single packets to one peer out of one socket', () => {
     const mem = new Uint8Array(4 * slot + 4096);
     const lens = new Int32Array(3);
     for (let i = 0; i < 3; i++) lens[i] = udpPacket(mem, i * slot + VNET_READ_HEADROOM, DST, 5000, 64, i, false);
-    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: false, maxDatagram: 1472, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: slot, segStart: 4 * slot, segEnd: mem.length, gso: false, maxDatagram: 1472, cut: tcpSegment, cutUdp: udpSegment };
     const out = new SendBatch(16);
     expect(segmentBatch(a, a.table.beginRead(0), area, lens, 0, 3, out, new ChecksumJobs(4))).toBe(3);
     expect(out.count).toBe(3);
@@ -487,7 +578,7 @@ describe('segmentBatch when the segments outgrow one send', () => {
       mem[i * TUN_SLOT + VNET_READ_HEADROOM + 4] = mss & 0xff;
       mem[i * TUN_SLOT + VNET_READ_HEADROOM + 5] = mss >> 8;
     }
-    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: false, maxDatagram: 1472, cut: tcpSegment };
+    const area: SegmentArea = { mem, tunSlot: TUN_SLOT, segStart, segEnd: mem.length, gso: false, maxDatagram: 1472, cut: tcpSegment, cutUdp: udpSegment };
     const out = new SendBatch(256);
     const jobs = new ChecksumJobs(8);
     const half = a.table.beginRead(0);
