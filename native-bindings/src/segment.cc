@@ -6,6 +6,7 @@
 // output goes and how it is sent); this is the byte loop it measured too slow in JavaScript.
 #include <errno.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "addon.h"
@@ -100,13 +101,14 @@ struct Cut {
 // Checks a cut's numbers (thl_lo..thl_hi bounds the transport header); false when they do not
 // describe an input and a non-overlapping output inside mem.
 bool Check(Cut* c, int32_t thl_lo, int32_t thl_hi) {
-  const int32_t hlen = c->ihl + c->thl;
-  // Bounds in 64-bit arithmetic, with every operand capped first, so nothing below can overflow.
+  // Every operand capped first, then bounds in 64-bit arithmetic, so nothing below can overflow.
   if (c->ip < 0 || c->out < 0 || c->ihl < 20 || c->ihl > 60 || c->thl < thl_lo || c->thl > thl_hi || c->payload < 1 ||
-      c->payload > 0xffff || c->mss < 1 || c->mss > 0xffff || c->prefix < 0 || c->prefix > 256 ||
-      static_cast<uint64_t>(c->ip) + hlen + c->payload > c->mem.len) {
+      c->payload > 0xffff || c->mss < 1 || c->mss > 0xffff || c->prefix < 0 || c->prefix > 256) {
     return false;
   }
+  const int32_t hlen = c->ihl + c->thl;
+  // Each segment's IPv4 total length must fit its 16-bit field.
+  if (hlen + std::min(c->mss, c->payload) > 0xffff || static_cast<uint64_t>(c->ip) + hlen + c->payload > c->mem.len) return false;
   c->nseg = (c->payload + c->mss - 1) / c->mss;
   const uint64_t end_in = static_cast<uint64_t>(c->ip) + hlen + c->payload;
   const uint64_t need =

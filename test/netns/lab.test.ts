@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
+import { request } from '../../src/control/api.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
 import { handoffBinary, handoffRtt, iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
 import { startUdpTunnels, UDPTUN_DEVICE, udptunBinary, udptunCommand } from '../../src/lab/udptun.js';
@@ -225,8 +226,15 @@ test('lab in tulle mode: 3 nodes x 2 pods reach each other without any kernel VX
   const s = await labUp({ name: lab, nodes: 3, pods: 2, mode: 'tulle', store: 'static' });
   for (const ns of s.namespaces) expect(await linksOfType(ns, 'vxlan')).toEqual([]);
   await checkLab(s);
-  // A pod's UDP_SEGMENT send reaches the TUN device as one UDP super-packet; it arrives as its datagrams.
+  // A pod's UDP_SEGMENT send reaches the TUN device as one UDP super-packet (where the device
+  // takes USO), is cut by the sending agent into its datagrams, and arrives as them.
   const from = s.pods.find((p) => p.node === 1)!;
   const to = s.pods.find((p) => p.node === 2)!;
+  type Status = { workers: { features: { uso: boolean } }[]; counters: Record<string, number> };
+  const sender = s.nodes.find((n) => n.index === from.node)!.agent!.socket;
+  const before = (await request(sender, 'GET', '/v1/status')) as Status;
   expect(await udpGsoTransfer(from.ns, to.ns, to.ip, 12)).toEqual({ datagrams: 12, bad: 0 });
+  const after = (await request(sender, 'GET', '/v1/status')) as Status;
+  const cut = after.counters.tun_rx_segments! - before.counters.tun_rx_segments!;
+  expect(cut, JSON.stringify(before.workers.map((w) => w.features))).toBe(before.workers.every((w) => w.features.uso) ? 12 : 0);
 }, 180_000);

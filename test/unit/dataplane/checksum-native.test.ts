@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { tcpSegmentJs } from '../../../src/dataplane/tcp-segment.js';
-import { csumBatch, tcpSegment } from '../../../src/io/native.js';
+import { udpSegmentJs } from '../../../src/dataplane/udp-segment.js';
+import { csumBatch, tcpSegment, udpSegment } from '../../../src/io/native.js';
 import { fold, sum16 } from '../../../src/wire/checksum.js';
 import { updateHeaderChecksum } from '../../../src/wire/ipv4.js';
 
@@ -91,6 +92,36 @@ describe('tcpSegment copies and sums random payloads as tcpSegmentJs does', () =
     const na = tcpSegment(a, ip, 20, 32, payload, mss, out, 22);
     const nb = tcpSegmentJs(b, ip, 20, 32, payload, mss, out, 22);
     expect(na).toBe(Math.ceil(payload / mss) * (22 + 52) + payload);
+    expect(na).toBe(nb);
+    expect(Buffer.compare(a, b)).toBe(0);
+  });
+});
+
+describe('udpSegment copies and sums random payloads as udpSegmentJs does', () => {
+  it.each([[1400, 1400], [65507, 1472], [65000, 1400], [3001, 100], [200, 7], [64 * 31 + 5, 64 * 3 + 1]])('payload %i, mss %i', (payload, mss) => {
+    const ip = 10;
+    const mk = (): Uint8Array => {
+      const mem = bytes(80000 + 66000, payload ^ mss, true);
+      mem.fill(0, ip, ip + 28);
+      mem[ip] = 0x45;
+      const total = 28 + payload;
+      mem[ip + 2] = total >> 8;
+      mem[ip + 3] = total & 0xff;
+      mem[ip + 4] = 0xff; // ID 0xffff: wraps to 0 on the second datagram
+      mem[ip + 5] = 0xff;
+      mem[ip + 8] = 64;
+      mem[ip + 9] = 17;
+      mem.set([10, 244, 1, 2, 10, 244, 2, 2], ip + 12);
+      updateHeaderChecksum(mem, ip);
+      mem.set([0xc3, 0x50, 0x01, 0xbb], ip + 20);
+      return mem;
+    };
+    const a = mk();
+    const b = mk();
+    const out = 66000;
+    const na = udpSegment(a, ip, 20, payload, mss, out, 22);
+    const nb = udpSegmentJs(b, ip, 20, payload, mss, out, 22);
+    expect(na).toBe(Math.ceil(payload / mss) * (22 + 28) + payload);
     expect(na).toBe(nb);
     expect(Buffer.compare(a, b)).toBe(0);
   });

@@ -292,6 +292,12 @@ describe('udpSegment (addon) and udpSegmentJs agree byte for byte', () => {
     expect(udpSegment(mem, 10, 20, 3000, 1400, 100, 22)).toBe(-22);
     expect(udpSegment(mem, 10, 20, 3000, 1400, 69000, 22)).toBe(-22);
     expect(udpSegment(mem, 10, 20, 70000, 1400, 0, 22)).toBe(-22);
+    // A datagram whose IPv4 total length would not fit 16 bits.
+    const big = new Uint8Array(200000);
+    udpSuper(big, 10, 20, 65507);
+    expect(udpSegment(big, 10, 20, 65507, 65507, 100000, 22)).toBe(22 + 28 + 65507);
+    expect(udpSegment(big, 10, 20, 65508, 65508, 100000, 22)).toBe(-22);
+    expect(nativeAddon.tcpSegment(big, 10, 20, 20, 65496, 65496, 100000, 22)).toBe(-22);
   });
 });
 
