@@ -5,6 +5,7 @@
  * a failure at any step runs the undo actions in reverse, so the namespace is
  * left as it was found.
  */
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -22,7 +23,7 @@ import { VXLAN_OVERHEAD_IPV4 } from '../wire/vxlan.js';
 import { ApiServer, HttpError, TextResponse } from './api.js';
 import { type AgentConfig, checkCpusAllowed, ConfigError, describe, loadConfig, overlayAddress, type NodeConfig, PEER_CAPACITY, restartOnlyChanges } from './config.js';
 import { TunDevice } from './device.js';
-import { CpuLatencyRequest, TrafficLatencyHold } from './cpu-latency.js';
+import { CpuLatencyRequest, TrafficLatencyHold, underHypervisor } from './cpu-latency.js';
 import { Endpoints } from './endpoints.js';
 import { METRICS_CONTENT_TYPE, MetricsServer, renderMetrics } from './metrics.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
@@ -168,6 +169,11 @@ export class Agent {
 
     // Taken only now that the workers are about to start, not while the store (etcd) may be waited for.
     this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
+    if (cfg.cpuLatencyUs !== undefined && underHypervisor(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''))) {
+      this.log.warn({ cpuLatencyUs: cfg.cpuLatencyUs },
+        'cpuLatencyUs on a virtual machine: idle vCPUs that no longer halt look busy to the host, which may take them away ' +
+        '(100 ms stalls every few seconds were measured on one KVM guest); check the node for such stalls before relying on it');
+    }
     if (cfg.cpuLatencyUs !== undefined && cfg.cpuLatencyIdleMs === undefined) {
       const req = await CpuLatencyRequest.hold(cfg.cpuLatencyUs);
       this.push('withdraw the CPU latency request', () => req.release());
