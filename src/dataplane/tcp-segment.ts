@@ -5,7 +5,8 @@
  * micro benchmark measures it against.
  */
 import { pseudoHeaderSumV4, sum16 } from '../wire/checksum.js';
-import { dst as ipv4Dst, id as ipv4Id, setId, setTotalLength, src as ipv4Src, updateHeaderChecksum, IPPROTO_TCP } from '../wire/ipv4.js';
+import { dst as ipv4Dst, id as ipv4Id, src as ipv4Src, IPPROTO_TCP } from '../wire/ipv4.js';
+import { cutSegment } from './cut.js';
 import { TCP_CWR, TCP_FIN, TCP_PSH, flags as tcpFlags, seq as tcpSeq, setChecksum, setFlags, setSeq } from '../wire/tcp.js';
 
 export function tcpSegmentJs(
@@ -22,14 +23,7 @@ export function tcpSegmentJs(
   let w = out;
   for (let j = 0; j < nseg; j++) {
     const plen = j === nseg - 1 ? payload - j * mss : mss;
-    if (j > 0) mem.copyWithin(w, out, out + prefixLen);
-    const sip = w + prefixLen;
-    mem.copyWithin(sip, ip, ip + hlen);
-    mem.copyWithin(sip + hlen, ip + hlen + j * mss, ip + hlen + j * mss + plen);
-    setTotalLength(mem, sip, hlen + plen);
-    setId(mem, sip, (id0 + j) & 0xffff);
-    updateHeaderChecksum(mem, sip);
-    const sth = sip + ihl;
+    const sth = cutSegment(mem, ip, hlen, mss, j, plen, w, out, prefixLen, id0) + ihl;
     setSeq(mem, sth, seq0 + j * mss);
     let f = flags0;
     if (j < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);

@@ -6,7 +6,8 @@
  * the alternative the micro benchmark measures it against.
  */
 import { pseudoHeaderSumV4, sum16 } from '../wire/checksum.js';
-import { IPPROTO_UDP, dst as ipv4Dst, id as ipv4Id, setId, setTotalLength, src as ipv4Src, updateHeaderChecksum } from '../wire/ipv4.js';
+import { IPPROTO_UDP, dst as ipv4Dst, id as ipv4Id, src as ipv4Src } from '../wire/ipv4.js';
+import { cutSegment } from './cut.js';
 import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, setLength as setUdpLength } from '../wire/udp.js';
 
 export function udpSegmentJs(mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, prefixLen: number): number {
@@ -18,14 +19,7 @@ export function udpSegmentJs(mem: Uint8Array, ip: number, ihl: number, payload: 
   let w = out;
   for (let j = 0; j < nseg; j++) {
     const plen = j === nseg - 1 ? payload - j * mss : mss;
-    if (j > 0) mem.copyWithin(w, out, out + prefixLen);
-    const sip = w + prefixLen;
-    mem.copyWithin(sip, ip, ip + hlen);
-    mem.copyWithin(sip + hlen, ip + hlen + j * mss, ip + hlen + j * mss + plen);
-    setTotalLength(mem, sip, hlen + plen);
-    setId(mem, sip, (id0 + j) & 0xffff);
-    updateHeaderChecksum(mem, sip);
-    const su = sip + ihl;
+    const su = cutSegment(mem, ip, hlen, mss, j, plen, w, out, prefixLen, id0) + ihl;
     const ulen = UDP_HEADER_LEN + plen;
     setUdpLength(mem, su, ulen);
     mem[su + UDP_CHECKSUM_OFF] = 0;

@@ -65,64 +65,45 @@ describe('csumBatch sums as sum16 does', () => {
   });
 });
 
-describe('tcpSegment copies and sums random payloads as tcpSegmentJs does', () => {
-  it.each([[1448, 1448], [65483, 1448], [65483, 1398], [3000, 100], [200, 7], [64 * 31 + 5, 64 * 3 + 1]])('payload %i, mss %i', (payload, mss) => {
-    const ip = 10;
-    const mk = (): Uint8Array => {
-      const mem = bytes(80000 + 66000, payload ^ mss, true);
-      mem.fill(0, ip, ip + 52);
-      mem[ip] = 0x45;
-      const total = 52 + payload;
-      mem[ip + 2] = total >> 8;
-      mem[ip + 3] = total & 0xff;
-      mem[ip + 4] = 0xff; // ID 0xffff: wraps to 0 on the second segment
-      mem[ip + 5] = 0xff;
-      mem[ip + 8] = 64;
-      mem[ip + 9] = 6;
-      mem.set([10, 244, 1, 2, 10, 244, 2, 2], ip + 12);
-      updateHeaderChecksum(mem, ip);
-      mem.set([0xff, 0xff, 0xf0, 0x00], ip + 20 + 4); // sequence number wraps inside the packet
-      mem[ip + 20 + 12] = 8 << 4; // 32-byte TCP header
-      mem[ip + 20 + 13] = 0x18;
-      return mem;
-    };
-    const a = mk();
-    const b = mk();
-    const out = 66000;
-    const na = tcpSegment(a, ip, 20, 32, payload, mss, out, 22);
-    const nb = tcpSegmentJs(b, ip, 20, 32, payload, mss, out, 22);
-    expect(na).toBe(Math.ceil(payload / mss) * (22 + 52) + payload);
-    expect(na).toBe(nb);
-    expect(Buffer.compare(a, b)).toBe(0);
-  });
-});
+/**
+ * A super-packet over random bytes at mem[ip]: IPv4 (ID 0xffff, so it wraps to 0 on the second
+ * segment) and the transport header of `proto`, `payload` bytes after them.
+ */
+function randomSuper(payload: number, mss: number, ip: number, proto: 6 | 17): Uint8Array {
+  const thl = proto === 6 ? 32 : 8;
+  const mem = bytes(80000 + 66000, payload ^ mss, true);
+  mem.fill(0, ip, ip + 20 + thl);
+  const total = 20 + thl + payload;
+  mem.set([0x45, 0, total >> 8, total & 0xff, 0xff, 0xff, 0, 0, 64, proto, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2], ip);
+  updateHeaderChecksum(mem, ip);
+  if (proto === 6) {
+    mem.set([0xff, 0xff, 0xf0, 0x00], ip + 20 + 4); // sequence number wraps inside the packet
+    mem[ip + 20 + 12] = 8 << 4; // 32-byte TCP header
+    mem[ip + 20 + 13] = 0x18;
+  } else {
+    mem.set([0xc3, 0x50, 0x01, 0xbb], ip + 20);
+  }
+  return mem;
+}
 
-describe('udpSegment copies and sums random payloads as udpSegmentJs does', () => {
-  it.each([[1400, 1400], [65507, 1472], [65000, 1400], [3001, 100], [200, 7], [64 * 31 + 5, 64 * 3 + 1]])('payload %i, mss %i', (payload, mss) => {
+const CUTS = [
+  { name: 'tcpSegment', proto: 6 as const, hlen: 52, addon: (m: Uint8Array, ip: number, p: number, mss: number, out: number) => tcpSegment(m, ip, 20, 32, p, mss, out, 22),
+    js: (m: Uint8Array, ip: number, p: number, mss: number, out: number) => tcpSegmentJs(m, ip, 20, 32, p, mss, out, 22),
+    sizes: [[1448, 1448], [65483, 1448], [65483, 1398], [3000, 100], [200, 7], [64 * 31 + 5, 64 * 3 + 1]] },
+  { name: 'udpSegment', proto: 17 as const, hlen: 28, addon: (m: Uint8Array, ip: number, p: number, mss: number, out: number) => udpSegment(m, ip, 20, p, mss, out, 22),
+    js: (m: Uint8Array, ip: number, p: number, mss: number, out: number) => udpSegmentJs(m, ip, 20, p, mss, out, 22),
+    sizes: [[1400, 1400], [65507, 1472], [65000, 1400], [3001, 100], [200, 7], [64 * 31 + 5, 64 * 3 + 1]] },
+];
+
+describe.each(CUTS)('$name copies and sums random payloads as its TypeScript reference does', ({ proto, hlen, addon, js, sizes }) => {
+  it.each(sizes)('payload %i, mss %i', (payload, mss) => {
     const ip = 10;
-    const mk = (): Uint8Array => {
-      const mem = bytes(80000 + 66000, payload ^ mss, true);
-      mem.fill(0, ip, ip + 28);
-      mem[ip] = 0x45;
-      const total = 28 + payload;
-      mem[ip + 2] = total >> 8;
-      mem[ip + 3] = total & 0xff;
-      mem[ip + 4] = 0xff; // ID 0xffff: wraps to 0 on the second datagram
-      mem[ip + 5] = 0xff;
-      mem[ip + 8] = 64;
-      mem[ip + 9] = 17;
-      mem.set([10, 244, 1, 2, 10, 244, 2, 2], ip + 12);
-      updateHeaderChecksum(mem, ip);
-      mem.set([0xc3, 0x50, 0x01, 0xbb], ip + 20);
-      return mem;
-    };
-    const a = mk();
-    const b = mk();
     const out = 66000;
-    const na = udpSegment(a, ip, 20, payload, mss, out, 22);
-    const nb = udpSegmentJs(b, ip, 20, payload, mss, out, 22);
-    expect(na).toBe(Math.ceil(payload / mss) * (22 + 28) + payload);
-    expect(na).toBe(nb);
+    const a = randomSuper(payload, mss, ip, proto);
+    const b = randomSuper(payload, mss, ip, proto);
+    const na = addon(a, ip, payload, mss, out);
+    expect(na).toBe(Math.ceil(payload / mss) * (22 + hlen) + payload);
+    expect(js(b, ip, payload, mss, out)).toBe(na);
     expect(Buffer.compare(a, b)).toBe(0);
   });
 });
