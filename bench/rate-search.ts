@@ -18,6 +18,8 @@ export interface Probe {
   sentPps: number;
   receivedPps: number;
   lostPercent: number;
+  /** Of the sent datagrams, the percentage the receiving socket dropped (null: not known). */
+  socketLostPercent?: number | null;
 }
 
 export interface SearchResult {

@@ -31,8 +31,16 @@ export const METRICS: readonly MetricDef[] = [
   },
   { key: 'udp64Kpps', label: 'UDP 64 B flood, received', unit: 'kpps', better: 'higher', ratio: true, digits: 0, get: (t) => kilo(udp(t, 64)?.receivedPps) },
   { key: 'udp64LossPct', label: 'UDP 64 B flood, loss', unit: '%', better: 'lower', ratio: false, digits: 1, get: (t) => udp(t, 64)?.lostPercent ?? null },
+  {
+    key: 'udp64SocketLossPct', label: 'UDP 64 B flood, lost in the receiving socket', unit: '%', better: 'lower', ratio: false, digits: 1,
+    get: (t) => udp(t, 64)?.socketLostPercent ?? null,
+  },
   { key: 'udp1400Kpps', label: 'UDP 1400 B flood, received', unit: 'kpps', better: 'higher', ratio: true, digits: 0, get: (t) => kilo(udp(t, 1400)?.receivedPps) },
   { key: 'udp1400LossPct', label: 'UDP 1400 B flood, loss', unit: '%', better: 'lower', ratio: false, digits: 1, get: (t) => udp(t, 1400)?.lostPercent ?? null },
+  {
+    key: 'udp1400SocketLossPct', label: 'UDP 1400 B flood, lost in the receiving socket', unit: '%', better: 'lower', ratio: false, digits: 1,
+    get: (t) => udp(t, 1400)?.socketLostPercent ?? null,
+  },
   { key: 'rttP50Us', label: 'ping RTT p50', unit: 'µs', better: 'lower', ratio: true, digits: 0, get: (t) => t.rtt?.p50Us ?? null },
   { key: 'rttP99Us', label: 'ping RTT p99', unit: 'µs', better: 'lower', ratio: true, digits: 0, get: (t) => t.rtt?.p99Us ?? null },
   { key: 'handoffP50Us', label: '4 process hand-offs p50', unit: 'µs', better: 'lower', ratio: false, digits: 0, get: (t) => t.handoff?.p50Us ?? null },

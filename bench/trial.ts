@@ -16,7 +16,7 @@
  */
 import { request } from '../src/control/api.js';
 import { CpuLatencyRequest } from '../src/control/cpu-latency.js';
-import { handoffRtt, iperf3Tcp, iperf3Udp, pingRtt } from '../src/lab/measure.js';
+import { handoffRtt, iperf3Tcp, iperf3Udp, pingRtt, type Iperf3UdpResult } from '../src/lab/measure.js';
 import { startUdpTunnels, udptunName, type UdpTunnels } from '../src/lab/udptun.js';
 import { labDown, labUp, type LabState } from '../src/lab/topology.js';
 import { cpuBetween, processCpuS, sampleCpu } from './cpu.js';
@@ -54,8 +54,18 @@ export interface UdpFigures {
   sentPps: number;
   receivedPps: number;
   lostPercent: number;
+  /**
+   * Of the sent datagrams, the percentage the receiving pod's socket dropped (the receiving
+   * process did not read in time), part of lostPercent; null when it could not be read.
+   */
+  socketLostPercent: number | null;
   /** RATE_SEARCH_PAYLOADS: the highest rate carried with at most LOSS_BOUND_PCT loss (rate-search.ts). */
   bounded?: SearchResult;
+}
+
+/** Of the datagrams an iperf3 UDP run sent, the percentage the receiving socket dropped. */
+export function socketShare(u: Pick<Iperf3UdpResult, 'sentPackets' | 'socketDrops'>): number | null {
+  return u.socketDrops === null || !(u.sentPackets > 0) ? null : (100 * u.socketDrops) / u.sentPackets;
 }
 
 export interface RttFigures {
@@ -213,8 +223,10 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
     for (const payload of UDP_PAYLOADS) {
       await step(`UDP ${payload} B`, async () => {
         const u = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: o.seconds, bitrate: '0', cpu: sc.cpu });
-        r.udp.push({ payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent });
-        log(`UDP ${payload} B: received ${(u.receivedPps / 1000).toFixed(0)} kpps of ${(u.sentPps / 1000).toFixed(0)} kpps sent, loss ${u.lostPercent.toFixed(1)} %`);
+        const socketLostPercent = socketShare(u);
+        r.udp.push({ payload, sentPps: u.sentPps, receivedPps: u.receivedPps, lostPercent: u.lostPercent, socketLostPercent });
+        log(`UDP ${payload} B: received ${(u.receivedPps / 1000).toFixed(0)} kpps of ${(u.sentPps / 1000).toFixed(0)} kpps sent, loss ${u.lostPercent.toFixed(1)} %` +
+          (socketLostPercent === null ? '' : ` (${socketLostPercent.toFixed(1)} % in the receiving socket)`));
       });
       const f = r.udp.find((x) => x.payload === payload);
       if (!RATE_SEARCH_PAYLOADS.includes(payload) || f === undefined) continue;
@@ -226,12 +238,13 @@ export async function runTrial(sc: Scenario, trial: number, o: TrialOptions): Pr
         // From what the flood delivered, up to what its sender managed.
         f.bounded = await searchRate(async (pps) => {
           const p = await iperf3Udp(client.ns, server.ns, server.ip, { payload, seconds: SEARCH_PROBE_S, bitrate: String(Math.round(pps * payload * 8)), cpu: sc.cpu });
-          return { sentPps: p.sentPps, receivedPps: p.receivedPps, lostPercent: p.lostPercent };
+          return { sentPps: p.sentPps, receivedPps: p.receivedPps, lostPercent: p.lostPercent, socketLostPercent: socketShare(p) };
         }, { lossBoundPercent: LOSS_BOUND_PCT, startPps: f.receivedPps, maxPps: f.sentPps, steps: SEARCH_STEPS });
         const b = f.bounded;
         log(`UDP ${payload} B at <= ${LOSS_BOUND_PCT} % loss: ${(b.receivedPps / 1000).toFixed(0)} kpps` +
           (b.offeredPps === null ? ' (no offered rate stayed within the bound)' : ` (offered ${(b.offeredPps / 1000).toFixed(0)} kpps, loss ${b.lostPercent!.toFixed(2)} %)`) +
-          `; probes ${b.probes.map((p) => `${(p.offeredPps / 1000).toFixed(0)}:${p.lostPercent.toFixed(1)}%`).join(' ')}`);
+          `; probes (kpps:loss, in the receiving socket) ${b.probes.map((p) => `${(p.offeredPps / 1000).toFixed(0)}:${p.lostPercent.toFixed(1)}%` +
+            (p.socketLostPercent != null && p.lostPercent > 0 ? `(${p.socketLostPercent.toFixed(1)}%)` : '')).join(' ')}`);
       });
     }
     for (const n of lab.nodes) {

@@ -274,6 +274,25 @@ export interface Iperf3UdpResult {
   sentPps: number;
   receivedPps: number;
   seconds: number;
+  /**
+   * Datagrams the receiving namespace's UDP sockets dropped for want of buffer space during the
+   * run (`RcvbufErrors` of its /proc/net/snmp): lost after the network had delivered them,
+   * because the receiving process did not read in time. Null when the counter could not be read.
+   */
+  socketDrops: number | null;
+}
+
+/** The `Udp: RcvbufErrors` counter of namespace `ns` (/proc/net/snmp read inside it). */
+export async function udpRcvbufErrors(ns: string): Promise<number> {
+  const text = await nsRun(ns, 'cat', ['/proc/net/snmp']);
+  const rows = text.split('\n').filter((l) => l.startsWith('Udp: '));
+  if (rows.length < 2) throw new Error(`/proc/net/snmp in ${ns} has no Udp rows`);
+  const names = rows[0]!.trim().split(/\s+/);
+  const values = rows[1]!.trim().split(/\s+/);
+  const i = names.indexOf('RcvbufErrors');
+  const v = i < 0 ? NaN : Number(values[i]);
+  if (!Number.isSafeInteger(v) || v < 0) throw new Error(`/proc/net/snmp in ${ns}: no RcvbufErrors count (${rows.join(' | ')})`);
+  return v;
 }
 
 /**
@@ -291,7 +310,9 @@ export async function iperf3Udp(
   const port = String(opts.port ?? 5201);
   const what = `iperf3 UDP ${clientNs} -> ${serverNs} (${serverIp}:${port}, ${opts.payload} B)`;
   try {
+    const dropsBefore = await udpRcvbufErrors(serverNs).catch(() => null);
     const j = await iperf3Run(clientNs, serverNs, serverIp, port, seconds, ['-u', '-b', opts.bitrate ?? '0', '-l', String(opts.payload)], opts.cpu);
+    const dropsAfter = dropsBefore === null ? null : await udpRcvbufErrors(serverNs).catch(() => null);
     const recv = j.end!.sum_received!;
     const sent = j.end?.sum_sent;
     const sentPackets = sent?.packets ?? recv.packets ?? 0;
@@ -304,6 +325,7 @@ export async function iperf3Udp(
       sentPps: sent && sent.seconds > 0 ? sentPackets / sent.seconds : NaN,
       receivedPps: recv.seconds > 0 ? receivedPackets / recv.seconds : NaN,
       seconds: recv.seconds,
+      socketDrops: dropsBefore !== null && dropsAfter !== null ? dropsAfter - dropsBefore : null,
     };
   } catch (e) {
     throw new Error(`${what}: ${(e as Error).message}`, { cause: e });

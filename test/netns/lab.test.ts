@@ -16,7 +16,7 @@ import { describe, expect, test } from 'vitest';
 import { attachPod, detachPod, AttachError } from '../../src/control/attach.js';
 import { request } from '../../src/control/api.js';
 import { nsRun, processAlive, run, spawnInNs } from '../../src/util/exec.js';
-import { handoffBinary, handoffRtt, iperf3Tcp, onCpu, pingAll, pingRtt, tcpTransfer } from '../../src/lab/measure.js';
+import { handoffBinary, handoffRtt, iperf3Tcp, iperf3Udp, onCpu, pingAll, pingRtt, tcpTransfer, udpRcvbufErrors } from '../../src/lab/measure.js';
 import { startUdpTunnels, UDPTUN_DEVICE, udptunBinary, udptunCommand } from '../../src/lab/udptun.js';
 import { threadCpus } from '../../src/io/native.js';
 import { createNetns, deleteNetns, ipIn, linksOfType, listNetns } from '../../src/lab/netns.js';
@@ -93,6 +93,26 @@ test("measurements put the pods' processes on a chosen CPU", async () => {
   // A CPU the machine lacks: taskset refuses, so the wrapper is really in the command line.
   expect(threadCpus()).not.toContain(1023);
   await expect(pingRtt(a.ns, b.ip, 1, 0.01, 1023)).rejects.toThrow(/taskset/);
+}, 60_000);
+
+test("UDP runs report what the receiving socket dropped; the counter is the namespace's own", async () => {
+  const lab = newName();
+  const s = await labUp({ name: lab, nodes: 2, pods: 1, mode: 'plain' });
+  const [a, b] = [s.pods.find((p) => p.node === 1)!, s.pods.find((p) => p.node === 2)!];
+  const u = await iperf3Udp(a.ns, b.ns, b.ip, { payload: 64, seconds: 1, bitrate: String(5000 * 64 * 8) });
+  expect(u.socketDrops).not.toBeNull();
+  expect(u.socketDrops).toBeGreaterThanOrEqual(0);
+  expect(u.socketDrops).toBeLessThanOrEqual(u.sentPackets - u.receivedPackets);
+  // A socket nobody reads, with the smallest buffer: 200 datagrams overflow it, in that namespace only.
+  const before = [await udpRcvbufErrors(a.ns), await udpRcvbufErrors(b.ns)];
+  await nsRun(b.ns, 'python3', ['-c', [
+    'import socket', 'r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)', 'r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)',
+    "r.bind(('127.0.0.1', 9898))", 's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+    "for i in range(200): s.sendto(b'x' * 1000, ('127.0.0.1', 9898))"].join('\n')]);
+  const dropped = (await udpRcvbufErrors(b.ns)) - before[1]!;
+  expect(dropped).toBeGreaterThan(100);
+  expect(dropped).toBeLessThanOrEqual(200);
+  expect(await udpRcvbufErrors(a.ns)).toBe(before[0]);
 }, 60_000);
 
 test('process hand-offs: timed rounds with their CPU placement, bad arguments refused', async () => {

@@ -7,7 +7,7 @@ import { METRICS, acceptanceChecks, aggregate, formatMarkdown, formatTable } fro
 import { SCENARIOS, agentOverrides, scenarioProblems, selectScenarios, type Scenario } from '../../bench/scenarios.js';
 import { median, percentile, ratio, summarize } from '../../bench/stats.js';
 import { escapeXml, niceMax, renderChart } from '../../bench/svg.js';
-import type { TrialResult } from '../../bench/trial.js';
+import { socketShare, type TrialResult } from '../../bench/trial.js';
 import { LabError, planLab } from '../../src/lab/topology.js';
 
 describe('median, percentile, summarize, ratio', () => {
@@ -138,7 +138,7 @@ describe('scenario table', () => {
   });
 });
 
-function trial(scenario: string, n: number, f: { tcp1?: number; tcp4?: number; udp64?: number; bounded64?: number; p50?: number; cpu?: number; handoff?: number }): TrialResult {
+function trial(scenario: string, n: number, f: { tcp1?: number; tcp4?: number; udp64?: number; bounded64?: number; p50?: number; cpu?: number; handoff?: number; sock64?: number }): TrialResult {
   const bounded = f.bounded64 === undefined ? {} : { bounded: { receivedPps: f.bounded64, offeredPps: f.bounded64, lostPercent: 0.5, probes: [] } };
   return {
     scenario, trial: n, startedAt: '2025-01-01T00:00:00.000Z', backgroundCores: 0.01, agents: [], errors: [],
@@ -148,7 +148,7 @@ function trial(scenario: string, n: number, f: { tcp1?: number; tcp4?: number; u
       ...(f.tcp1 === undefined ? [] : [{ streams: 1, gbps: f.tcp1, retransmits: 0, bytes: 1e9, cpuBusyS: f.cpu ?? 1, cpuSPerGB: f.cpu ?? 1, agentCpuS: null, agentCpuSPerGB: null }]),
       ...(f.tcp4 === undefined ? [] : [{ streams: 4, gbps: f.tcp4, retransmits: 0, bytes: 1e9, cpuBusyS: 1, cpuSPerGB: 1, agentCpuS: null, agentCpuSPerGB: null }]),
     ],
-    udp: f.udp64 === undefined ? [] : [{ payload: 64, sentPps: f.udp64 * 2, receivedPps: f.udp64, lostPercent: 50, ...bounded }],
+    udp: f.udp64 === undefined ? [] : [{ payload: 64, sentPps: f.udp64 * 2, receivedPps: f.udp64, lostPercent: 50, socketLostPercent: f.sock64 ?? null, ...bounded }],
   };
 }
 
@@ -158,8 +158,8 @@ describe('aggregate, ratios and acceptance figures', () => {
     trial('kernel-vxlan', 1, { tcp1: 16, tcp4: 20, udp64: 300e3, bounded64: 250e3, p50: 10, cpu: 0.5 }),
     trial('kernel-vxlan', 2, { tcp1: 14, tcp4: 22, udp64: 320e3, bounded64: 260e3, p50: 12, cpu: 0.7 }),
     trial('kernel-vxlan', 3, { tcp1: 15, tcp4: 21, udp64: 310e3, bounded64: 255e3, p50: 11, cpu: 0.6 }),
-    trial('tulle-w1', 1, { tcp1: 9, udp64: 100e3, bounded64: 140e3, p50: 70, handoff: 30 }),
-    trial('tulle-w1', 2, { tcp1: 7.5, udp64: 200e3, bounded64: 150e3, p50: 50, handoff: 40 }),
+    trial('tulle-w1', 1, { tcp1: 9, udp64: 100e3, bounded64: 140e3, p50: 70, handoff: 30, sock64: 30 }),
+    trial('tulle-w1', 2, { tcp1: 7.5, udp64: 200e3, bounded64: 150e3, p50: 50, handoff: 40, sock64: 40 }),
     { ...trial('tulle-w1', 3, {}), errors: ['lab up: agent (pid 12) exited'] },
     trial('tulle-w1-offloads-off', 1, { tcp1: 2 }),
     { ...trial('tulle-w1-offloads-off', 2, {}), errors: ['lab up: agent (pid 34) exited'] },
@@ -180,6 +180,10 @@ describe('aggregate, ratios and acceptance figures', () => {
     expect(row('tulle-w1').ratios.udp64BoundedKpps).toBeCloseTo(145 / 255);
     expect(row('tulle-w1').ratios.tcp4Gbps).toBeNull();
     expect(row('tulle-w1').ratios).not.toHaveProperty('udp64LossPct');
+    // The share lost in the receiving socket: a median of what was read, no ratio, nothing where unknown.
+    expect(row('tulle-w1').metrics.udp64SocketLossPct?.median).toBe(35);
+    expect(row('tulle-w1').ratios).not.toHaveProperty('udp64SocketLossPct');
+    expect(row('kernel-vxlan').metrics.udp64SocketLossPct?.n).toBe(0);
     expect(row('tulle-w1').failedTrials).toBe(1);
     expect(row('tulle-w1').errors).toEqual(['lab up: agent (pid 12) exited']);
     expect(row('tulle-w1-offloads-off').errors).toEqual(['lab up: agent (pid 34) exited']);
@@ -368,5 +372,14 @@ describe('lab options the bench passes', () => {
     expect(planLab({ name: 'x', nodes: 2, pods: 1, mode: 'plain' }).underlayMtu).toBe(1500);
     expect(() => planLab({ name: 'x', nodes: 2, pods: 1, mode: 'tulle', agent: { peers: [] } })).toThrow(LabError);
     expect(() => planLab({ name: 'x', nodes: 2, pods: 1, mode: 'tulle', underlayMtu: 600 })).toThrow(/invalid underlay MTU 600/);
+  });
+});
+
+describe('socketShare', () => {
+  it('is the percentage of the sent datagrams the receiving socket dropped, null when either is unknown', () => {
+    expect(socketShare({ sentPackets: 2000, socketDrops: 30 })).toBe(1.5);
+    expect(socketShare({ sentPackets: 2000, socketDrops: 0 })).toBe(0);
+    expect(socketShare({ sentPackets: 2000, socketDrops: null })).toBeNull();
+    expect(socketShare({ sentPackets: 0, socketDrops: 0 })).toBeNull();
   });
 });
