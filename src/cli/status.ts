@@ -14,6 +14,7 @@ interface Status {
   peers: { subnet: string; vtepIP: string; vtepMAC: string }[];
   store?: StoreStatus;
   counters: Record<string, number>;
+  kernelDrops?: { tunTxDropped: number | null; rxSocketDrops: number | null } | null;
   endpoints?: { containerID: string; ifname: string; ip: string; mac: string; hostIfname: string; network: string; netns: string }[];
 }
 
@@ -84,6 +85,11 @@ export async function statusMain(socket: string, json: boolean): Promise<number>
   out.push(`endpoints ${eps.length}`);
   for (const e of eps) {
     out.push(`  ${e.ip.padEnd(18)} ${e.mac} ${e.ifname} <-> ${e.hostIfname}  ${e.containerID.length > 24 ? e.containerID.slice(0, 12) : e.containerID} (${e.network}) ${e.netns}`);
+  }
+  const kd = s.kernelDrops;
+  if (kd) {
+    const n = (v: number | null): string => (v === null ? 'unknown' : String(v));
+    out.push(`kernel   dropped before the workers saw them: ${n(kd.tunTxDropped)} at the TUN queue, ${n(kd.rxSocketDrops)} at the receive sockets`);
   }
   out.push('counters');
   for (const [k, v] of Object.entries(s.counters)) {

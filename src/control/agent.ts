@@ -24,6 +24,7 @@ import { ApiServer, HttpError, TextResponse } from './api.js';
 import { type AgentConfig, checkCpusAllowed, ConfigError, describe, loadConfig, overlayAddress, type NodeConfig, PEER_CAPACITY, restartOnlyChanges } from './config.js';
 import { TunDevice } from './device.js';
 import { CpuLatencyRequest, TrafficLatencyHold, underHypervisor } from './cpu-latency.js';
+import { kernelDrops, type KernelDrops } from './kernel-drops.js';
 import { Endpoints } from './endpoints.js';
 import { METRICS_CONTENT_TYPE, MetricsServer, renderMetrics } from './metrics.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
@@ -300,6 +301,7 @@ export class Agent {
       store: this.store.status(),
       peers: this.peers.map((p) => ({ subnet: `${formatIpv4(p.net)}/${p.prefix}`, vtepIP: formatIpv4(p.vtepIP), vtepMAC: formatMac(p.vtepMAC) })),
       counters: sab ? totals(sab, cfg.workers) : {},
+      kernelDrops: this.kernelDrops() ?? null,
       endpoints: this.endpoints?.list() ?? [],
       workerCounters: this.workerSnapshots(),
     };
@@ -367,7 +369,13 @@ export class Agent {
       endpoints: this.endpoints?.list().length ?? 0,
       store: { type: this.store.type, state: String(this.store.status().state) },
       cpuLatencyHeld: cpu ? cpu.held : undefined,
+      kernelDrops: this.kernelDrops(),
     });
+  }
+
+  /** What the kernel dropped before the workers saw it; undefined until the device and sockets exist. */
+  private kernelDrops(): KernelDrops | undefined {
+    return this.device && this.node ? kernelDrops(this.cfg.device, this.node.port) : undefined;
   }
 
   private registerRoutes(api: ApiServer): void {

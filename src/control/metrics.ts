@@ -10,6 +10,7 @@
  * Rendered from what `tulle status` reads, on each request; nothing is kept between scrapes.
  */
 import http from 'node:http';
+import type { KernelDrops } from './kernel-drops.js';
 import { COUNTER_HELP, COUNTER_NAMES, type CounterSnapshot } from '../dataplane/counters.js';
 import { formatIpv4 } from '../wire/ipv4.js';
 import type { Features } from '../worker/init.js';
@@ -31,6 +32,8 @@ export interface MetricsInput {
   readonly store: { readonly type: string; readonly state: string };
   /** Whether a CPU latency request is held; undefined when the config asks for none. */
   readonly cpuLatencyHeld: boolean | undefined;
+  /** What the kernel dropped before the workers saw it (kernel-drops.ts); undefined before the device exists. */
+  readonly kernelDrops?: KernelDrops;
 }
 
 /** Offload features as labelled in tulle_worker_offload, and what `tulle status` calls them. */
@@ -79,6 +82,17 @@ export function renderMetrics(m: MetricsInput): string {
   if (m.cpuLatencyHeld !== undefined) {
     out.family('tulle_cpu_latency_request_held', 'gauge', 'Whether the configured CPU wake-up latency request is held (1) or withdrawn (0)')
       .sample('tulle_cpu_latency_request_held', m.cpuLatencyHeld ? 1 : 0);
+  }
+  const kd = m.kernelDrops;
+  if (kd?.tunTxDropped != null) {
+    out.family('tulle_kernel_tun_tx_dropped_total', 'counter',
+      'Packets the kernel dropped at the TUN device because its queue was full: the workers did not read them in time (the device\'s tx drops)')
+      .sample('tulle_kernel_tun_tx_dropped_total', kd.tunTxDropped);
+  }
+  if (kd?.rxSocketDrops != null) {
+    out.family('tulle_kernel_udp_rx_drops_total', 'counter',
+      'VXLAN datagrams the kernel dropped at the agent\'s receive sockets for want of buffer space (their drops in /proc/net/udp)')
+      .sample('tulle_kernel_udp_rx_drops_total', kd.rxSocketDrops);
   }
   out.family('tulle_worker_up', 'gauge', 'Whether the forwarding worker runs (1) or is starting, restarting or stopped (0)');
   for (const w of m.workers) out.sample('tulle_worker_up', w.state === 'running' ? 1 : 0, { worker: w.id });

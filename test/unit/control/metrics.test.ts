@@ -24,6 +24,7 @@ const input: MetricsInput = {
   endpoints: 5,
   store: { type: 'etcd', state: 'unreachable' },
   cpuLatencyHeld: false,
+  kernelDrops: { tunTxDropped: 723404, rxSocketDrops: 0 },
 };
 
 interface Sample {
@@ -101,7 +102,7 @@ describe('renderMetrics', () => {
 
   it('leaves out what is not known yet: labels, counters before the workers, the latency request when none is configured', () => {
     const joining: MetricsInput = {
-      ...input, ready: false, node: { ...input.node, subnet: undefined, vni: undefined }, workers: [], counters: [], cpuLatencyHeld: undefined,
+      ...input, ready: false, node: { ...input.node, subnet: undefined, vni: undefined }, workers: [], counters: [], cpuLatencyHeld: undefined, kernelDrops: undefined,
     };
     const { types, samples } = parse(renderMetrics(joining));
     expect(value(samples, 'tulle_ready')).toEqual([0]);
@@ -112,6 +113,18 @@ describe('renderMetrics', () => {
     expect(types.has('tulle_rx_datagrams_total')).toBe(true);
     expect(value(samples, 'tulle_rx_datagrams_total')).toEqual([]);
     expect(types.has('tulle_cpu_latency_request_held')).toBe(false);
+    expect(types.has('tulle_kernel_tun_tx_dropped_total')).toBe(false);
+    // A count that could not be read is left out, not shown as zero.
+    const partly = parse(renderMetrics({ ...input, kernelDrops: { tunTxDropped: null, rxSocketDrops: 4 } }));
+    expect(partly.types.has('tulle_kernel_tun_tx_dropped_total')).toBe(false);
+    expect(value(partly.samples, 'tulle_kernel_udp_rx_drops_total')).toEqual([4]);
+  });
+
+  it("reports the kernel's drops before the workers as counters", () => {
+    const { types, samples } = parse(renderMetrics(input));
+    expect(types.get('tulle_kernel_tun_tx_dropped_total')).toBe('counter');
+    expect(value(samples, 'tulle_kernel_tun_tx_dropped_total')).toEqual([723404]);
+    expect(value(samples, 'tulle_kernel_udp_rx_drops_total')).toEqual([0]);
   });
 
   it('escapes label values so a hostile one cannot break the format', () => {
@@ -126,5 +139,13 @@ describe('the README', () => {
   it('lists every counter with what it counts', () => {
     const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
     for (const n of COUNTER_NAMES) expect(readme, n).toContain(`| \`${n}\` | ${COUNTER_HELP[n]} |`);
+  });
+
+  it('names every other metric family', () => {
+    const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
+    const counterFamilies = new Set(COUNTER_NAMES.map((n) => `tulle_${n}_total`));
+    const families = [...parse(renderMetrics(input)).types.keys()].filter((f) => !counterFamilies.has(f));
+    expect(families.length).toBeGreaterThan(10);
+    for (const f of families) expect(readme, f).toContain(`\`${f}`);
   });
 });
