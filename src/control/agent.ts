@@ -24,7 +24,7 @@ import { ApiServer, HttpError, TextResponse } from './api.js';
 import { type AgentConfig, checkCpusAllowed, ConfigError, describe, loadConfig, overlayAddress, type NodeConfig, PEER_CAPACITY, restartOnlyChanges } from './config.js';
 import { TunDevice } from './device.js';
 import { CpuLatencyRequest, TrafficLatencyHold, underHypervisor } from './cpu-latency.js';
-import { kernelDrops, type KernelDrops } from './kernel-drops.js';
+import { KernelDropReader, type KernelDrops } from './kernel-drops.js';
 import { Endpoints } from './endpoints.js';
 import { METRICS_CONTENT_TYPE, MetricsServer, renderMetrics } from './metrics.js';
 import { interfaceWithAddress, routeExists, setIpv4Sysctl } from './ip.js';
@@ -45,6 +45,7 @@ export class Agent {
   private supervisor?: Supervisor;
   private cpuLatency?: CpuLatencyRequest | TrafficLatencyHold;
   private device?: TunDevice;
+  private dropReader?: KernelDropReader;
   private readonly store: PeerStore;
   /** The config with the network, subnet, VNI and port the store settled. */
   private node?: NodeConfig;
@@ -172,7 +173,7 @@ export class Agent {
     this.counterSab = new SharedArrayBuffer(counterBytes(cfg.workers));
     if (cfg.cpuLatencyUs !== undefined && underHypervisor(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''))) {
       this.log.warn({ cpuLatencyUs: cfg.cpuLatencyUs },
-        'cpuLatencyUs on a virtual machine: idle vCPUs that no longer halt look busy to the host, which may take them away ' +
+        'cpuLatencyUs on a virtual machine: idle vCPUs that no longer halt may look busy to the host, which may take them away ' +
         '(100 ms stalls every few seconds were measured on one KVM guest); check the node for such stalls before relying on it');
     }
     if (cfg.cpuLatencyUs !== undefined && cfg.cpuLatencyIdleMs === undefined) {
@@ -375,7 +376,9 @@ export class Agent {
 
   /** What the kernel dropped before the workers saw it; undefined until the device and sockets exist. */
   private kernelDrops(): KernelDrops | undefined {
-    return this.device && this.node ? kernelDrops(this.cfg.device, this.node.port) : undefined;
+    if (!this.device || !this.node) return undefined;
+    this.dropReader ??= new KernelDropReader(this.cfg.device, this.node.port);
+    return this.dropReader.read();
   }
 
   private registerRoutes(api: ApiServer): void {

@@ -151,9 +151,10 @@ export class TrafficLatencyHold {
 }
 
 /**
- * Whether /proc/cpuinfo says the kernel runs under a hypervisor (the x86 `hypervisor` CPU flag).
- * There an idle vCPU that polls instead of halting looks busy to the host, which may then take it
- * away for a while: on one KVM guest, 100 ms stalls every few seconds while a 0 µs request was held.
+ * Whether /proc/cpuinfo says the kernel runs under a hypervisor (the x86 `hypervisor` CPU flag;
+ * other architectures are not recognised). There an idle vCPU that polls instead of halting may
+ * look busy to the host, which may then take it away for a while: on one KVM guest, 100 ms stalls
+ * every few seconds while a 0 µs request was held.
  */
 export function underHypervisor(cpuinfo: string): boolean {
   return /^flags\s*:.*(?:^|\s)hypervisor(?:\s|$)/m.test(cpuinfo);

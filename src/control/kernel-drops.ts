@@ -1,17 +1,21 @@
 /**
  * Where the kernel drops packets on tulle's behalf, before a worker sees them, so that no
- * counter of the data path can count them: the TUN device's queue (the kernel puts a pod's packet
- * there and drops it when the queue is full, because the workers did not read in time: the
- * device's tx drops) and the agent's VXLAN receive sockets (a datagram for which the socket has no
- * buffer space left: the socket's drops). Read on demand, for status and metrics, from the
- * agent's own network namespace (/proc/self/net).
+ * counter of the data path can count them: the TUN device's queues (the kernel puts a pod's
+ * packet in a worker's queue and drops it when the queue is full because the worker did not read
+ * in time, or while no worker has the queue open, during a restart: the device's tx drops) and
+ * the agent's VXLAN receive sockets (a receive buffer the socket had no room for, or one that
+ * failed its checksum: the socket's drops; with UDP_GRO one buffer can hold up to 64 datagrams).
+ * Read on demand, for status and metrics, from the agent's own network namespace (/proc/self/net).
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 export interface KernelDrops {
-  /** Packets dropped at the TUN device's queue (its tx drops); null when the device is not listed. */
+  /** Packets dropped at the TUN device's queues (its tx drops); null when the device is not listed. */
   tunTxDropped: number | null;
-  /** Datagrams dropped at this process's UDP sockets bound to the VXLAN port; null when unreadable. */
+  /**
+   * Receive buffers dropped at this process's UDP sockets on the VXLAN port, since the agent
+   * started (sockets a restarted worker closed included, as last read); null when unreadable.
+   */
   rxSocketDrops: number | null;
 }
 
@@ -28,21 +32,44 @@ export function netDevTxDropped(text: string, device: string): number | null {
 }
 
 /**
- * The drops summed over the sockets in /proc/net/udp text whose local port is `port` and whose
- * inode is in `inodes` (this process's sockets).
+ * The drops of each socket in /proc/net/udp text whose local port is `port` and whose inode is in
+ * `inodes` (this process's sockets), by inode.
  */
-export function udpSocketDrops(text: string, port: number, inodes: ReadonlySet<number>): number {
-  let sum = 0;
+export function udpSocketDrops(text: string, port: number, inodes: ReadonlySet<number>): Map<number, number> {
+  const drops = new Map<number, number>();
   for (const line of text.split('\n')) {
     // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ref pointer drops
     const f = line.trim().split(/\s+/);
     if (f.length < 13 || !/^\d+:$/.test(f[0]!)) continue;
     const local = f[1]!.split(':');
-    if (local.length !== 2 || Number.parseInt(local[1]!, 16) !== port || !inodes.has(Number(f[9]))) continue;
-    const drops = Number(f[12]);
-    if (Number.isSafeInteger(drops) && drops >= 0) sum += drops;
+    const inode = Number(f[9]);
+    if (local.length !== 2 || Number.parseInt(local[1]!, 16) !== port || !inodes.has(inode)) continue;
+    const n = Number(f[12]);
+    if (Number.isSafeInteger(n) && n >= 0) drops.set(inode, n);
   }
-  return sum;
+  return drops;
+}
+
+/**
+ * A running total of socket drops that does not fall when a socket closes: a worker's receive
+ * socket goes with the worker, and its replacement counts from zero. The last count read of each
+ * socket that has gone is kept (drops after that last read and before the close are not seen).
+ */
+export class SocketDropTotal {
+  private readonly last = new Map<number, number>();
+  private gone = 0;
+
+  /** Takes the current per-socket counts (by inode) and returns the total since the first call. */
+  update(current: ReadonlyMap<number, number>): number {
+    for (const [inode, n] of this.last) if (!current.has(inode)) this.gone += n;
+    this.last.clear();
+    let sum = this.gone;
+    for (const [inode, n] of current) {
+      this.last.set(inode, n);
+      sum += n;
+    }
+    return sum;
+  }
 }
 
 /** Inodes of the sockets this process has open (/proc/self/fd links of the form socket:[N]). */
@@ -61,19 +88,28 @@ export function ownSocketInodes(fdDir = '/proc/self/fd'): Set<number> {
   return inodes;
 }
 
-/** The kernel's drops for this agent's TUN `device` and its receive sockets on `port`. */
-export function kernelDrops(device: string, port: number): KernelDrops {
-  let tunTxDropped: number | null = null;
-  let rxSocketDrops: number | null = null;
-  try {
-    tunTxDropped = netDevTxDropped(readFileSync('/proc/self/net/dev', 'utf8'), device);
-  } catch {
-    // left null: not readable here
+/** Reads the kernel's drops for this agent's TUN `device` and its receive sockets on `port`. */
+export class KernelDropReader {
+  private readonly sockets = new SocketDropTotal();
+
+  constructor(
+    readonly device: string,
+    readonly port: number,
+  ) {}
+
+  read(): KernelDrops {
+    let tunTxDropped: number | null = null;
+    let rxSocketDrops: number | null = null;
+    try {
+      tunTxDropped = netDevTxDropped(readFileSync('/proc/self/net/dev', 'utf8'), this.device);
+    } catch {
+      // left null: not readable here
+    }
+    try {
+      rxSocketDrops = this.sockets.update(udpSocketDrops(readFileSync('/proc/self/net/udp', 'utf8'), this.port, ownSocketInodes()));
+    } catch {
+      // left null
+    }
+    return { tunTxDropped, rxSocketDrops };
   }
-  try {
-    rxSocketDrops = udpSocketDrops(readFileSync('/proc/self/net/udp', 'utf8'), port, ownSocketInodes());
-  } catch {
-    // left null
-  }
-  return { tunTxDropped, rxSocketDrops };
 }

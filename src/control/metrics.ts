@@ -86,12 +86,12 @@ export function renderMetrics(m: MetricsInput): string {
   const kd = m.kernelDrops;
   if (kd?.tunTxDropped != null) {
     out.family('tulle_kernel_tun_tx_dropped_total', 'counter',
-      'Packets the kernel dropped at the TUN device because its queue was full: the workers did not read them in time (the device\'s tx drops)')
+      'Packets the kernel dropped at the TUN device: a worker\'s queue was full (not read in time) or had no worker (a restart); the device\'s tx drops')
       .sample('tulle_kernel_tun_tx_dropped_total', kd.tunTxDropped);
   }
   if (kd?.rxSocketDrops != null) {
     out.family('tulle_kernel_udp_rx_drops_total', 'counter',
-      'VXLAN datagrams the kernel dropped at the agent\'s receive sockets for want of buffer space (their drops in /proc/net/udp)')
+      'Receive buffers the kernel dropped at the agent\'s VXLAN sockets, full or failing their checksum (their drops in /proc/net/udp; a UDP_GRO buffer holds up to 64 datagrams)')
       .sample('tulle_kernel_udp_rx_drops_total', kd.rxSocketDrops);
   }
   out.family('tulle_worker_up', 'gauge', 'Whether the forwarding worker runs (1) or is starting, restarting or stopped (0)');

@@ -3,7 +3,7 @@
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { kernelDrops, netDevTxDropped, ownSocketInodes, udpSocketDrops } from '../../../src/control/kernel-drops.js';
+import { KernelDropReader, SocketDropTotal, netDevTxDropped, ownSocketInodes, udpSocketDrops } from '../../../src/control/kernel-drops.js';
 
 const NET_DEV = `Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
@@ -33,11 +33,24 @@ describe('netDevTxDropped', () => {
 });
 
 describe('udpSocketDrops', () => {
-  it('sums the drops of this process\'s sockets on the port, leaving out other processes\' and other ports', () => {
-    expect(udpSocketDrops(NET_UDP, 8472, new Set([4001, 4002, 4003]))).toBe(22);
-    expect(udpSocketDrops(NET_UDP, 8473, new Set([4003]))).toBe(40);
-    expect(udpSocketDrops(NET_UDP, 8472, new Set())).toBe(0);
-    expect(udpSocketDrops('', 8472, new Set([4001]))).toBe(0);
+  it("reads the drops of this process's sockets on the port, leaving out other processes' and other ports", () => {
+    expect(udpSocketDrops(NET_UDP, 8472, new Set([4001, 4002, 4003]))).toEqual(new Map([[4001, 17], [4002, 5]]));
+    expect(udpSocketDrops(NET_UDP, 8473, new Set([4003]))).toEqual(new Map([[4003, 40]]));
+    expect(udpSocketDrops(NET_UDP, 8472, new Set()).size).toBe(0);
+    expect(udpSocketDrops('', 8472, new Set([4001])).size).toBe(0);
+  });
+});
+
+describe('SocketDropTotal', () => {
+  it('never falls: a socket that closes keeps its last count, its replacement adds from zero', () => {
+    const t = new SocketDropTotal();
+    expect(t.update(new Map([[1, 10], [2, 5]]))).toBe(15);
+    expect(t.update(new Map([[1, 12], [2, 5]]))).toBe(17);
+    // Worker 2 restarted: socket 2 is gone, socket 3 is its new one.
+    expect(t.update(new Map([[1, 12], [3, 0]]))).toBe(17);
+    expect(t.update(new Map([[1, 12], [3, 4]]))).toBe(21);
+    expect(t.update(new Map())).toBe(21);
+    expect(t.update(new Map([[4, 1]]))).toBe(22);
   });
 });
 
@@ -52,10 +65,10 @@ describe('on this machine', () => {
         .find((l) => l.trim().split(/\s+/)[1]?.endsWith(`:${port.toString(16).toUpperCase().padStart(4, '0')}`));
       expect(line, `port ${port} in /proc/self/net/udp`).toBeDefined();
       expect(inodes.has(Number(line!.trim().split(/\s+/)[9]))).toBe(true);
-      const d = kernelDrops('lo', port);
+      const d = new KernelDropReader('lo', port).read();
       expect(d.tunTxDropped).toBe(netDevTxDropped(readFileSync('/proc/self/net/dev', 'utf8'), 'lo'));
       expect(d.rxSocketDrops).toBe(0);
-      expect(kernelDrops('no-such-dev', port).tunTxDropped).toBeNull();
+      expect(new KernelDropReader('no-such-dev', port).read().tunTxDropped).toBeNull();
     } finally {
       sock.close();
     }
