@@ -5,10 +5,8 @@
  * faster alternative is also a correct one.
  */
 import { pseudoHeaderSumV4 } from '../src/wire/checksum.js';
-import {
-  IPPROTO_TCP, IPPROTO_UDP, IPV4_DST_OFF, IPV4_PROTOCOL_OFF, IPV4_SRC_OFF, dst as ipv4Dst, id as ipv4Id, ihl, setId, setTotalLength,
-  src as ipv4Src, updateHeaderChecksum,
-} from '../src/wire/ipv4.js';
+import { IPPROTO_TCP, IPPROTO_UDP, IPV4_DST_OFF, IPV4_PROTOCOL_OFF, IPV4_SRC_OFF, dst as ipv4Dst, ihl, src as ipv4Src } from '../src/wire/ipv4.js';
+import { cutSegments } from '../src/dataplane/cut.js';
 import { UDP_CHECKSUM_OFF, UDP_HEADER_LEN, setLength as setUdpLength } from '../src/wire/udp.js';
 import type { ChecksumJobs } from '../src/dataplane/csum-jobs.js';
 
@@ -158,26 +156,13 @@ export function fnv1aFlowHash(buf: Uint8Array, off: number, len: number): number
 export function cutUdpJobs(
   mem: Uint8Array, ip: number, ihl: number, payload: number, mss: number, out: number, prefixLen: number, jobs: ChecksumJobs,
 ): number {
-  const hlen = ihl + UDP_HEADER_LEN;
   const src = ipv4Src(mem, ip);
   const dst = ipv4Dst(mem, ip);
-  const id0 = ipv4Id(mem, ip);
-  let p = out;
-  for (let j = 0, at = 0; at < payload; j++, at += mss) {
-    const chunk = Math.min(mss, payload - at);
-    if (j > 0) mem.copyWithin(p, out, out + prefixLen);
-    const sip = p + prefixLen;
+  return cutSegments(mem, ip, ihl + UDP_HEADER_LEN, payload, mss, out, prefixLen, (sip, _j, plen) => {
     const su = sip + ihl;
-    mem.copyWithin(sip, ip, ip + hlen);
-    mem.copyWithin(su + UDP_HEADER_LEN, ip + hlen + at, ip + hlen + at + chunk);
-    setTotalLength(mem, sip, hlen + chunk);
-    setId(mem, sip, (id0 + j) & 0xffff);
-    updateHeaderChecksum(mem, sip);
-    setUdpLength(mem, su, UDP_HEADER_LEN + chunk);
+    setUdpLength(mem, su, UDP_HEADER_LEN + plen);
     mem[su + UDP_CHECKSUM_OFF] = 0;
     mem[su + UDP_CHECKSUM_OFF + 1] = 0;
-    jobs.add(su, UDP_HEADER_LEN + chunk, fold(pseudoHeaderSumV4(src, dst, IPPROTO_UDP, UDP_HEADER_LEN + chunk)), su + UDP_CHECKSUM_OFF, true);
-    p = su + UDP_HEADER_LEN + chunk;
-  }
-  return p - out;
+    jobs.add(su, UDP_HEADER_LEN + plen, fold(pseudoHeaderSumV4(src, dst, IPPROTO_UDP, UDP_HEADER_LEN + plen)), su + UDP_CHECKSUM_OFF, true);
+  });
 }

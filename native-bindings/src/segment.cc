@@ -118,23 +118,18 @@ bool Check(Cut* c, int32_t thl_lo, int32_t thl_hi) {
   return static_cast<uint64_t>(c->out) >= end_in || static_cast<uint64_t>(c->out) + need <= static_cast<uint64_t>(c->ip);
 }
 
-// Writes segment j's prefix, headers and payload chunk at w and its IPv4 total length, ID + j
-// and header checksum (ip_base: the header's sum with those three fields zeroed). Returns the
-// chunk's length; *psum gets the payload's sum.
-int32_t CutOne(const Cut& c, uint8_t* w, const uint8_t* first, int32_t j, uint16_t id0, uint64_t ip_base, uint64_t* psum) {
-  const int32_t hlen = c.ihl + c.thl;
-  const int32_t plen = j == c.nseg - 1 ? c.payload - j * c.mss : c.mss;
-  const uint8_t* sip = c.mem.data + c.ip;
-  if (j > 0) std::memcpy(w, first, static_cast<size_t>(c.prefix));
-  uint8_t* dip = w + c.prefix;
-  std::memcpy(dip, sip, static_cast<size_t>(hlen));
-  *psum = CopySum(dip + hlen, sip + hlen + static_cast<size_t>(j) * c.mss, static_cast<size_t>(plen));
-  const uint16_t tot = static_cast<uint16_t>(hlen + plen);
-  const uint16_t id = static_cast<uint16_t>(id0 + j);
-  Put16(dip + 2, tot);
-  Put16(dip + 4, id);
-  Put16(dip + 10, static_cast<uint16_t>(~Fold(ip_base + tot + id)));
-  return plen;
+// Reads a cut's arguments: (mem, ip, ihl[, thl], payload, mss, out, prefixLen), thl only for
+// TCP (UDP's header is 8 bytes). False with a JavaScript exception pending on a bad type.
+bool ReadCut(const Args& a, bool tcp, Cut* c) {
+  size_t i = 0;
+  bool ok = a.Bytes(i++, "mem", &c->mem) && a.Int32(i++, "ip", &c->ip) && a.Int32(i++, "ihl", &c->ihl);
+  if (tcp) {
+    ok = ok && a.Int32(i++, "thl", &c->thl);
+  } else {
+    c->thl = 8;
+  }
+  return ok && a.Int32(i++, "payload", &c->payload) && a.Int32(i++, "mss", &c->mss) && a.Int32(i++, "out", &c->out) &&
+         a.Int32(i++, "prefixLen", &c->prefix);
 }
 
 // The sum of an IPv4 header with its total length, ID and checksum zeroed.
@@ -146,6 +141,36 @@ uint64_t IpBase(const uint8_t* ip, int32_t ihl) {
   return SumBE(tmpl, static_cast<size_t>(ihl), 0);
 }
 
+// Cuts a checked cut into its segments, back to back at mem[out]: for each segment j the prefix
+// (copied from the first one's), the headers and payload chunk j, copied and summed in one pass,
+// and the IPv4 total length, ID + j and header checksum; then fix(j, plen, l4, psum) writes the
+// transport header's fields that differ per segment (l4: its header, psum: the chunk's sum).
+// Returns the bytes written.
+template <typename Fix>
+int32_t CutAll(const Cut& c, Fix fix) {
+  const int32_t hlen = c.ihl + c.thl;
+  const uint8_t* sip = c.mem.data + c.ip;
+  const uint16_t id0 = Get16(sip + 4);
+  const uint64_t ip_base = IpBase(sip, c.ihl);
+  uint8_t* w = c.mem.data + c.out;
+  const uint8_t* first = w;
+  for (int32_t j = 0; j < c.nseg; j++) {
+    const int32_t plen = j == c.nseg - 1 ? c.payload - j * c.mss : c.mss;
+    if (j > 0) std::memcpy(w, first, static_cast<size_t>(c.prefix));
+    uint8_t* dip = w + c.prefix;
+    std::memcpy(dip, sip, static_cast<size_t>(hlen));
+    const uint64_t psum = CopySum(dip + hlen, sip + hlen + static_cast<size_t>(j) * c.mss, static_cast<size_t>(plen));
+    const uint16_t tot = static_cast<uint16_t>(hlen + plen);
+    const uint16_t id = static_cast<uint16_t>(id0 + j);
+    Put16(dip + 2, tot);
+    Put16(dip + 4, id);
+    Put16(dip + 10, static_cast<uint16_t>(~Fold(ip_base + tot + id)));
+    fix(j, plen, dip + c.ihl, psum);
+    w = dip + hlen + plen;
+  }
+  return static_cast<int32_t>(w - first);
+}
+
 // tcpSegment(mem, ip, ihl, thl, payload, mss, out, prefixLen) -> bytes written | -EINVAL.
 // Input: the IPv4/TCP super-packet at mem[ip], headers of ihl + thl bytes, `payload` bytes after
 // them. Output at mem[out]: the prefixLen bytes already at mem[out], then for each segment j:
@@ -155,36 +180,23 @@ uint64_t IpBase(const uint8_t* ip, int32_t ihl) {
 Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
   Args a(info, "tcpSegment");
   Cut c;
-  if (!a.Bytes(0, "mem", &c.mem) || !a.Int32(1, "ip", &c.ip) || !a.Int32(2, "ihl", &c.ihl) || !a.Int32(3, "thl", &c.thl) ||
-      !a.Int32(4, "payload", &c.payload) || !a.Int32(5, "mss", &c.mss) || !a.Int32(6, "out", &c.out) ||
-      !a.Int32(7, "prefixLen", &c.prefix)) {
-    return Napi::Value();
-  }
+  if (!ReadCut(a, true, &c)) return Napi::Value();
   if (!Check(&c, 20, 60)) return Int(a.env(), -EINVAL);
-  const int32_t ihl = c.ihl, thl = c.thl;
-  const uint8_t* sip = c.mem.data + c.ip;
-  const uint8_t* sth = sip + ihl;
-  const uint16_t id0 = Get16(sip + 4);
+  const int32_t thl = c.thl;
+  const uint8_t* sth = c.mem.data + c.ip + c.ihl;
   const uint32_t seq0 = Get32(sth + 4);
   const uint8_t flags0 = sth[13];
   // Pseudo-header without the length: addresses and protocol.
-  const uint64_t pseudo = SumBE(sip + 12, 8, 6);
-  // Sums of the headers with the fields that differ per segment zeroed (IPv4 total length, ID and
-  // checksum; TCP sequence, flags and checksum): each segment adds its own values to these.
-  const uint64_t ip_base = IpBase(sip, ihl);
+  const uint64_t pseudo = SumBE(c.mem.data + c.ip + 12, 8, 6);
+  // The TCP header's sum with the fields that differ per segment zeroed (sequence, flags and
+  // checksum): each segment adds its own values to it.
   uint8_t tmpl[60];
   std::memcpy(tmpl, sth, static_cast<size_t>(thl));
   std::memset(tmpl + 4, 0, 4);
   tmpl[13] = 0;
   std::memset(tmpl + 16, 0, 2);
   const uint64_t tcp_base = SumBE(tmpl, static_cast<size_t>(thl), 0);
-
-  uint8_t* w = c.mem.data + c.out;
-  const uint8_t* first = w;
-  for (int32_t j = 0; j < c.nseg; j++) {
-    uint64_t psum;
-    const int32_t plen = CutOne(c, w, first, j, id0, ip_base, &psum);
-    uint8_t* dth = w + c.prefix + ihl;
+  const int32_t written = CutAll(c, [&](int32_t j, int32_t plen, uint8_t* dth, uint64_t psum) {
     const uint32_t seq = seq0 + static_cast<uint32_t>(j) * static_cast<uint32_t>(c.mss);
     Put32(dth + 4, seq);
     uint8_t f = flags0;
@@ -193,9 +205,8 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
     dth[13] = f;
     const uint64_t s = pseudo + static_cast<uint64_t>(thl + plen) + tcp_base + (seq >> 16) + (seq & 0xffff) + f + psum;
     Put16(dth + 16, static_cast<uint16_t>(~Fold(s)));
-    w += c.prefix + ihl + thl + plen;
-  }
-  return Int(a.env(), static_cast<int32_t>(w - first));
+  });
+  return Int(a.env(), written);
 }
 
 // udpSegment(mem, ip, ihl, payload, mss, out, prefixLen) -> bytes written | -EINVAL.
@@ -206,35 +217,20 @@ Napi::Value TcpSegment(const Napi::CallbackInfo& info) {
 Napi::Value UdpSegment(const Napi::CallbackInfo& info) {
   Args a(info, "udpSegment");
   Cut c;
-  c.thl = 8;
-  if (!a.Bytes(0, "mem", &c.mem) || !a.Int32(1, "ip", &c.ip) || !a.Int32(2, "ihl", &c.ihl) ||
-      !a.Int32(3, "payload", &c.payload) || !a.Int32(4, "mss", &c.mss) || !a.Int32(5, "out", &c.out) ||
-      !a.Int32(6, "prefixLen", &c.prefix)) {
-    return Napi::Value();
-  }
+  if (!ReadCut(a, false, &c)) return Napi::Value();
   if (!Check(&c, 8, 8)) return Int(a.env(), -EINVAL);
-  const int32_t ihl = c.ihl;
   const uint8_t* sip = c.mem.data + c.ip;
-  const uint8_t* suh = sip + ihl;
-  const uint16_t id0 = Get16(sip + 4);
+  const uint8_t* suh = sip + c.ihl;
   // Pseudo-header without the length, and the ports: the rest differs per datagram.
   const uint64_t base = SumBE(sip + 12, 8, 17) + Get16(suh) + Get16(suh + 2);
-  const uint64_t ip_base = IpBase(sip, ihl);
-
-  uint8_t* w = c.mem.data + c.out;
-  const uint8_t* first = w;
-  for (int32_t j = 0; j < c.nseg; j++) {
-    uint64_t psum;
-    const int32_t plen = CutOne(c, w, first, j, id0, ip_base, &psum);
-    uint8_t* duh = w + c.prefix + ihl;
+  const int32_t written = CutAll(c, [&](int32_t, int32_t plen, uint8_t* duh, uint64_t psum) {
     const uint16_t ulen = static_cast<uint16_t>(8 + plen);
     Put16(duh + 4, ulen);
     // The length counts twice: in the pseudo-header and in the UDP header.
     const uint16_t sum = static_cast<uint16_t>(~Fold(base + 2ull * ulen + psum));
     Put16(duh + 6, sum == 0 ? 0xffff : sum);
-    w += c.prefix + ihl + 8 + plen;
-  }
-  return Int(a.env(), static_cast<int32_t>(w - first));
+  });
+  return Int(a.env(), written);
 }
 
 }  // namespace
